@@ -1,0 +1,35 @@
+"""pytest-trtctx: test TensorRT / PyTorch CUDA context init orders.
+
+Importing this package imports no torch, TensorRT or CUDA module (see ``plugin``).
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BackendUnavailable,
+    ConfigError,
+    CudaError,
+    IsolationError,
+    KernelCompileError,
+    MatrixError,
+    NoCudaDriver,
+    OrderError,
+    TrtctxError,
+)
+from .names import ORDERS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ORDERS",
+    "BackendUnavailable",
+    "ConfigError",
+    "CudaError",
+    "IsolationError",
+    "KernelCompileError",
+    "MatrixError",
+    "NoCudaDriver",
+    "OrderError",
+    "TrtctxError",
+    "__version__",
+]

@@ -1,0 +1,71 @@
+"""Turn a failed run into a sentence a person can act on.
+
+The message names the order, the context that owned the engine when it was built, the context
+current when it ran (and whether each is the primary context), and the likely cause and fix.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .names import DRIVER_FIRST, MULTI_DEVICE, THREAD_HOP
+
+if TYPE_CHECKING:
+    from .backends.base import Engine, ExecResult
+    from .orders import OrderState
+
+FIX = (
+    "Fix: initialise torch before anything creates a context (torch-first), or push the "
+    "engine's context around execution (cuCtxPushCurrent/cuCtxPopCurrent, pycuda ctx.push()/pop(); "
+    "the trtctx_fix_context fixture does this)."
+)
+
+
+def likely_cause(state: OrderState | None, engine: Engine, result: ExecResult) -> str:
+    built, ran = engine.built_in, result.ran_in
+    if ran is None:
+        return "The run failed before a context could be made current."
+    if built.handle == ran.handle:
+        return (
+            "The engine ran in the context it was built in, so this is not a context mismatch: "
+            "look at the backend's error and the outputs."
+        )
+    if built.device is not None and ran.device is not None and built.device != ran.device:
+        return (
+            f"The engine lives on device {built.device} but device {ran.device}'s context was "
+            "current when it ran (torch.cuda.set_device or torch work on another device switched "
+            "it). Make the engine's device current, or push its context, around execution."
+        )
+    if (state is not None and state.order == THREAD_HOP) or built.thread != ran.thread:
+        return (
+            f"The engine was built on thread {built.thread} in a context of its own; thread "
+            f"{ran.thread} had no context, so the runtime made the primary context current "
+            f"there. {FIX}"
+        )
+    if ran.is_primary and not built.is_primary:
+        how = (
+            "torch's first CUDA allocation"
+            if state and state.order == DRIVER_FIRST
+            else ("torch (its first allocation or set_device)")
+        )
+        return (
+            f"{how} made the primary context current after the engine was built in a context "
+            f"created with cuCtxCreate (as import pycuda.autoinit does). {FIX}"
+        )
+    if state is not None and state.order == MULTI_DEVICE:
+        return "torch and the engine are on different devices. " + FIX
+    return f"Another context was current than the one the engine was built in. {FIX}"
+
+
+def diagnose(state: OrderState | None, engine: Engine, result: ExecResult, fixed: bool) -> str:
+    lines = [
+        f"order: {state.order if state else 'none applied'}"
+        + (f" ({'; '.join(state.steps)})" if state and state.steps else ""),
+        f"engine built in: {engine.built_in.describe()}",
+        "ran in: " + (result.ran_in.describe() if result.ran_in else "unknown"),
+        f"engine context pushed around execution (trtctx_fix_context): {'yes' if fixed else 'no'}",
+    ]
+    if result.errors:
+        lines.append("backend errors: " + " | ".join(result.errors))
+    lines.append("likely cause: " + likely_cause(state, engine, result))
+    return "\n".join("  " + line for line in lines)

@@ -1,0 +1,440 @@
+"""Reference direct-convolution kernels, compiled to CUBIN by NVRTC, with an on-disk cache.
+
+The kernels are the CUDA reference backend's ground truth for conv2d: deliberately naive (one thread
+per output element, float accumulation) so that their indexing can be checked by reading it against
+the definition of ``torch.nn.functional.conv2d``. NVRTC needs no GPU, so compiling (and the tests of
+this module) works on a build machine; only launching needs a driver.
+
+``cuda.bindings.nvrtc`` is imported lazily, inside functions: importing the plugin must never import
+a CUDA module, since which CUDA library gets loaded first is exactly what the plugin tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_trtctx.errors import BackendUnavailable, KernelCompileError
+
+__all__ = [
+    "BLOCK_SIZE",
+    "CONV_SOURCE",
+    "KERNEL_NAMES",
+    "MAX_GRID_BLOCKS",
+    "Cubin",
+    "clear_memo",
+    "compile_conv",
+    "cubin_has_kernel",
+    "default_cache_dir",
+    "grid_size",
+    "nvrtc_options",
+    "nvrtc_version",
+]
+
+#: Threads per block for every kernel of :data:`CONV_SOURCE`.
+BLOCK_SIZE = 256
+
+#: Upper bound on the blocks :func:`grid_size` asks for. The kernels use a grid-stride loop, so a
+#: capped grid still covers every element; 65535 blocks of 256 threads (16.7 M threads) is far
+#: more than any GPU keeps resident, and 65535 is a legal ``gridDim.x`` on every architecture.
+MAX_GRID_BLOCKS = 65535
+
+#: dtype name (as ``str(torch.float32).removeprefix("torch.")`` spells it) -> kernel symbol.
+KERNEL_NAMES: dict[str, str] = {
+    "float32": "trtctx_conv2d_f32",
+    "float16": "trtctx_conv2d_f16",
+    "bfloat16": "trtctx_conv2d_bf16",
+}
+
+# No #include at all: NVRTC would need the toolkit's headers on disk (cuda_fp16.h), which a
+# pip-installed NVRTC does not reliably ship, so half and bfloat16 are converted by hand.
+CONV_SOURCE = r"""
+// pytest-trtctx reference conv2d kernels (NCHW, weights [K, C/groups, R, S]).
+
+__device__ __forceinline__ float trtctx_half_to_float(unsigned short h)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ unsigned short trtctx_float_to_half(float f)
+{
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+__device__ __forceinline__ float trtctx_bf16_to_float(unsigned short h)
+{
+    return __uint_as_float(((unsigned int)h) << 16);
+}
+
+__device__ __forceinline__ unsigned short trtctx_float_to_bf16(float f)
+{
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        // NaN: keep the sign and the top of the payload, force the quiet bit so that truncating
+        // the low mantissa bits can never turn it into an infinity.
+        return (unsigned short)((u >> 16) | 0x0040u);
+    }
+    // Round to nearest, ties to even; a carry out of the mantissa correctly rounds up to inf.
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
+struct trtctx_f32 {
+    typedef float storage;
+    static __device__ __forceinline__ float load(float v) { return v; }
+    static __device__ __forceinline__ float store(float v) { return v; }
+};
+
+struct trtctx_f16 {
+    typedef unsigned short storage;
+    static __device__ __forceinline__ float load(unsigned short v)
+    {
+        return trtctx_half_to_float(v);
+    }
+    static __device__ __forceinline__ unsigned short store(float v)
+    {
+        return trtctx_float_to_half(v);
+    }
+};
+
+struct trtctx_bf16 {
+    typedef unsigned short storage;
+    static __device__ __forceinline__ float load(unsigned short v)
+    {
+        return trtctx_bf16_to_float(v);
+    }
+    static __device__ __forceinline__ unsigned short store(float v)
+    {
+        return trtctx_float_to_bf16(v);
+    }
+};
+
+// y[n,k,p,q] = b[k] + sum_{c<C/groups, r<R, s<S} x[n, g*C/groups + c, ih, iw] * w[k, c, r, s]
+//   with g = k / (K/groups), ih = p*stride_h - pad_h + r*dil_h, iw = q*stride_w - pad_w + s*dil_w,
+//   and terms with (ih, iw) outside the input dropped (zero padding).
+template <typename T>
+__device__ __forceinline__ void trtctx_conv2d_body(
+    const void* x_, const void* w_, const void* b_, void* y_,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups)
+{
+    typedef typename T::storage elem_t;
+    const elem_t* x = (const elem_t*)x_;
+    const elem_t* w = (const elem_t*)w_;
+    const elem_t* b = (const elem_t*)b_;
+    elem_t* y = (elem_t*)y_;
+
+    if (N <= 0 || K <= 0 || P <= 0 || Q <= 0 || groups <= 0) {
+        return;
+    }
+    const int Cg = C / groups;  // input channels per group (= weight dim 1)
+    const int Kg = K / groups;  // output channels per group
+    if (Kg <= 0) {
+        return;
+    }
+    const long long total = (long long)N * K * P * Q;
+    const long long step = (long long)blockDim.x * gridDim.x;
+
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += step) {
+        const int q = (int)(idx % Q);
+        long long t = idx / Q;
+        const int p = (int)(t % P);
+        t /= P;
+        const int k = (int)(t % K);
+        const int n = (int)(t / K);
+        const int g = k / Kg;
+
+        const int h0 = p * stride_h - pad_h;
+        const int w0 = q * stride_w - pad_w;
+
+        float acc = 0.0f;
+        for (int c = 0; c < Cg; ++c) {
+            const elem_t* xp = x + ((long long)n * C + (long long)g * Cg + c) * H * W;
+            const elem_t* wp = w + ((long long)k * Cg + c) * R * S;
+            for (int r = 0; r < R; ++r) {
+                const int ih = h0 + r * dil_h;
+                if (ih < 0 || ih >= H) {
+                    continue;
+                }
+                for (int s = 0; s < S; ++s) {
+                    const int iw = w0 + s * dil_w;
+                    if (iw < 0 || iw >= W) {
+                        continue;
+                    }
+                    acc += T::load(xp[(long long)ih * W + iw]) * T::load(wp[r * S + s]);
+                }
+            }
+        }
+        if (b != 0) {
+            acc += T::load(b[k]);
+        }
+        y[idx] = T::store(acc);
+    }
+}
+
+#define TRTCTX_CONV2D_KERNEL(NAME, TYPE)                                                     \
+    extern "C" __global__ void NAME(                                                         \
+        const void* x, const void* w, const void* b, void* y,                                \
+        int N, int C, int H, int W, int K, int R, int S, int P, int Q,                       \
+        int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups)  \
+    {                                                                                        \
+        trtctx_conv2d_body<TYPE>(x, w, b, y, N, C, H, W, K, R, S, P, Q,                      \
+                                 stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups);    \
+    }
+
+TRTCTX_CONV2D_KERNEL(trtctx_conv2d_f32, trtctx_f32)
+TRTCTX_CONV2D_KERNEL(trtctx_conv2d_f16, trtctx_f16)
+TRTCTX_CONV2D_KERNEL(trtctx_conv2d_bf16, trtctx_bf16)
+"""
+
+_ARCH_RE = re.compile(r"^sm_\d+[a-z]?$")
+_PROGRAM_NAME = b"trtctx_conv2d.cu"
+_ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class Cubin:
+    """A compiled CUBIN image of :data:`CONV_SOURCE` for one architecture.
+
+    ``from_cache`` is True when no NVRTC compile happened in this call (disk cache or in-process
+    memo); ``path`` is the cache file holding ``data``, or None when it could not be written.
+    """
+
+    arch: str
+    data: bytes
+    key: str
+    from_cache: bool
+    path: Path | None
+
+
+# In-process memo: (cache dir, key) -> Cubin. Keyed by the directory too, so that a call naming
+# another cache dir still reads and fills that one.
+_MEMO: dict[tuple[str, str], Cubin] = {}
+
+
+def _nvrtc() -> Any:
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as exc:
+        raise BackendUnavailable(f"NVRTC (cuda-bindings[all]) is not installed: {exc}") from exc
+    return nvrtc
+
+
+def _check(result: tuple[Any, ...], call: str, arch: str) -> Any:
+    """Unwrap a cuda-bindings ``(err, *values)`` tuple, raising KernelCompileError on failure.
+
+    Returns None, the single value, or the tuple of values.
+    """
+    err, *values = result
+    nvrtc = _nvrtc()
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        name = getattr(err, "name", str(err))
+        raise KernelCompileError(f"{call} failed for {arch}: {name}")
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return tuple(values)
+
+
+def nvrtc_version() -> tuple[int, int]:
+    """(major, minor) of the NVRTC library that :func:`compile_conv` uses."""
+    major, minor = _check(_nvrtc().nvrtcVersion(), "nvrtcVersion", "-")
+    return int(major), int(minor)
+
+
+def nvrtc_options(arch: str) -> list[str]:
+    """The NVRTC options :func:`compile_conv` passes for ``arch`` (part of the cache key)."""
+    return [f"--gpu-architecture={arch}", "-default-device", "--std=c++17"]
+
+
+def default_cache_dir() -> Path:
+    """``$TRTCTX_CACHE_DIR``, else ``$XDG_CACHE_HOME/pytest-trtctx``, else ``~/.cache/...``."""
+    explicit = os.environ.get("TRTCTX_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "pytest-trtctx"
+    return Path.home() / ".cache" / "pytest-trtctx"
+
+
+def grid_size(total: int) -> int:
+    """Blocks of :data:`BLOCK_SIZE` threads for a grid-stride loop over ``total`` elements.
+
+    At least 1 (a zero-block launch is a CUDA error; the kernel's loop simply does nothing) and at
+    most :data:`MAX_GRID_BLOCKS` (the loop covers the rest).
+    """
+    if total < 0:
+        raise ValueError(f"grid_size: total must be >= 0, got {total}")
+    blocks = (total + BLOCK_SIZE - 1) // BLOCK_SIZE
+    return max(1, min(blocks, MAX_GRID_BLOCKS))
+
+
+def cubin_has_kernel(data: bytes, name: str) -> bool:
+    """Whether symbol ``name`` appears NUL-terminated (as in an ELF string table) in ``data``."""
+    return b"\x00" + name.encode() + b"\x00" in data
+
+
+def _is_valid_cubin(data: bytes) -> bool:
+    """A cheap structural check of a cached file: ELF magic, intact header tables, our kernels.
+
+    Checking that the section and program header tables lie inside the file catches truncation,
+    which a magic-only check would miss (the header survives most truncations).
+    """
+    if len(data) < 64 or not data.startswith(_ELF_MAGIC):
+        return False
+    ei_class, ei_data = data[4], data[5]
+    if ei_class != 2 or ei_data not in (1, 2):  # CUBINs are ELF64
+        return False
+    order = "<" if ei_data == 1 else ">"
+    (e_phoff, e_shoff) = struct.unpack_from(order + "QQ", data, 0x20)
+    (e_phentsize, e_phnum, e_shentsize, e_shnum) = struct.unpack_from(order + "HHHH", data, 0x36)
+    if e_shoff + e_shentsize * e_shnum > len(data):
+        return False
+    if e_phoff + e_phentsize * e_phnum > len(data):
+        return False
+    return all(cubin_has_kernel(data, name) for name in KERNEL_NAMES.values())
+
+
+def _cache_key(arch: str, version: tuple[int, int], options: list[str]) -> str:
+    h = hashlib.sha256()
+    for part in (CONV_SOURCE, arch, f"{version[0]}.{version[1]}", *options):
+        data = part.encode()
+        # Length-prefixed, so that no two different part lists hash the same bytes.
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _compile(arch: str, options: list[str]) -> bytes:
+    nvrtc = _nvrtc()
+    prog = _check(
+        nvrtc.nvrtcCreateProgram(CONV_SOURCE.encode(), _PROGRAM_NAME, 0, [], []),
+        "nvrtcCreateProgram",
+        arch,
+    )
+    try:
+        opts = [o.encode() for o in options]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            log = _program_log(nvrtc, prog, arch)
+            name = getattr(err, "name", str(err))
+            raise KernelCompileError(
+                f"NVRTC could not compile the conv2d kernels for {arch} ({name}); "
+                f"options {options}; log:\n{log or '(empty)'}"
+            )
+        size = int(_check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize", arch))
+        if size == 0:
+            raise KernelCompileError(
+                f"NVRTC produced an empty CUBIN for {arch} (options {options})"
+            )
+        buf = b"\x00" * size
+        _check(nvrtc.nvrtcGetCUBIN(prog, buf), "nvrtcGetCUBIN", arch)
+        return buf
+    finally:
+        _check(nvrtc.nvrtcDestroyProgram(prog), "nvrtcDestroyProgram", arch)
+
+
+def _program_log(nvrtc: Any, prog: Any, arch: str) -> str:
+    size = int(_check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize", arch))
+    if size <= 1:
+        return ""
+    buf = b" " * size
+    _check(nvrtc.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog", arch)
+    return buf.rstrip(b"\x00").decode(errors="replace").strip()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers only ever see no file or the whole file.
+
+    The temp file is in the same directory (``os.replace`` is atomic only within a filesystem);
+    concurrent writers each replace the file with identical bytes, the last one winning.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
+    """The CUBIN of :data:`CONV_SOURCE` for ``arch`` (``"sm_80"``), from cache or NVRTC.
+
+    The cache file is ``<cache_dir>/cubin/<key>.cubin``, ``key`` being the sha256 of the source,
+    the arch, the NVRTC version and the options. A bad cache file is recompiled and replaced with
+    a warning; an unwritable cache dir only costs a warning. Raises KernelCompileError for a bad
+    arch or a failed compile, BackendUnavailable when NVRTC is not installed.
+    """
+    if not isinstance(arch, str) or not _ARCH_RE.match(arch):
+        raise KernelCompileError(
+            f"invalid GPU architecture {arch!r}: expected a real architecture like 'sm_80' or "
+            "'sm_90a' (pattern ^sm_\\d+[a-z]?$)"
+        )
+    options = nvrtc_options(arch)
+    key = _cache_key(arch, nvrtc_version(), options)
+
+    root = default_cache_dir() if cache_dir is None else cache_dir
+    memo_key = (str(root), key)
+    hit = _MEMO.get(memo_key)
+    if hit is not None:
+        return hit
+    path = root / "cubin" / f"{key}.cubin"
+
+    try:
+        cached: bytes | None = path.read_bytes()
+    except OSError:
+        cached = None  # missing, or the dir is unusable (reported below if writing fails too)
+    if cached is not None:
+        if _is_valid_cubin(cached):
+            result = Cubin(arch=arch, data=cached, key=key, from_cache=True, path=path)
+            _MEMO[memo_key] = result
+            return result
+        warnings.warn(
+            f"pytest-trtctx: cached cubin {path} is corrupt ({len(cached)} bytes, not a valid "
+            "ELF with the conv2d kernels); recompiling and replacing it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    data = _compile(arch, options)
+    written: Path | None = path
+    try:
+        _write_atomic(path, data)
+    except OSError as exc:
+        written = None
+        warnings.warn(
+            f"pytest-trtctx: cannot write the cubin cache {path} ({exc}); using the compiled "
+            "cubin without caching it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    result = Cubin(arch=arch, data=data, key=key, from_cache=False, path=written)
+    _MEMO[memo_key] = replace(result, from_cache=True)  # later calls in this process don't compile
+    return result
+
+
+def clear_memo() -> None:
+    """Forget the in-process memo, so the next :func:`compile_conv` consults the disk again."""
+    _MEMO.clear()

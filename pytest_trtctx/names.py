@@ -1,0 +1,64 @@
+"""Names, allowed values and message templates shared by the plugin and its tests.
+
+Tests import the messages from here instead of repeating them, so a reworded message cannot make
+a test pass by accident or fail for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+TORCH_FIRST: Final = "torch-first"
+TRT_FIRST: Final = "trt-first"
+DRIVER_FIRST: Final = "driver-first"
+THREAD_HOP: Final = "thread-hop"
+MULTI_DEVICE: Final = "multi-device"
+
+#: Every init order, in the order the summary lists them.
+ORDERS: Final[tuple[str, ...]] = (TORCH_FIRST, TRT_FIRST, DRIVER_FIRST, THREAD_HOP, MULTI_DEVICE)
+ALL_ORDERS: Final = "all"
+
+#: Backends known to this version. ``auto`` picks the best one that can run here.
+BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda")
+
+ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
+
+# Marker names.
+MARK_ORDERS: Final = "trtctx_orders"
+MARK_KNOWN_FAILURE: Final = "trtctx_known_failure"
+MARK_NONZERO: Final = "trtctx_nonzero"
+MARK_BITWISE_STABLE: Final = "trtctx_bitwise_stable"
+MARK_TIMEOUT: Final = "trtctx_timeout"
+MARK_BACKEND: Final = "trtctx_backend"
+
+# Messages (format strings). Tests match on these.
+MSG_BAD_VALUE: Final = "{where}: unknown value {value!r}; allowed: {allowed}"
+MSG_NONE_ONE_ORDER: Final = (
+    "{where}: --trtctx-isolate=none applies one order once, in this process; "
+    "{count} orders were selected ({orders}). Use --trtctx-isolate=order or test."
+)
+MSG_CUDA_TOUCHED: Final = (
+    "cannot fork a process where CUDA was never initialised: {why}. "
+    "Something initialised CUDA in the pytest process (at import or collection time, or a test "
+    "run with --trtctx-isolate=none). Move that CUDA work into tests or fixtures."
+)
+MSG_CRASHED: Final = (
+    "worker process (pid {pid}) died while running {nodeid} in phase '{phase}': {how}"
+)
+MSG_HUNG: Final = (
+    "worker process (pid {pid}) hung: {nodeid} made no progress for {timeout:g} s in phase "
+    "'{phase}' (trtctx_timeout, from {source}); it was killed"
+)
+MSG_KNOWN_FAILURE_GONE: Final = (
+    "known failure under {order} stopped reproducing: the test passed, but it is declared to fail "
+    "with a signature matching {signature!r} ({reason}). Behaviour changed: update the declaration."
+)
+MSG_KNOWN_FAILURE_OTHER: Final = (
+    "known failure under {order} failed differently: expected a signature matching "
+    "{signature!r}, got {got!r}"
+)
+MSG_ONLY_ORDERS: Final = "runs only under {wanted}; selected: {selected}"
+MSG_NO_DRIVER: Final = "no CUDA driver: {why}"
+MSG_TOO_FEW_DEVICES: Final = (
+    "multi-device needs at least 2 CUDA devices; this machine has {count} ({names})"
+)

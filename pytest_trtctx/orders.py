@@ -1,0 +1,197 @@
+"""The CUDA init orders: recipes run first in a process where CUDA was never initialised.
+
+Each recipe reproduces one way real programs end up with their CUDA contexts (see the README and
+``docs/orders.md`` for the field reports behind each). A recipe only *initialises*; the test then
+builds an engine, makes torch inputs and runs the engine, and the order decides on which thread the
+run happens and which device torch works on.
+
+=============  ===================================  ===================  ============
+order          first CUDA call                      engine built in      run from
+=============  ===================================  ===================  ============
+torch-first    torch allocates on the device        primary context      same thread
+trt-first      primary context retained, current    primary context      same thread
+driver-first   cuCtxCreate (import pycuda.autoinit)  created context     same thread
+thread-hop     cuCtxCreate on the main thread       created context      a new thread
+multi-device   torch on device d                    primary of d+1       torch on d
+=============  ===================================  ===================  ============
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import NoCudaDriver, OrderError, TrtctxError
+from .names import (
+    DRIVER_FIRST,
+    MSG_NO_DRIVER,
+    MSG_TOO_FEW_DEVICES,
+    MULTI_DEVICE,
+    ORDERS,
+    THREAD_HOP,
+    TORCH_FIRST,
+    TRT_FIRST,
+)
+
+T = TypeVar("T")
+
+#: What each order stands for and what to expect; the README and the summary quote these.
+EXPECTED: dict[str, str] = {
+    TORCH_FIRST: "pass: torch creates the primary context; the engine is built and run in it",
+    TRT_FIRST: "pass: the runtime retains the primary context first; torch then shares it",
+    DRIVER_FIRST: (
+        "known failure CUDA_ERROR_INVALID_HANDLE, output never written: torch's first "
+        "allocation makes the primary context current over the engine's own context "
+        "(NVIDIA/TensorRT#4335, ultralytics#9092); passes with trtctx_fix_context"
+    ),
+    THREAD_HOP: (
+        "known failure CUDA_ERROR_INVALID_HANDLE: the executing thread has no context, the runtime "
+        "makes the primary current there (jkjung-avt/tensorrt_demos#68); passes with "
+        "trtctx_fix_context"
+    ),
+    MULTI_DEVICE: (
+        "needs 2 GPUs (skipped otherwise); expected to fail while torch's device is current "
+        "(ultralytics#21300, mmdeploy#112); passes with trtctx_fix_context"
+    ),
+}
+
+
+@dataclass
+class OrderState:
+    """What a recipe did in this process; the ``trtctx`` fixture reads it."""
+
+    order: str
+    device: int
+    torch_device: int
+    engine_device: int
+    steps: list[str] = field(default_factory=list)
+    engine_context: Any = None  # a context the recipe created for the engine, if any
+    skip_reason: str | None = None
+    error: str | None = None
+
+    @property
+    def hops_thread(self) -> bool:
+        return self.order == THREAD_HOP
+
+
+#: The order applied in this process (set once: by a worker at start, or at session start).
+CURRENT: OrderState | None = None
+
+
+def _torch_first(state: OrderState) -> None:
+    import torch
+
+    torch.empty(1, device=f"cuda:{state.torch_device}")
+    torch.cuda.synchronize(state.torch_device)
+    state.steps.append(f"torch allocated on cuda:{state.torch_device} (primary context)")
+
+
+def _trt_first(state: OrderState) -> None:
+    from . import driver
+
+    driver.set_current(driver.retain_primary(state.engine_device))
+    state.steps.append(
+        f"the runtime retained device {state.engine_device}'s primary context and made it current"
+    )
+
+
+def _driver_first(state: OrderState) -> None:
+    from . import driver
+
+    state.engine_context = driver.create_context(state.engine_device)
+    state.steps.append(
+        f"cuCtxCreate on device {state.engine_device} (as import pycuda.autoinit), made current"
+    )
+
+
+def _multi_device(state: OrderState) -> None:
+    from . import driver
+
+    _torch_first(state)
+    driver.set_current(driver.retain_primary(state.engine_device))
+    state.steps.append(
+        f"device {state.engine_device}'s primary context made current for the engine"
+    )
+
+
+_RECIPES: dict[str, Callable[[OrderState], None]] = {
+    TORCH_FIRST: _torch_first,
+    TRT_FIRST: _trt_first,
+    DRIVER_FIRST: _driver_first,
+    THREAD_HOP: _driver_first,
+    MULTI_DEVICE: _multi_device,
+}
+
+
+def apply(
+    order: str, device: int, device_count: int | None = None, why_no_gpu: str = ""
+) -> OrderState:
+    """Run ``order``'s recipe in this process and remember it in :data:`CURRENT`.
+
+    Never raises for a machine that cannot run the order: the state carries the skip reason, and
+    every test that needs the order skips with it.
+    """
+    global CURRENT
+    if order not in ORDERS:
+        raise OrderError(f"unknown order {order!r}")
+    if CURRENT is not None:
+        if CURRENT.order != order or CURRENT.device != device:
+            raise OrderError(
+                f"order {order} cannot be applied: {CURRENT.order} was already applied in this "
+                "process, and CUDA cannot be un-initialised"
+            )
+        return CURRENT
+    engine_device = device
+    if order == MULTI_DEVICE and device_count is not None:
+        engine_device = (device + 1) % max(device_count, 1)
+    state = OrderState(order, device, torch_device=device, engine_device=engine_device)
+    CURRENT = state
+    if why_no_gpu:
+        state.skip_reason = MSG_NO_DRIVER.format(why=why_no_gpu)
+        return state
+    if order == MULTI_DEVICE and (device_count or 0) < 2:
+        state.skip_reason = MSG_TOO_FEW_DEVICES.format(count=device_count or 0, names="see header")
+        return state
+    try:
+        from . import driver
+
+        driver.init()
+        if device >= driver.device_count():
+            state.skip_reason = (
+                f"device {device} does not exist: the driver reports {driver.device_count()}"
+            )
+            return state
+        _RECIPES[order](state)
+    except NoCudaDriver as exc:
+        state.skip_reason = MSG_NO_DRIVER.format(why=exc)
+    except ImportError as exc:
+        state.skip_reason = f"order {order} needs {exc.name or exc}: not installed"
+    except TrtctxError as exc:
+        state.error = f"order {order} could not be applied: {exc}"
+    return state
+
+
+def reset_for_child() -> None:
+    """Forget the parent's state in a freshly forked worker (the parent never applied one)."""
+    global CURRENT
+    CURRENT = None
+
+
+def run_on_thread(fn: Callable[[], T], name: str = "trtctx-exec") -> T:
+    """Run ``fn`` on a new thread and return its result (or raise its exception) here."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]

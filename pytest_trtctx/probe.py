@@ -1,0 +1,193 @@
+"""What the machine has, learned without initialising CUDA in this process.
+
+pytest loads plugins before any test runs; if the plugin called ``cuInit`` here it would itself
+choose the init order, and a process forked afterwards would inherit a broken driver state. So the
+device probe runs in a separate, bare Python (about 80 ms plus the driver's own start), speaks to
+``libcuda`` through :mod:`ctypes` only, and reports a plain dict. :func:`cuda_untouched` proves, in
+this process, that CUDA was never initialised, which is what makes forking safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+CUDA_ERROR_NOT_INITIALIZED = 3
+
+_PROBE_SOURCE = r"""
+import ctypes, json, sys
+out = {"driver": None, "devices": [], "error": None}
+try:
+    lib = ctypes.CDLL("libcuda.so.1")
+except OSError as exc:
+    out["error"] = "libcuda.so.1 cannot be loaded (" + str(exc) + ")"
+    print(json.dumps(out)); sys.exit(0)
+rc = lib.cuInit(0)
+if rc != 0:
+    name = ctypes.c_char_p()
+    lib.cuGetErrorName(rc, ctypes.byref(name))
+    out["error"] = "cuInit(0) returned " + (name.value or b"?").decode()
+    print(json.dumps(out)); sys.exit(0)
+v = ctypes.c_int()
+lib.cuDriverGetVersion(ctypes.byref(v))
+out["driver_api"] = v.value
+count = ctypes.c_int()
+lib.cuDeviceGetCount(ctypes.byref(count))
+for i in range(count.value):
+    dev = ctypes.c_int()
+    lib.cuDeviceGet(ctypes.byref(dev), i)
+    buf = ctypes.create_string_buffer(256)
+    lib.cuDeviceGetName(buf, 256, dev)
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
+    lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)
+    mem = ctypes.c_size_t()
+    lib.cuDeviceTotalMem_v2(ctypes.byref(mem), dev)
+    out["devices"].append({"index": i, "name": buf.value.decode(errors="replace"),
+                           "cc": [major.value, minor.value], "memory": mem.value})
+try:
+    nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    if nvml.nvmlInit_v2() == 0:
+        b = ctypes.create_string_buffer(96)
+        if nvml.nvmlSystemGetDriverVersion(b, 96) == 0:
+            out["driver"] = b.value.decode()
+except OSError:
+    pass
+print(json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    name: str
+    cc: tuple[int, int]
+    memory: int
+
+    @property
+    def arch(self) -> str:
+        return f"sm_{self.cc[0]}{self.cc[1]}"
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """The CUDA side of the machine, as the probe saw it."""
+
+    error: str | None
+    driver: str | None = None
+    driver_api: int | None = None
+    devices: tuple[Device, ...] = field(default_factory=tuple)
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.error is None and bool(self.devices)
+
+    @property
+    def why_no_gpu(self) -> str:
+        if self.error is not None:
+            return self.error
+        return "the CUDA driver reports no device" if not self.devices else ""
+
+    def describe(self) -> str:
+        if not self.has_gpu:
+            return "no usable GPU: " + self.why_no_gpu
+        api = self.driver_api or 0
+        parts = [
+            f"driver {self.driver or '?'} (CUDA {api // 1000}.{api % 1000 // 10})",
+            *(f"{d.index}: {d.name} (cc {d.cc[0]}.{d.cc[1]})" for d in self.devices),
+        ]
+        return ", ".join(parts)
+
+
+@cache
+def machine() -> MachineInfo:
+    """Probe the CUDA driver in a fresh interpreter (once per process)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _PROBE_SOURCE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return MachineInfo(error="the CUDA driver probe hung for 60 s (cuInit did not return)")
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return MachineInfo(error=f"the CUDA driver probe died (exit {proc.returncode}): {tail[0]}")
+    data = json.loads(proc.stdout)
+    devices = tuple(
+        Device(d["index"], d["name"], (d["cc"][0], d["cc"][1]), d["memory"])
+        for d in data["devices"]
+    )
+    return MachineInfo(
+        error=data["error"],
+        driver=data.get("driver"),
+        driver_api=data.get("driver_api"),
+        devices=devices,
+    )
+
+
+def cuda_untouched() -> tuple[bool, str]:
+    """Prove that CUDA was never initialised in this process.
+
+    Returns ``(True, how)`` when proven, ``(False, why)`` when CUDA was initialised (or the proof
+    is impossible). ``cuInit`` is per process: if ``libcuda`` is not even mapped, nobody called
+    it; if it is mapped, ``cuCtxGetCurrent`` answers ``CUDA_ERROR_NOT_INITIALIZED`` until someone
+    does. Loading the library does not initialise it, so asking is safe.
+    """
+    if sys.platform != "linux":
+        return False, f"per-process proof needs Linux (/proc), this is {sys.platform}"
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError as exc:
+        return False, f"/proc/self/maps cannot be read ({exc})"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_initialized():
+                return False, "torch.cuda.is_initialized() is True"
+        except Exception:  # a partially imported torch: fall through to the driver check
+            pass
+    if "libcuda.so" not in maps:
+        return True, "libcuda is not loaded in this process"
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError as exc:
+        return False, f"libcuda is mapped but cannot be opened again ({exc})"
+    ctx = ctypes.c_void_p()
+    rc = lib.cuCtxGetCurrent(ctypes.byref(ctx))
+    if rc == CUDA_ERROR_NOT_INITIALIZED:
+        return True, "libcuda is loaded but cuInit was never called"
+    return False, f"cuInit was already called in this process (cuCtxGetCurrent returned {rc})"
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries that matter, read from metadata (nothing imported)."""
+    out: dict[str, str] = {"python": sys.version.split()[0]}
+    for dist in (
+        "torch",
+        "cuda-bindings",
+        "cuda-python",
+        "tensorrt",
+        "tensorrt-rtx-cu13",
+        "tensorrt-cu13",
+        "tensorrt-cu12",
+        "numpy",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,159 @@
+"""The object behind the ``trtctx`` fixture: build, feed and run engines under the applied order.
+
+Every run goes through every check (backend error, execute's return value, sentinel, zeros,
+NaN/Inf, a torch CPU reference with per-dtype tolerances); a failure raises :class:`CheckFailure`
+with the diagnosis attached.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checks import CheckFailure, CheckResult, Outputs, output_checks, sentinel_fill
+from .diagnosis import diagnose
+from .names import MULTI_DEVICE
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, Engine, ExecResult
+    from .matrix import ConvSpec
+    from .orders import OrderState
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+class Runtime:
+    """Build and run engines under the order applied in this process."""
+
+    def __init__(
+        self,
+        state: OrderState,
+        backend_name: str,
+        cache_dir: Path | None,
+        outputs: Outputs,
+    ) -> None:
+        self.state = state
+        self.order = state.order
+        self.backend_name = backend_name
+        self.cache_dir = cache_dir
+        self.outputs = outputs
+        #: Push the engine's context around execution (set by the trtctx_fix_context fixture).
+        self.fix_context = False
+        self._backend: Backend | None = None
+        self._engines: list[Engine] = []
+        self._host: dict[str, tuple[Any, Any, Any]] = {}
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            from .backends import create
+
+            self._backend = create(self.backend_name, self.state.engine_device, self.cache_dir)
+        return self._backend
+
+    # Data -----------------------------------------------------------------------------------
+    def host_tensors(self, spec: ConvSpec) -> tuple[Any, Any, Any]:
+        """Deterministic input, weight and bias for ``spec`` (CPU, rounded to spec.dtype)."""
+        if spec.name not in self._host:
+            import torch
+
+            gen = torch.Generator().manual_seed(zlib.crc32(spec.name.encode()))
+            fan_in = spec.weight_shape[1] * spec.weight_shape[2] * spec.weight_shape[3]
+            dt = _dtype(spec.dtype)
+            x = torch.randn(spec.input_shape, generator=gen).to(dt)
+            w = (torch.randn(spec.weight_shape, generator=gen) / fan_in**0.5).to(dt)
+            b = (torch.randn(spec.out_channels, generator=gen) * 0.1).to(dt) if spec.bias else None
+            self._host[spec.name] = (x, w, b)
+        return self._host[spec.name]
+
+    def reference(self, spec: ConvSpec) -> Any:
+        """torch's CPU conv2d in float32 on the same (rounded) values."""
+        import torch.nn.functional as F
+
+        x, w, b = self.host_tensors(spec)
+        return F.conv2d(
+            x.float(),
+            w.float(),
+            None if b is None else b.float(),
+            stride=spec.stride,
+            padding=spec.padding,
+            dilation=spec.dilation,
+            groups=spec.groups,
+        )
+
+    # Engines --------------------------------------------------------------------------------
+    def build(self, spec: ConvSpec) -> Engine:
+        """Build an engine for ``spec`` in the context current on this thread."""
+        _x, w, b = self.host_tensors(spec)
+        engine = self.backend.build(spec, w, b)
+        self._engines.append(engine)
+        return engine
+
+    def make_input(self, spec: ConvSpec) -> Any:
+        """The input as a torch CUDA tensor: torch's own allocation (it may switch contexts)."""
+        x, _w, _b = self.host_tensors(spec)
+        return x.to(f"cuda:{self.state.engine_device}")
+
+    def run(self, engine: Engine, x: Any, name: str | None = None) -> Any:
+        """Execute ``engine`` on ``x`` as the order prescribes, check everything, return y."""
+        import torch
+
+        from . import driver
+        from .orders import run_on_thread
+
+        spec = engine.spec
+        y = torch.empty(spec.output_shape, dtype=_dtype(spec.dtype), device=f"cuda:{engine.device}")
+        sentinel_fill(y)
+        torch.cuda.synchronize(y.device)
+        if self.state.order == MULTI_DEVICE:
+            torch.cuda.set_device(self.state.torch_device)
+        backend, fixed = self.backend, self.fix_context
+
+        def go() -> ExecResult:
+            if fixed:
+                driver.push(engine.context)
+            try:
+                return backend.execute(engine, x, y)
+            finally:
+                if fixed:
+                    driver.pop()
+
+        result = run_on_thread(go) if self.state.hops_thread else go()
+        self.outputs.add(name or spec.name, y)
+        results = [
+            CheckResult(
+                "backend",
+                not result.errors,
+                " | ".join(result.errors) or "no error reported",
+                f"backend: {result.signature}" if result.errors else None,
+            ),
+            CheckResult(
+                "execute",
+                result.ok,
+                f"returned {result.returned!r}",
+                None if result.ok else f"execute: returned {result.returned}",
+            ),
+        ]
+        results += output_checks(
+            name or spec.name, y, owned=True, reference=self.reference(spec), dtype=spec.dtype
+        )
+        if not all(r.ok for r in results):
+            raise CheckFailure(results, diagnose(self.state, engine, result, fixed))
+        return y
+
+    def check_conv(self, spec: ConvSpec) -> Any:
+        """Build, feed and run ``spec``'s engine: the regression suite's one step."""
+        engine = self.build(spec)
+        x = self.make_input(spec)
+        return self.run(engine, x)
+
+    def close(self) -> None:
+        engines, self._engines = self._engines, []
+        for engine in engines:
+            if self._backend is not None:
+                self._backend.close(engine)

@@ -1,0 +1,222 @@
+"""Tests of pytest_trtctx.kernels against the real NVRTC (no GPU needed, no mocks)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC (cuda-bindings[all]) is not installed")
+
+from pytest_trtctx import kernels
+from pytest_trtctx.errors import KernelCompileError
+
+ELF_MAGIC = b"\x7fELF"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo() -> Any:
+    """Each test starts without the in-process memo, so the disk cache is really exercised."""
+    kernels.clear_memo()
+    yield
+    kernels.clear_memo()
+
+
+def _cache_files(cache_dir: Path) -> list[str]:
+    return sorted(p.name for p in (cache_dir / "cubin").iterdir())
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_compile_gives_cubin_with_all_kernels(arch: str, tmp_path: Path) -> None:
+    cubin = kernels.compile_conv(arch, cache_dir=tmp_path)
+    assert cubin.arch == arch
+    assert cubin.from_cache is False
+    assert cubin.data[:4] == ELF_MAGIC
+    assert len(cubin.data) > 4096
+    assert set(kernels.KERNEL_NAMES) == {"float32", "float16", "bfloat16"}
+    for name in kernels.KERNEL_NAMES.values():
+        assert kernels.cubin_has_kernel(cubin.data, name), name
+    assert not kernels.cubin_has_kernel(cubin.data, "trtctx_conv2d_f64")
+    assert cubin.path == tmp_path / "cubin" / f"{cubin.key}.cubin"
+    assert cubin.path.read_bytes() == cubin.data
+    assert len(cubin.key) == 64
+    int(cubin.key, 16)
+
+
+def test_second_call_hits_disk_cache(tmp_path: Path) -> None:
+    first = kernels.compile_conv("sm_80", cache_dir=tmp_path)
+    kernels.clear_memo()
+    second = kernels.compile_conv("sm_80", cache_dir=tmp_path)
+    assert first.from_cache is False
+    assert second.from_cache is True
+    assert second.data == first.data
+    assert second.key == first.key
+    assert second.path == first.path
+    assert _cache_files(tmp_path) == [f"{first.key}.cubin"]
+
+
+def test_second_call_in_process_does_no_io(tmp_path: Path) -> None:
+    first = kernels.compile_conv("sm_80", cache_dir=tmp_path)
+    assert first.path is not None
+    first.path.unlink()  # a memo hit must not even look at the file
+    second = kernels.compile_conv("sm_80", cache_dir=tmp_path)
+    assert second.from_cache is True
+    assert second.data == first.data
+    assert not first.path.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: b"", id="empty"),
+        pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
+        pytest.param(lambda data: b"garbage, not an ELF file" * 100, id="garbage"),
+    ],
+)
+def test_corrupt_cache_file_is_recompiled(damage: Any, tmp_path: Path) -> None:
+    good = kernels.compile_conv("sm_90", cache_dir=tmp_path)
+    assert good.path is not None
+    good.path.write_bytes(damage(good.data))
+    kernels.clear_memo()
+    with pytest.warns(RuntimeWarning, match=good.key):
+        again = kernels.compile_conv("sm_90", cache_dir=tmp_path)
+    assert again.from_cache is False
+    assert again.data == good.data
+    assert good.path.read_bytes() == good.data
+    assert _cache_files(tmp_path) == [f"{good.key}.cubin"]
+    kernels.clear_memo()
+    assert kernels.compile_conv("sm_90", cache_dir=tmp_path).from_cache is True
+
+
+def test_different_arch_different_key(tmp_path: Path) -> None:
+    a = kernels.compile_conv("sm_80", cache_dir=tmp_path)
+    b = kernels.compile_conv("sm_90", cache_dir=tmp_path)
+    assert a.key != b.key
+    assert a.data != b.data
+    assert _cache_files(tmp_path) == sorted([f"{a.key}.cubin", f"{b.key}.cubin"])
+
+
+def test_invalid_arch_string_rejected(tmp_path: Path) -> None:
+    with pytest.raises(KernelCompileError, match="compute_banana"):
+        kernels.compile_conv("compute_banana", cache_dir=tmp_path)
+    assert not (tmp_path / "cubin").exists()
+
+
+def test_nvrtc_rejected_arch_carries_log(tmp_path: Path) -> None:
+    """sm_999 passes the pattern but not NVRTC: the error names the arch and has NVRTC's log."""
+    with pytest.raises(KernelCompileError) as info:
+        kernels.compile_conv("sm_999", cache_dir=tmp_path)
+    text = str(info.value)
+    assert "sm_999" in text
+    assert "gpu-architecture" in text.split("log:", 1)[1]
+
+
+def test_unwritable_cache_dir_still_returns_cubin(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.warns(RuntimeWarning, match="cannot write"):
+        cubin = kernels.compile_conv("sm_80", cache_dir=blocker / "cache")
+    assert cubin.path is None
+    assert cubin.from_cache is False
+    assert cubin.data[:4] == ELF_MAGIC
+    assert kernels.cubin_has_kernel(cubin.data, "trtctx_conv2d_bf16")
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRTCTX_CACHE_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert kernels.default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("TRTCTX_CACHE_DIR")
+    assert kernels.default_cache_dir() == tmp_path / "xdg" / "pytest-trtctx"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert kernels.default_cache_dir() == tmp_path / "home" / ".cache" / "pytest-trtctx"
+
+
+def test_default_cache_dir_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRTCTX_CACHE_DIR", str(tmp_path / "env-cache"))
+    cubin = kernels.compile_conv("sm_80")
+    assert cubin.path == tmp_path / "env-cache" / "cubin" / f"{cubin.key}.cubin"
+    assert cubin.path.read_bytes() == cubin.data
+
+
+def test_grid_size() -> None:
+    assert kernels.BLOCK_SIZE == 256
+    assert kernels.grid_size(0) == 1
+    assert kernels.grid_size(1) == 1
+    assert kernels.grid_size(256) == 1
+    assert kernels.grid_size(257) == 2
+    assert kernels.grid_size(10**12) == kernels.MAX_GRID_BLOCKS
+    with pytest.raises(ValueError):
+        kernels.grid_size(-1)
+
+
+def test_nvrtc_version() -> None:
+    major, minor = kernels.nvrtc_version()
+    assert major >= 12
+    assert minor >= 0
+
+
+def _compile_in_child(cache_dir: str, barrier: Any, results: Any) -> None:
+    try:
+        barrier.wait(timeout=120)
+        cubin = kernels.compile_conv("sm_80", cache_dir=Path(cache_dir))
+        results.put((os.getpid(), cubin.key, cubin.data, None))
+    except BaseException as exc:
+        results.put((os.getpid(), None, None, repr(exc)))
+
+
+def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    nproc = 4
+    barrier = ctx.Barrier(nproc)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_compile_in_child, args=(str(tmp_path), barrier, results))
+        for _ in range(nproc)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=300) for _ in range(nproc)]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    errors = [err for _, _, _, err in got if err is not None]
+    assert not errors, errors
+    keys = {key for _, key, _, _ in got}
+    blobs = {data for _, _, data, _ in got}
+    assert len(keys) == 1
+    assert len(blobs) == 1
+    (key,) = keys
+    (data,) = blobs
+    assert _cache_files(tmp_path) == [f"{key}.cubin"]
+    on_disk = (tmp_path / "cubin" / f"{key}.cubin").read_bytes()
+    assert on_disk == data
+    assert on_disk[:4] == ELF_MAGIC
+    kernels.clear_memo()
+    assert kernels.compile_conv("sm_80", cache_dir=tmp_path).from_cache is True
+
+
+def test_import_does_not_load_cuda() -> None:
+    """Importing the module (and building its source) must not import any CUDA module."""
+    code = (
+        "import sys; import pytest_trtctx.kernels as k; k.grid_size(5); k.CONV_SOURCE; "
+        "print(sorted(m for m in sys.modules if m == 'cuda' or m.startswith(('cuda.', 'torch'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(kernels.__file__).resolve().parent.parent,
+    )
+    assert out.stdout.strip() == "[]"
