@@ -63,7 +63,7 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "trtctx_isolate",
         "--trtctx-isolate",
         "Process isolation: none (apply one order once in this process), order (one fresh "
-        "process per order), test (one fresh process per test). Default: order when an order is "
+        "process per order), test (one fresh process per test). Default: test when an order is "
         "selected, else none.",
     ),
     (
@@ -226,7 +226,7 @@ def resolve(config: pytest.Config) -> Settings:
 
     raw = _raw(config, "trtctx_isolate", "trtctx_isolate")
     if raw is None:
-        isolate = Setting("order" if explicit else "none", "default")
+        isolate = Setting("test" if explicit else "none", "default")
     else:
         isolate = Setting(parse_choice(raw[0], raw[1], ISOLATE_MODES), raw[1])
     if isolate.value == "none" and len(orders.value) > 1:

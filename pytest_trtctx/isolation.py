@@ -134,6 +134,10 @@ def _child(session: pytest.Session, settings: Settings, group: Group, wfd: int, 
         from . import orders
 
         orders.reset_for_child()
+        torch = sys.modules.get("torch")
+        if torch is not None:  # CPU references in many workers at once: don't oversubscribe
+            share = max(1, (os.cpu_count() or 1) // max(1, settings.workers.value))
+            torch.set_num_threads(share)
         if group.order is not None:
             from .plugin import apply_order
 

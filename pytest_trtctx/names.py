@@ -57,6 +57,11 @@ MSG_KNOWN_FAILURE_OTHER: Final = (
     "known failure under {order} failed differently: expected a signature matching "
     "{signature!r}, got {got!r}"
 )
+MSG_KNOWN_FAILURE_STALE: Final = (
+    "known failure under {order} not enforced: an earlier test in this process already met the "
+    "order fresh (torch and the engine share a context now), so this test must pass like any "
+    "other. Use --trtctx-isolate=test to meet the order fresh in every test."
+)
 MSG_ONLY_ORDERS: Final = "runs only under {wanted}; selected: {selected}"
 MSG_NO_DRIVER: Final = "no CUDA driver: {why}"
 MSG_TOO_FEW_DEVICES: Final = (

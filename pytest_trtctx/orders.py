@@ -70,6 +70,9 @@ class OrderState:
     engine_context: Any = None  # a context the recipe created for the engine, if any
     skip_reason: str | None = None
     error: str | None = None
+    #: Tests that used this state so far. Only the first meets the order as the recipe left it:
+    #: once torch is initialised, a later torch allocation no longer switches contexts.
+    uses: int = 0
 
     @property
     def hops_thread(self) -> bool:
@@ -126,7 +129,11 @@ _RECIPES: dict[str, Callable[[OrderState], None]] = {
 
 
 def apply(
-    order: str, device: int, device_count: int | None = None, why_no_gpu: str = ""
+    order: str,
+    device: int,
+    device_count: int | None = None,
+    why_no_gpu: str = "",
+    names: str = "",
 ) -> OrderState:
     """Run ``order``'s recipe in this process and remember it in :data:`CURRENT`.
 
@@ -152,7 +159,9 @@ def apply(
         state.skip_reason = MSG_NO_DRIVER.format(why=why_no_gpu)
         return state
     if order == MULTI_DEVICE and (device_count or 0) < 2:
-        state.skip_reason = MSG_TOO_FEW_DEVICES.format(count=device_count or 0, names="see header")
+        state.skip_reason = MSG_TOO_FEW_DEVICES.format(
+            count=device_count or 0, names=names or "none"
+        )
         return state
     try:
         from . import driver

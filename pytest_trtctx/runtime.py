@@ -125,6 +125,7 @@ class Runtime:
 
         result = run_on_thread(go) if self.state.hops_thread else go()
         self.outputs.add(name or spec.name, y)
+        self.outputs.owned.add(id(y))
         results = [
             CheckResult(
                 "backend",
