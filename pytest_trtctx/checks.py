@@ -13,9 +13,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Sentinel bit patterns written into plugin-owned outputs before a run: quiet NaNs with a payload
-#: no arithmetic produces, so "still equal to the sentinel" means "never written".
-SENTINEL_BITS = {4: 0x7FBADBAD, 2: 0x7DAD}
+#: Sentinel bit patterns written into plugin-owned outputs before a run, per dtype: quiet NaNs
+#: with a payload no arithmetic produces, so "still equal to the sentinel" means "never written".
+SENTINEL_BITS = {"float32": 0x7FDADBAD, "float16": 0x7E5A, "bfloat16": 0x7FDA}
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _signed_sentinel(t: Any) -> int | None:
+    bits = SENTINEL_BITS.get(_dtype_name(t))
+    if bits is None:
+        return None
+    size = 8 * t.element_size()
+    return bits - (1 << size) if bits >= 1 << (size - 1) else bits
+
 
 #: (atol, rtol) against a float32 CPU reference, per dtype.
 TOLERANCES: dict[str, tuple[float, float]] = {
@@ -59,24 +72,19 @@ def _int_view(t: Any) -> Any:
 
 
 def sentinel_fill(t: Any) -> Any:
-    """Fill a floating tensor with the sentinel bit pattern, in place; returns it."""
-    bits = SENTINEL_BITS.get(t.element_size())
-    if bits is None or not t.is_floating_point():
+    """Fill a float32/float16/bfloat16 tensor with the sentinel bit pattern, in place."""
+    signed = _signed_sentinel(t)
+    if signed is None:
         raise TypeError(f"sentinel needs a float32/float16/bfloat16 tensor, got {t.dtype}")
-    signed = (
-        bits - (1 << (8 * t.element_size())) if bits >= 1 << (8 * t.element_size() - 1) else bits
-    )
     _int_view(t).fill_(signed)
     return t
 
 
 def untouched(t: Any) -> int:
     """How many elements of ``t`` still hold the sentinel."""
-    bits = SENTINEL_BITS.get(t.element_size())
-    if bits is None:
+    signed = _signed_sentinel(t)
+    if signed is None:
         return 0
-    size = 8 * t.element_size()
-    signed = bits - (1 << size) if bits >= 1 << (size - 1) else bits
     return int((_int_view(t) == signed).sum().item())
 
 

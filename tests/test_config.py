@@ -1,0 +1,186 @@
+"""Options, ini keys, precedence and the errors for bad values (through pytest, in subprocesses)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_trtctx.names import (
+    ALL_ORDERS,
+    BACKENDS,
+    ISOLATE_MODES,
+    MSG_BAD_VALUE,
+    MSG_NONE_ONE_ORDER,
+    ORDERS,
+)
+
+ALLOWED_ORDERS = ", ".join((*ORDERS, ALL_ORDERS))
+
+
+def test_unknown_order_on_the_command_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("--trtctx-order=torch-first,gpu-first")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*"
+            + MSG_BAD_VALUE.format(
+                where="option --trtctx-order", value="gpu-first", allowed=ALLOWED_ORDERS
+            )
+        ]
+    )
+
+
+def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrtctx_order = torch-first bogus\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*"
+            + MSG_BAD_VALUE.format(
+                where="ini key trtctx_order in tox.ini", value="bogus", allowed=ALLOWED_ORDERS
+            )
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"),
+    [
+        ("--trtctx-backend", "tensorflow", ", ".join(BACKENDS)),
+        ("--trtctx-isolate", "process", ", ".join(ISOLATE_MODES)),
+    ],
+)
+def test_unknown_choice(pytester: pytest.Pytester, flag: str, value: str, allowed: str) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess(f"{flag}={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*" + MSG_BAD_VALUE.format(where=f"option {flag}", value=value, allowed=allowed)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--trtctx-device=-1"], "option --trtctx-device: expected a device index >= 0, got -1"),
+        (["--trtctx-device=first"], "option --trtctx-device: expected a device index >= 0, got*"),
+        (["--trtctx-timeout=soon"], "option --trtctx-timeout: expected a number of seconds*soon*"),
+        (["--trtctx-timeout=-3"], "option --trtctx-timeout: expected a number of seconds >= 0*"),
+        (["--trtctx-workers=0"], "option --trtctx-workers: expected a number of processes >= 1*"),
+    ],
+)
+def test_bad_numbers(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*" + expected])
+
+
+def test_isolate_none_takes_one_order(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess(
+        "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=none"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*"
+            + MSG_NONE_ONE_ORDER.format(
+                where="option --trtctx-isolate", count=2, orders="torch-first, trt-first"
+            )
+        ]
+    )
+
+
+def test_all_expands_to_every_order_in_order(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_o(trtctx_order): pass")
+    result = pytester.runpytest_subprocess("--trtctx-order=all", "--collect-only", "-q")
+    result.stdout.fnmatch_lines([f"*test_o[[]{o}[]]" for o in ORDERS])
+
+
+def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrtctx_order = trt-first\ntrtctx_isolate = order\n")
+    pytester.makepyfile("def test_o(trtctx_order): pass")
+    result = pytester.runpytest_subprocess("--trtctx-order=driver-first", "-v")
+    result.stdout.fnmatch_lines(
+        [
+            "trtctx: orders driver-first (option --trtctx-order); "
+            "isolate order (ini key trtctx_isolate in tox.ini); device 0; backend auto (default)*",
+            "*test_o[[]driver-first[]] PASSED*",
+        ]
+    )
+    assert "trt-first]" not in result.stdout.str()
+
+
+def test_ini_used_when_no_option(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrtctx_order = trt-first\n")
+    pytester.makepyfile("def test_o(trtctx_order): pass")
+    result = pytester.runpytest_subprocess("-v")
+    result.stdout.fnmatch_lines(
+        ["trtctx: orders trt-first (ini key trtctx_order in tox.ini); isolate test (default)*"]
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_inactive_plugin_leaves_a_suite_alone(pytester: pytest.Pytester) -> None:
+    """Installed but not asked for: no fork, no probe, tests run in the pytest process."""
+    pytester.makepyfile(
+        """
+        import os
+        PID = os.getpid()
+        def test_same_process():
+            assert os.getpid() == PID
+        """
+    )
+    result = pytester.runpytest_subprocess("-v")
+    result.stdout.fnmatch_lines(["trtctx: no order selected*"])
+    result.assert_outcomes(passed=1)
+
+
+def test_backend_marker_beats_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.trtctx_backend("nonsense")
+        def test_x(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--trtctx-backend=cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*"
+            + MSG_BAD_VALUE.format(
+                where="marker trtctx_backend on test_backend_marker_beats_option.py::test_x",
+                value="nonsense",
+                allowed=", ".join(BACKENDS),
+            )
+        ]
+    )
+
+
+def test_xdist_with_isolation_is_refused(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("-n", "2", "--trtctx-order=torch-first")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cannot run inside xdist's -n workers*"])
+
+
+def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    for flag in (
+        "--trtctx-order",
+        "--trtctx-device",
+        "--trtctx-backend",
+        "--trtctx-isolate",
+        "--trtctx-timeout",
+        "--trtctx-workers",
+        "--trtctx-matrix",
+        "--trtctx-cache-dir",
+    ):
+        result.stdout.fnmatch_lines([f"*{flag}*"])
+    for key in ("trtctx_order", "trtctx_isolate", "trtctx_timeout"):
+        result.stdout.fnmatch_lines([f"*{key} *"])

@@ -1,0 +1,232 @@
+"""The output-check markers and known-failure declarations, on CPU tensors (no GPU needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_trtctx.names import (
+    MARK_BITWISE_STABLE,
+    MARK_KNOWN_FAILURE,
+    MARK_NONZERO,
+    MARK_ORDERS,
+    MARK_TIMEOUT,
+    MSG_KNOWN_FAILURE_GONE,
+    MSG_KNOWN_FAILURE_OTHER,
+    MSG_ONLY_ORDERS,
+)
+
+pytest.importorskip("torch", reason="torch is not installed: the output checks work on tensors")
+
+
+def test_markers_are_registered_with_signatures(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(
+        [
+            f"@pytest.mark.{MARK_ORDERS}(*orders):*",
+            f"@pytest.mark.{MARK_KNOWN_FAILURE}(order, signature, reason=''):*",
+            f"@pytest.mark.{MARK_NONZERO}:*",
+            f"@pytest.mark.{MARK_BITWISE_STABLE}(runs=2):*",
+            f"@pytest.mark.{MARK_TIMEOUT}(seconds):*",
+        ],
+        consecutive=False,
+    )
+
+
+NONZERO_SUITE = """
+import pytest, torch
+
+@pytest.mark.trtctx_nonzero
+def test_good(trtctx_outputs):
+    trtctx_outputs.add("y", torch.arange(1.0, 7.0))
+
+@pytest.mark.trtctx_nonzero
+def test_zeros(trtctx_outputs):
+    trtctx_outputs.add("y", torch.zeros(4, 4))
+
+@pytest.mark.trtctx_nonzero
+def test_nan(trtctx_outputs):
+    trtctx_outputs.add("y", torch.tensor([1.0, float("nan"), float("inf")]))
+
+@pytest.mark.trtctx_nonzero
+def test_never_written(trtctx_outputs):
+    y = trtctx_outputs.empty((2, 3), dtype=torch.float16)
+    y[0, :2] = 1.0  # a kernel that wrote only part of its output
+    trtctx_outputs.add("y", y)
+
+@pytest.mark.trtctx_nonzero
+def test_written(trtctx_outputs):
+    y = trtctx_outputs.empty((2, 3), dtype=torch.bfloat16)
+    y.fill_(0.5)
+    trtctx_outputs.add("y", y)
+
+@pytest.mark.trtctx_nonzero
+def test_nothing_handed_over(trtctx_outputs):
+    pass
+"""
+
+
+def test_nonzero_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NONZERO_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=short")
+    result.assert_outcomes(passed=2, failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_zeros _*",
+            "E*CheckFailure: trtctx_nonzero: nonzero: output all zeros",
+            "*_ test_nan _*",
+            "E*CheckFailure: trtctx_nonzero: finite: output has NaN/Inf",
+            "*_ test_never_written _*",
+            "E*CheckFailure: trtctx_nonzero: sentinel: output not written",
+            "*_ test_nothing_handed_over _*",
+            "E*CheckFailure: trtctx_nonzero: outputs: none handed over",
+        ],
+        consecutive=False,
+    )
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] sentinel: y: 4 of 6 elements never written*"])
+
+
+def test_bitwise_stable_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, torch
+        CALLS = []
+
+        @pytest.mark.trtctx_bitwise_stable(runs=3)
+        def test_stable(trtctx_outputs):
+            CALLS.append(1)
+            trtctx_outputs.add("y", torch.linspace(0, 1, 50))
+
+        @pytest.mark.trtctx_bitwise_stable(runs=3)
+        def test_drifts(trtctx_outputs):
+            CALLS.append(1)
+            y = torch.ones(2, 5)
+            if len(CALLS) % 3 == 0:
+                y[1, 3] = 1.0000001
+            trtctx_outputs.add("y", y)
+
+        def test_ran_three_times_each():
+            assert len(CALLS) == 6
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*trtctx_bitwise_stable: bitwise: outputs differ between runs*",
+            "*y: run 3 differs from run 1 first at index (1, 3): 1.0 vs 1.00000*sha256 run 1 *",
+        ],
+        consecutive=False,
+    )
+
+
+@pytest.mark.parametrize("runs", ["1", "'x'", "True"])
+def test_bitwise_stable_bad_runs(pytester: pytest.Pytester, runs: str) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+        @pytest.mark.trtctx_bitwise_stable(runs={runs})
+        def test_x(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*marker {MARK_BITWISE_STABLE} on *::test_x: runs must be an integer >= 2, got*"]
+    )
+
+
+KNOWN_SUITE = """
+import pytest
+
+@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 1")
+def test_reproduces(trtctx_order):
+    if trtctx_order == "trt-first":
+        raise RuntimeError("launch failed: invalid handle")
+
+@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 2")
+def test_stopped(trtctx_order):
+    pass
+
+@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 3")
+def test_other_failure(trtctx_order):
+    if trtctx_order == "trt-first":
+        raise ValueError("something else")
+"""
+
+
+@pytest.mark.parametrize("isolate", ["none", "test"])
+def test_known_failure(pytester: pytest.Pytester, isolate: str) -> None:
+    pytester.makepyfile(KNOWN_SUITE)
+    orders = ["--trtctx-order=trt-first"] + (
+        ["--trtctx-order=torch-first"] if isolate != "none" else []
+    )
+    result = pytester.runpytest_subprocess(*orders, f"--trtctx-isolate={isolate}", "-rxf")
+    if isolate == "none":
+        result.assert_outcomes(failed=2, xfailed=1)
+    else:  # under torch-first the declarations do not apply: all three pass there
+        result.assert_outcomes(passed=3, failed=2, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            MSG_KNOWN_FAILURE_GONE.format(
+                order="trt-first", signature="RuntimeError: launch failed", reason="bug 2"
+            ),
+            "XFAIL *test_reproduces[[]trt-first[]] - known failure under trt-first: "
+            "RuntimeError: launch failed: invalid handle",
+        ],
+        consecutive=False,
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*"
+            + MSG_KNOWN_FAILURE_OTHER.format(
+                order="trt-first",
+                signature="RuntimeError: launch failed",
+                got="ValueError: something else",
+            )
+        ]
+    )
+
+
+def test_known_failure_bad_declarations(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.trtctx_known_failure("gpu-first", "x")
+        def test_a(): pass
+        @pytest.mark.trtctx_known_failure("torch-first", "(unclosed")
+        def test_b(): pass
+        @pytest.mark.trtctx_known_failure("torch-first")
+        def test_c(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*marker trtctx_known_failure on *::test_a: unknown value 'gpu-first'*",
+            "*marker trtctx_known_failure on *::test_b: signature '(unclosed' is not a regex*",
+            "*marker trtctx_known_failure on *::test_c: needs an order and a signature regex*",
+        ]
+    )
+
+
+def test_orders_marker_restricts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.trtctx_orders("trt-first", "thread-hop")
+        def test_some(trtctx_order): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=order", "-rs"
+    )
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*"
+            + MSG_ONLY_ORDERS.format(
+                wanted="trt-first, thread-hop", selected="torch-first, trt-first"
+            )
+        ]
+    )
