@@ -186,7 +186,7 @@ class Scheduler:
             while self.queue or self.running:
                 if self.session.shouldfail or self.session.shouldstop:
                     self.queue.clear()
-                while self.queue and len(self.running) < self.settings.workers.value:
+                while self.queue and self._busy() < self.settings.workers.value:
                     self._start(self.queue.popleft())
                 self._poll()
         except BaseException:
@@ -201,6 +201,11 @@ class Scheduler:
                 for name in os.listdir(self.tmpdir):
                     os.unlink(os.path.join(self.tmpdir, name))
                 os.rmdir(self.tmpdir)
+
+    def _busy(self) -> int:
+        """Workers still running tests. One that finished its last test is exiting (tearing
+        down a large address space takes milliseconds): its slot is free already."""
+        return sum(len(w.finished) < len(w.group.items) for w in self.running.values())
 
     # Starting ---------------------------------------------------------------------------------
     def _start(self, group: Group) -> None:

@@ -1,0 +1,68 @@
+"""The main job's wall time: the conv matrix across all orders, in parallel, cold and warm.
+
+Runs ``pytest tests/regression --trtctx-order=all`` twice with a fresh kernel cache folder
+(cold: NVRTC compiles; warm: cubins come from disk), each with ``--trtctx-workers`` processes,
+and compares the wall time with the serial sum of the tests' own durations (junit XML).
+
+Usage: python benchmarks/bench_matrix.py [--workers auto] [--isolate test] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cache: Path, workers: str, isolate: str, xml: Path) -> dict[str, float | int | str]:
+    cmd = [
+        sys.executable, "-m", "pytest", "tests/regression", "-q", "-p", "no:cacheprovider",
+        "--trtctx-order=all", f"--trtctx-workers={workers}", f"--trtctx-isolate={isolate}",
+        f"--trtctx-cache-dir={cache}", f"--junitxml={xml}",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    suite = ET.parse(xml).getroot()
+    suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
+    assert suite is not None
+    serial = sum(float(case.get("time", 0)) for case in suite.iter("testcase"))
+    return {
+        "exit": proc.returncode,
+        "wall_s": round(wall, 2),
+        "serial_sum_s": round(serial, 2),
+        "speedup": round(serial / wall, 2) if wall else 0.0,
+        "tests": int(suite.get("tests", 0)),
+        "summary": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", default="auto")
+    ap.add_argument("--isolate", default="test", choices=["test", "order"])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        res = {
+            "cold": run(cache, args.workers, args.isolate, Path(tmp) / "cold.xml"),
+            "warm": run(cache, args.workers, args.isolate, Path(tmp) / "warm.xml"),
+            "workers": args.workers,
+            "isolate": args.isolate,
+        }
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

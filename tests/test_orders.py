@@ -1,0 +1,133 @@
+"""Each init order's recipe, checked against the context truth table (docs/orders.md).
+
+GPU tests run through pytester in fresh subprocesses: this process must never initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_trtctx.names import MSG_CUDA_TOUCHED, MSG_NO_DRIVER, ORDERS
+from pytest_trtctx.probe import machine
+
+from .conftest import gpu_skip_reason, requires_gpu
+
+STATE_SUITE = """
+import torch
+from pytest_trtctx import driver
+
+def test_state(trtctx, trtctx_order):
+    info = driver.describe_current(0)
+    torch_init = torch.cuda.is_initialized()
+    print(f"STATE {trtctx_order} primary={info.is_primary} torch={torch_init} "
+          f"created={trtctx.state.engine_context is not None}")
+    x = torch.ones(1, device="cuda")  # torch's first (or next) allocation
+    after = driver.describe_current(0)
+    print(f"AFTER {trtctx_order} primary={after.is_primary}")
+"""
+
+EXPECTED_STATE = {
+    "torch-first": ("primary=True torch=True created=False", "primary=True"),
+    "trt-first": ("primary=True torch=False created=False", "primary=True"),
+    # The truth table's bug: cuCtxCreate first, then torch's first allocation switches contexts.
+    "driver-first": ("primary=False torch=False created=True", "primary=True"),
+    "thread-hop": ("primary=False torch=False created=True", "primary=True"),
+}
+
+
+@requires_gpu
+def test_each_recipe_leaves_the_contexts_the_truth_table_says(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(STATE_SUITE)
+    orders = ",".join(EXPECTED_STATE)
+    result = pytester.runpytest_subprocess(
+        f"--trtctx-order={orders}", "-s", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=len(EXPECTED_STATE))
+    for order, (before, after) in EXPECTED_STATE.items():
+        result.stdout.fnmatch_lines([f"*STATE {order} {before}*"])
+        result.stdout.fnmatch_lines([f"*AFTER {order} {after}*"])
+
+
+DIAGNOSIS_SUITE = """
+import pytest
+from pytest_trtctx.matrix import ConvSpec
+
+SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
+
+def test_unfixed(trtctx):
+    trtctx.check_conv(SPEC)
+
+def test_fixed(trtctx_fix_context):
+    trtctx_fix_context.check_conv(SPEC)
+"""
+
+
+@requires_gpu
+@pytest.mark.parametrize("order", ["driver-first", "thread-hop"])
+def test_failure_message_diagnoses_and_the_fix_fixes(pytester: pytest.Pytester, order: str) -> None:
+    pytester.makepyfile(DIAGNOSIS_SUITE)
+    result = pytester.runpytest_subprocess(f"--trtctx-order={order}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E*trtctx check failed: backend: CUDA_ERROR_INVALID_HANDLE",
+            "E*[[]FAIL[]] backend: cuLaunchKernel returned CUDA_ERROR_INVALID_HANDLE",
+            "E*[[]FAIL[]] sentinel: k3_f32: 648 of 648 elements never written",
+            f"E*order: {order} (cuCtxCreate on device 0*",
+            "E*engine built in: a context of its own on device 0 (not the primary)*",
+            "E*ran in: the primary context of device 0*",
+            "E*likely cause: *",
+        ],
+        consecutive=False,
+    )
+
+
+@requires_gpu
+def test_a_parent_that_initialised_cuda_is_never_forked(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import torch\ntorch.cuda.init()\n")
+    pytester.makepyfile("def test_x(trtctx_order): pass")
+    result = pytester.runpytest_subprocess("--trtctx-order=torch-first")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*" + MSG_CUDA_TOUCHED.split(":")[0] + "*"])
+
+
+@requires_gpu
+def test_is_available_at_import_time_keeps_the_parent_clean(pytester: pytest.Pytester) -> None:
+    """The usual skipif(not torch.cuda.is_available()) must not initialise CUDA in the parent."""
+    pytester.makepyfile(
+        """
+        import pytest, torch
+        @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+        def test_x(trtctx):
+            assert torch.cuda.is_initialized()
+        """
+    )
+    result = pytester.runpytest_subprocess("--trtctx-order=torch-first")
+    result.assert_outcomes(passed=1)
+
+
+def test_without_a_gpu_order_tests_skip_with_the_reason(pytester: pytest.Pytester) -> None:
+    why = gpu_skip_reason()
+    if why is None:
+        pytest.skip("this machine has a GPU: the no-driver path cannot be seen here")
+    pytester.makepyfile("def test_x(trtctx): pass")
+    result = pytester.runpytest_subprocess(f"--trtctx-order={','.join(ORDERS)}", "-rs")
+    result.assert_outcomes(skipped=len(ORDERS))
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED [[]{len(ORDERS)}[]] *{MSG_NO_DRIVER.format(why=machine().why_no_gpu)}"]
+    )
+
+
+def test_multi_device_skips_with_the_device_count(pytester: pytest.Pytester) -> None:
+    info = machine()
+    if len(info.devices) != 1:
+        pytest.skip(f"needs exactly one GPU to see the skip; this machine has {len(info.devices)}")
+    pytester.makepyfile("def test_x(trtctx): pass")
+    result = pytester.runpytest_subprocess("--trtctx-order=multi-device", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*multi-device needs at least 2 CUDA devices; "
+            f"this machine has 1 ({info.devices[0].name})"
+        ]
+    )
