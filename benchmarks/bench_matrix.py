@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(cache: Path, workers: str, isolate: str, xml: Path) -> dict[str, float | int | str]:
+def run(
+    cache: Path, workers: str, isolate: str, xml: Path, log: Path | None = None
+) -> dict[str, float | int | str]:
     cmd = [
         sys.executable, "-m", "pytest", "tests/regression", "-q", "-p", "no:cacheprovider",
         "--trtctx-order=all", f"--trtctx-workers={workers}", f"--trtctx-isolate={isolate}",
@@ -30,6 +32,8 @@ def run(cache: Path, workers: str, isolate: str, xml: Path) -> dict[str, float |
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
+    if log is not None:
+        log.write_text(proc.stdout)
     suite = ET.parse(xml).getroot()
     suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
     assert suite is not None
@@ -49,12 +53,13 @@ def main() -> None:
     ap.add_argument("--workers", default="auto")
     ap.add_argument("--isolate", default="test", choices=["test", "order"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--log", type=Path, help="save the warm run's terminal output here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         res = {
             "cold": run(cache, args.workers, args.isolate, Path(tmp) / "cold.xml"),
-            "warm": run(cache, args.workers, args.isolate, Path(tmp) / "warm.xml"),
+            "warm": run(cache, args.workers, args.isolate, Path(tmp) / "warm.xml", args.log),
             "workers": args.workers,
             "isolate": args.isolate,
         }

@@ -16,3 +16,22 @@ def gpu_skip_reason() -> str | None:
 
 
 requires_gpu = pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
+
+
+#: A pytest run under test that outlives this is a hang of its own: fail, never wait forever.
+SUBPROCESS_TIMEOUT = 240
+
+
+@pytest.fixture(autouse=True)
+def _only_this_plugin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs under pytester load this plugin alone: no other installed plugin (the GPU machine
+    has several) can change an outcome or import torch behind the test's back."""
+    if "pytester" in request.fixturenames:
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """``runpytest_subprocess`` with this plugin and a timeout: a hang fails, never waits."""
+    return pytester.runpytest_subprocess(
+        "-p", "pytest_trtctx.plugin", *args, timeout=SUBPROCESS_TIMEOUT
+    )

@@ -13,12 +13,14 @@ from pytest_trtctx.names import (
     ORDERS,
 )
 
+from .conftest import run_pytest
+
 ALLOWED_ORDERS = ", ".join((*ORDERS, ALL_ORDERS))
 
 
 def test_unknown_order_on_the_command_line(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_subprocess("--trtctx-order=torch-first,gpu-first")
+    result = run_pytest(pytester, "--trtctx-order=torch-first,gpu-first")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -33,7 +35,9 @@ def test_unknown_order_on_the_command_line(pytester: pytest.Pytester) -> None:
 def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrtctx_order = torch-first bogus\n")
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_subprocess()
+    result = run_pytest(
+        pytester,
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -54,7 +58,7 @@ def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.P
 )
 def test_unknown_choice(pytester: pytest.Pytester, flag: str, value: str, allowed: str) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_subprocess(f"{flag}={value}")
+    result = run_pytest(pytester, f"{flag}={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["*" + MSG_BAD_VALUE.format(where=f"option {flag}", value=value, allowed=allowed)]
@@ -73,16 +77,14 @@ def test_unknown_choice(pytester: pytest.Pytester, flag: str, value: str, allowe
 )
 def test_bad_numbers(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_subprocess(*args)
+    result = run_pytest(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*" + expected])
 
 
 def test_isolate_none_takes_one_order(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=none"
-    )
+    result = run_pytest(pytester, "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=none")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -96,14 +98,14 @@ def test_isolate_none_takes_one_order(pytester: pytest.Pytester) -> None:
 
 def test_all_expands_to_every_order_in_order(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_o(trtctx_order): pass")
-    result = pytester.runpytest_subprocess("--trtctx-order=all", "--collect-only", "-q")
+    result = run_pytest(pytester, "--trtctx-order=all", "--collect-only", "-q")
     result.stdout.fnmatch_lines([f"*test_o[[]{o}[]]" for o in ORDERS])
 
 
 def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrtctx_order = trt-first\ntrtctx_isolate = order\n")
     pytester.makepyfile("def test_o(trtctx_order): pass")
-    result = pytester.runpytest_subprocess("--trtctx-order=driver-first", "-v")
+    result = run_pytest(pytester, "--trtctx-order=driver-first", "-v")
     result.stdout.fnmatch_lines(
         [
             "trtctx: orders driver-first (option --trtctx-order); "
@@ -117,7 +119,7 @@ def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> No
 def test_ini_used_when_no_option(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrtctx_order = trt-first\n")
     pytester.makepyfile("def test_o(trtctx_order): pass")
-    result = pytester.runpytest_subprocess("-v")
+    result = run_pytest(pytester, "-v")
     result.stdout.fnmatch_lines(
         ["trtctx: orders trt-first (ini key trtctx_order in tox.ini); isolate test (default)*"]
     )
@@ -134,7 +136,7 @@ def test_inactive_plugin_leaves_a_suite_alone(pytester: pytest.Pytester) -> None
             assert os.getpid() == PID
         """
     )
-    result = pytester.runpytest_subprocess("-v")
+    result = run_pytest(pytester, "-v")
     result.stdout.fnmatch_lines(["trtctx: no order selected*"])
     result.assert_outcomes(passed=1)
 
@@ -147,7 +149,7 @@ def test_backend_marker_beats_option(pytester: pytest.Pytester) -> None:
         def test_x(): pass
         """
     )
-    result = pytester.runpytest_subprocess("--trtctx-backend=cuda")
+    result = run_pytest(pytester, "--trtctx-backend=cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -164,13 +166,13 @@ def test_backend_marker_beats_option(pytester: pytest.Pytester) -> None:
 def test_xdist_with_isolation_is_refused(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_subprocess("-n", "2", "--trtctx-order=torch-first")
+    result = run_pytest(pytester, "-p", "xdist", "-n", "2", "--trtctx-order=torch-first")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot run inside xdist's -n workers*"])
 
 
 def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("--help")
+    result = run_pytest(pytester, "--help")
     for flag in (
         "--trtctx-order",
         "--trtctx-device",

@@ -7,6 +7,8 @@ import pytest
 from pytest_trtctx.names import MSG_CRASHED, MSG_HUNG
 from pytest_trtctx.probe import cuda_untouched
 
+from .conftest import run_pytest
+
 PIDS = """
 import os, pytest
 
@@ -31,8 +33,11 @@ def test_isolate_test_gives_every_test_its_own_process(pytester: pytest.Pytester
         def test_c(): pass
         """
     )
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=test", "--trtctx-workers=2"
+    result = run_pytest(
+        pytester,
+        "--trtctx-order=torch-first,trt-first",
+        "--trtctx-isolate=test",
+        "--trtctx-workers=2",
     )
     result.assert_outcomes(passed=5)
     pids = _pids(pytester)
@@ -47,8 +52,8 @@ def test_isolate_order_gives_every_order_one_process(pytester: pytest.Pytester) 
         def test_b(trtctx_order): pass
         """
     )
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first,trt-first,driver-first", "--trtctx-isolate=order"
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first,trt-first,driver-first", "--trtctx-isolate=order"
     )
     result.assert_outcomes(passed=6)
     assert len(set(_pids(pytester))) == 3
@@ -64,12 +69,13 @@ def test_isolated_processes_are_not_the_pytest_process(pytester: pytest.Pytester
             assert os.getppid() == PARENT
         """
     )
-    result = pytester.runpytest_subprocess("--trtctx-order=trt-first")
+    result = run_pytest(pytester, "--trtctx-order=trt-first")
     result.assert_outcomes(passed=1)
 
 
 CRASH = """
 import os, signal, pytest
+
 
 @pytest.fixture
 def aborts_in_setup():
@@ -90,8 +96,12 @@ def test_crash_becomes_a_failed_report_and_the_run_goes_on(
     pytester: pytest.Pytester, isolate: str
 ) -> None:
     pytester.makepyfile(CRASH)
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first", f"--trtctx-isolate={isolate}", "-p", "no:faulthandler"
+    result = run_pytest(
+        pytester,
+        "--trtctx-order=torch-first",
+        f"--trtctx-isolate={isolate}",
+        "-p",
+        "no:faulthandler",
     )
     result.assert_outcomes(passed=2, failed=2, errors=1)
     name = "test_crash_becomes_a_failed_report_and_the_run_goes_on.py"
@@ -136,8 +146,8 @@ def test_hang_is_killed_with_its_stack_and_the_run_goes_on(pytester: pytest.Pyte
         def test_after(trtctx_order): pass
         """
     )
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first", "--trtctx-timeout=120", "--trtctx-isolate=order"
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first", "--trtctx-timeout=120", "--trtctx-isolate=order"
     )
     result.assert_outcomes(passed=1, failed=1)
     name = "test_hang_is_killed_with_its_stack_and_the_run_goes_on.py"
@@ -165,7 +175,7 @@ def test_hang_timeout_from_the_option(pytester: pytest.Pytester) -> None:
             time.sleep(60)
         """
     )
-    result = pytester.runpytest_subprocess("--trtctx-order=trt-first", "--trtctx-timeout=1")
+    result = run_pytest(pytester, "--trtctx-order=trt-first", "--trtctx-timeout=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*made no progress for 1 s in phase 'call' (*option --trtctx-timeout)*"]
@@ -181,7 +191,7 @@ def test_maxfail_stops_scheduling(pytester: pytest.Pytester) -> None:
             assert False
         """
     )
-    result = pytester.runpytest_subprocess("--trtctx-order=torch-first", "--trtctx-workers=1", "-x")
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "--trtctx-workers=1", "-x")
     result.assert_outcomes(failed=1)
 
 
@@ -197,9 +207,7 @@ def test_output_and_reports_survive_the_trip(pytester: pytest.Pytester) -> None:
             pytest.skip("not today")
         """
     )
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first", "-rs", "--junitxml=out.xml"
-    )
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs", "--junitxml=out.xml")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*hello from the worker*", "*assert 1 == 2*"], consecutive=False)
     result.stdout.fnmatch_lines(["SKIPPED * not today"])

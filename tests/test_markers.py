@@ -15,11 +15,13 @@ from pytest_trtctx.names import (
     MSG_ONLY_ORDERS,
 )
 
+from .conftest import run_pytest
+
 pytest.importorskip("torch", reason="torch is not installed: the output checks work on tensors")
 
 
 def test_markers_are_registered_with_signatures(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("--markers")
+    result = run_pytest(pytester, "--markers")
     result.stdout.fnmatch_lines(
         [
             f"@pytest.mark.{MARK_ORDERS}(*orders):*",
@@ -67,7 +69,7 @@ def test_nothing_handed_over(trtctx_outputs):
 
 def test_nonzero_marker(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(NONZERO_SUITE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=short")
+    result = run_pytest(pytester, "-p", "no:cacheprovider", "--tb=short")
     result.assert_outcomes(passed=2, failed=4)
     result.stdout.fnmatch_lines(
         [
@@ -108,7 +110,7 @@ def test_bitwise_stable_marker(pytester: pytest.Pytester) -> None:
             assert len(CALLS) == 6
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = run_pytest(pytester, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -128,7 +130,9 @@ def test_bitwise_stable_bad_runs(pytester: pytest.Pytester, runs: str) -> None:
         def test_x(): pass
         """
     )
-    result = pytester.runpytest_subprocess()
+    result = run_pytest(
+        pytester,
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [f"*marker {MARK_BITWISE_STABLE} on *::test_x: runs must be an integer >= 2, got*"]
@@ -137,6 +141,7 @@ def test_bitwise_stable_bad_runs(pytester: pytest.Pytester, runs: str) -> None:
 
 KNOWN_SUITE = """
 import pytest
+
 
 @pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 1")
 def test_reproduces(trtctx_order):
@@ -160,7 +165,7 @@ def test_known_failure(pytester: pytest.Pytester, isolate: str) -> None:
     orders = ["--trtctx-order=trt-first"] + (
         ["--trtctx-order=torch-first"] if isolate != "none" else []
     )
-    result = pytester.runpytest_subprocess(*orders, f"--trtctx-isolate={isolate}", "-rxf")
+    result = run_pytest(pytester, *orders, f"--trtctx-isolate={isolate}", "-rxf")
     if isolate == "none":
         result.assert_outcomes(failed=2, xfailed=1)
     else:  # under torch-first the declarations do not apply: all three pass there
@@ -199,7 +204,9 @@ def test_known_failure_bad_declarations(pytester: pytest.Pytester) -> None:
         def test_c(): pass
         """
     )
-    result = pytester.runpytest_subprocess()
+    result = run_pytest(
+        pytester,
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -218,8 +225,8 @@ def test_orders_marker_restricts(pytester: pytest.Pytester) -> None:
         def test_some(trtctx_order): pass
         """
     )
-    result = pytester.runpytest_subprocess(
-        "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=order", "-rs"
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=order", "-rs"
     )
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(

@@ -10,7 +10,7 @@ import pytest
 from pytest_trtctx.names import MSG_CUDA_TOUCHED, MSG_NO_DRIVER, ORDERS
 from pytest_trtctx.probe import machine
 
-from .conftest import gpu_skip_reason, requires_gpu
+from .conftest import gpu_skip_reason, requires_gpu, run_pytest
 
 STATE_SUITE = """
 import torch
@@ -39,9 +39,7 @@ EXPECTED_STATE = {
 def test_each_recipe_leaves_the_contexts_the_truth_table_says(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(STATE_SUITE)
     orders = ",".join(EXPECTED_STATE)
-    result = pytester.runpytest_subprocess(
-        f"--trtctx-order={orders}", "-s", "-p", "no:cacheprovider"
-    )
+    result = run_pytest(pytester, f"--trtctx-order={orders}", "-s", "--trtctx-timeout=60")
     result.assert_outcomes(passed=len(EXPECTED_STATE))
     for order, (before, after) in EXPECTED_STATE.items():
         result.stdout.fnmatch_lines([f"*STATE {order} {before}*"])
@@ -66,7 +64,7 @@ def test_fixed(trtctx_fix_context):
 @pytest.mark.parametrize("order", ["driver-first", "thread-hop"])
 def test_failure_message_diagnoses_and_the_fix_fixes(pytester: pytest.Pytester, order: str) -> None:
     pytester.makepyfile(DIAGNOSIS_SUITE)
-    result = pytester.runpytest_subprocess(f"--trtctx-order={order}", "-p", "no:cacheprovider")
+    result = run_pytest(pytester, f"--trtctx-order={order}", "--trtctx-timeout=60")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -86,7 +84,7 @@ def test_failure_message_diagnoses_and_the_fix_fixes(pytester: pytest.Pytester, 
 def test_a_parent_that_initialised_cuda_is_never_forked(pytester: pytest.Pytester) -> None:
     pytester.makeconftest("import torch\ntorch.cuda.init()\n")
     pytester.makepyfile("def test_x(trtctx_order): pass")
-    result = pytester.runpytest_subprocess("--trtctx-order=torch-first")
+    result = run_pytest(pytester, "--trtctx-order=torch-first")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*" + MSG_CUDA_TOUCHED.split(":")[0] + "*"])
 
@@ -102,7 +100,7 @@ def test_is_available_at_import_time_keeps_the_parent_clean(pytester: pytest.Pyt
             assert torch.cuda.is_initialized()
         """
     )
-    result = pytester.runpytest_subprocess("--trtctx-order=torch-first")
+    result = run_pytest(pytester, "--trtctx-order=torch-first")
     result.assert_outcomes(passed=1)
 
 
@@ -111,7 +109,7 @@ def test_without_a_gpu_order_tests_skip_with_the_reason(pytester: pytest.Pyteste
     if why is None:
         pytest.skip("this machine has a GPU: the no-driver path cannot be seen here")
     pytester.makepyfile("def test_x(trtctx): pass")
-    result = pytester.runpytest_subprocess(f"--trtctx-order={','.join(ORDERS)}", "-rs")
+    result = run_pytest(pytester, f"--trtctx-order={','.join(ORDERS)}", "-rs")
     result.assert_outcomes(skipped=len(ORDERS))
     result.stdout.fnmatch_lines(
         [f"SKIPPED [[]{len(ORDERS)}[]] *{MSG_NO_DRIVER.format(why=machine().why_no_gpu)}"]
@@ -123,7 +121,7 @@ def test_multi_device_skips_with_the_device_count(pytester: pytest.Pytester) -> 
     if len(info.devices) != 1:
         pytest.skip(f"needs exactly one GPU to see the skip; this machine has {len(info.devices)}")
     pytester.makepyfile("def test_x(trtctx): pass")
-    result = pytester.runpytest_subprocess("--trtctx-order=multi-device", "-rs")
+    result = run_pytest(pytester, "--trtctx-order=multi-device", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
         [

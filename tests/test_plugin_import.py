@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from .conftest import run_pytest
+
 HEAVY = ("torch", "tensorrt", "tensorrt_rtx", "cuda", "cuda.bindings", "pycuda", "numpy")
 
 
@@ -31,5 +33,5 @@ def test_pytest_with_plugin_loaded_imports_nothing_heavy(pytester) -> None:
             assert [m for m in HEAVY if m in sys.modules] == []
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = run_pytest(pytester, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
