@@ -119,7 +119,7 @@ def apply_order(config: pytest.Config, order: str) -> Any:
 
 #: Imported in the pytest process before the first fork, so that each worker starts with them
 #: loaded (about 9 ms a fork) instead of importing torch itself (about 5 s). Importing them does
-#: not initialise CUDA; probe.cuda_untouched() checks that before every fork.
+#: not initialise CUDA; probe.fork_safe() checks that before every fork.
 PRELOAD = ("torch", "cuda.bindings.driver", "cuda.bindings.nvrtc")
 
 
@@ -322,7 +322,7 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
     s = settings_of(config)
     state = orders.CURRENT
     if state is None:
-        ok, why = cuda_untouched()
+        ok, why = cuda_untouched(nvml_ok=True)
         if not ok:
             pytest.fail(
                 f"order {trtctx_order} cannot be applied: {why}. With --trtctx-isolate=none "

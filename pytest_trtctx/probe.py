@@ -137,13 +137,29 @@ def machine() -> MachineInfo:
     )
 
 
-def cuda_untouched() -> tuple[bool, str]:
-    """Prove that CUDA was never initialised in this process.
+def _nvidia_files() -> list[str]:
+    """NVIDIA device files this process holds open: each is a live driver client."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/dev/nvidia"):
+            found.add(target)
+    return sorted(found)
 
-    Returns ``(True, how)`` when proven, ``(False, why)`` when CUDA was initialised (or the proof
-    is impossible). ``cuInit`` is per process: if ``libcuda`` is not even mapped, nobody called
-    it; if it is mapped, ``cuCtxGetCurrent`` answers ``CUDA_ERROR_NOT_INITIALIZED`` until someone
-    does. Loading the library does not initialise it, so asking is safe.
+
+def cuda_untouched(*, nvml_ok: bool = False) -> tuple[bool, str]:
+    """Prove that CUDA was never initialised in this process, so that forking it is safe.
+
+    Returns ``(True, how)`` when proven, ``(False, why)`` otherwise. Three facts make the proof:
+    torch says it did not initialise CUDA; ``cuInit`` was never called (if ``libcuda`` is mapped,
+    ``cuCtxGetCurrent`` answers ``CUDA_ERROR_NOT_INITIALIZED`` until someone calls it; loading the
+    library does not initialise it, so asking is safe); and no NVIDIA device file is open (NVML,
+    which ``torch.cuda.is_available()`` may use, opens one too, and a forked child that then
+    initialises CUDA crashes: seen on the H100 machine, docs/isolation.md). ``nvml_ok`` skips
+    the last fact where nothing will be forked.
     """
     if sys.platform != "linux":
         return False, f"per-process proof needs Linux (/proc), this is {sys.platform}"
@@ -158,19 +174,70 @@ def cuda_untouched() -> tuple[bool, str]:
                 return False, "torch.cuda.is_initialized() is True"
         except Exception:  # a partially imported torch: fall through to the driver check
             pass
-    if "libcuda.so" not in maps:
-        return True, "libcuda is not loaded in this process"
+    how = "libcuda is not loaded in this process"
+    if "libcuda.so" in maps:
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL("libcuda.so.1")
+        except OSError as exc:
+            return False, f"libcuda is mapped but cannot be opened again ({exc})"
+        ctx = ctypes.c_void_p()
+        rc = lib.cuCtxGetCurrent(ctypes.byref(ctx))
+        if rc != CUDA_ERROR_NOT_INITIALIZED:
+            return False, (
+                f"cuInit was already called in this process (cuCtxGetCurrent returned {rc})"
+            )
+        how = "libcuda is loaded but cuInit was never called"
+    files = [] if nvml_ok else _nvidia_files()
+    if files:
+        return False, (
+            f"this process holds NVIDIA device files open ({', '.join(files)}): a driver client "
+            "exists (NVML, as torch.cuda.is_available() or pynvml use it), and its state does "
+            "not survive a fork"
+        )
+    return True, how + "; no NVIDIA device file is open"
+
+
+NVML_ERROR_UNINITIALIZED = 1
+
+
+def release_nvml() -> bool:
+    """Shut NVML down in this process if something left it initialised; True if it did.
+
+    ``torch.cuda.is_available()`` with ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (which the plugin sets
+    so that the common ``skipif(not torch.cuda.is_available())`` does not call ``cuInit``) calls
+    ``nvmlInit`` and never ``nvmlShutdown``. NVML keeps no CUDA state; shutting it down closes
+    its device files, and the next NVML user initialises it again.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    if "libnvidia-ml.so" not in maps:
+        return False
     import ctypes
 
     try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        return False, f"libcuda is mapped but cannot be opened again ({exc})"
-    ctx = ctypes.c_void_p()
-    rc = lib.cuCtxGetCurrent(ctypes.byref(ctx))
-    if rc == CUDA_ERROR_NOT_INITIALIZED:
-        return True, "libcuda is loaded but cuInit was never called"
-    return False, f"cuInit was already called in this process (cuCtxGetCurrent returned {rc})"
+        lib = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    released = False
+    for _ in range(64):  # nvmlInit is reference counted
+        if lib.nvmlShutdown() != 0:
+            break
+        released = True
+    return released
+
+
+def fork_safe() -> tuple[bool, str]:
+    """:func:`cuda_untouched`, after releasing an NVML left open by an availability check."""
+    ok, why = cuda_untouched()
+    if not ok and "device files" in why and release_nvml():
+        ok, why = cuda_untouched()
+        if ok:
+            why += " (NVML, left initialised in this process, was shut down first)"
+    return ok, why
 
 
 def versions() -> dict[str, str]:
