@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import json
 import os
 import selectors
@@ -182,13 +183,17 @@ class Scheduler:
         self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
 
     def run(self) -> None:
+        # Objects alive now are never collected in a worker: a collection there would touch
+        # (and so copy) every page of the parent's heap.
+        gc.freeze()
         try:
             while self.queue or self.running:
                 if self.session.shouldfail or self.session.shouldstop:
                     self.queue.clear()
                 while self.queue and self._busy() < self.settings.workers.value:
                     self._start(self.queue.popleft())
-                self._poll()
+                if self.running:  # a refused fork starts nothing: never wait on no worker
+                    self._poll()
         except BaseException:
             for worker in list(self.running.values()):
                 with contextlib.suppress(ProcessLookupError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_trtctx.names import MSG_CRASHED, MSG_HUNG
+from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
 from pytest_trtctx.probe import cuda_untouched
 
 from .conftest import run_pytest
@@ -218,3 +218,27 @@ def test_this_process_never_initialised_cuda() -> None:
     """The proof the scheduler relies on, in the process that runs these tests."""
     ok, how = cuda_untouched()
     assert ok, how
+
+
+def test_a_refused_fork_fails_each_test_and_the_run_ends(pytester: pytest.Pytester) -> None:
+    """When the parent is not provably clean, no worker is forked: every test fails with the
+    reason, and the run ends instead of waiting on workers that were never started."""
+    pytester.makeconftest(
+        """
+        import pytest_trtctx.isolation as iso
+        # Stands in for a parent that initialised CUDA (there is no driver on a CPU machine);
+        # the refusal path after it is the plugin's own, unchanged.
+        iso.fork_safe = lambda: (False, "cuInit was already called in this process (test)")
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_a(trtctx_order): pass
+        def test_b(trtctx_order): pass
+        """
+    )
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        ["*" + MSG_CUDA_TOUCHED.format(why="cuInit was already called in this process (test)")]
+    )
