@@ -17,6 +17,7 @@ from .errors import (
     TrtctxError,
 )
 from .names import ORDERS
+from .probe import cuda_available
 
 __version__ = "0.1.0"
 
@@ -32,4 +33,5 @@ __all__ = [
     "OrderError",
     "TrtctxError",
     "__version__",
+    "cuda_available",
 ]

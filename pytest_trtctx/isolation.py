@@ -3,7 +3,7 @@
 Why fork, and from where: a new Python that imports torch costs about 5 s; a fork of a parent that
 imported torch but never initialised CUDA costs about 9 ms (``docs/isolation.md``). The pytest
 process collects the tests (importing whatever the test modules import) and never touches CUDA;
-before every fork :func:`~pytest_trtctx.probe.fork_safe` proves that, and a fork is refused
+before every fork :func:`~pytest_trtctx.probe.cuda_untouched` proves that, and a fork is refused
 (the test fails with the reason) if the proof fails. Children are never forked from a process
 that initialised CUDA.
 
@@ -38,7 +38,7 @@ from _pytest.reports import TestReport
 from _pytest.runner import runtestprotocol
 
 from .names import MARK_TIMEOUT, MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
-from .probe import fork_safe
+from .probe import cuda_untouched
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -214,7 +214,7 @@ class Scheduler:
 
     # Starting ---------------------------------------------------------------------------------
     def _start(self, group: Group) -> None:
-        ok, why = fork_safe()
+        ok, why = cuda_untouched()
         if not ok:
             message = MSG_CUDA_TOUCHED.format(why=why)
             for item in group.items:

@@ -39,8 +39,9 @@ MSG_NONE_ONE_ORDER: Final = (
 )
 MSG_CUDA_TOUCHED: Final = (
     "cannot fork a process where CUDA was never initialised: {why}. "
-    "Something initialised CUDA in the pytest process (at import or collection time, or a test "
-    "run with --trtctx-isolate=none). Move that CUDA work into tests or fixtures."
+    "Something initialised CUDA in the pytest process at import or collection time; the usual "
+    "culprit is skipif(not torch.cuda.is_available()): use pytest_trtctx.cuda_available() "
+    "(it asks a child process), and move other CUDA work into tests or fixtures."
 )
 MSG_CRASHED: Final = (
     "worker process (pid {pid}) died while running {nodeid} in phase '{phase}': {how}"

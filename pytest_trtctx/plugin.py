@@ -10,7 +10,6 @@ key, then the default (``pytest_trtctx.config``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Generator
@@ -92,10 +91,6 @@ def pytest_configure(config: pytest.Config) -> None:
             "applies the order once)."
         )
     config.stash[SETTINGS] = settings
-    if settings.isolate.value != "none":
-        # torch.cuda.is_available() calls cuInit unless told to ask NVML instead; a test module
-        # that calls it at import time (skipif) would otherwise make forking unsafe.
-        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 
 def settings_of(config: pytest.Config) -> cfg.Settings:
@@ -119,7 +114,7 @@ def apply_order(config: pytest.Config, order: str) -> Any:
 
 #: Imported in the pytest process before the first fork, so that each worker starts with them
 #: loaded (about 9 ms a fork) instead of importing torch itself (about 5 s). Importing them does
-#: not initialise CUDA; probe.fork_safe() checks that before every fork.
+#: not initialise CUDA; probe.cuda_untouched() checks that before every fork.
 PRELOAD = ("torch", "cuda.bindings.driver", "cuda.bindings.nvrtc")
 
 

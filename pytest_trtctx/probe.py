@@ -156,10 +156,10 @@ def cuda_untouched(*, nvml_ok: bool = False) -> tuple[bool, str]:
     Returns ``(True, how)`` when proven, ``(False, why)`` otherwise. Three facts make the proof:
     torch says it did not initialise CUDA; ``cuInit`` was never called (if ``libcuda`` is mapped,
     ``cuCtxGetCurrent`` answers ``CUDA_ERROR_NOT_INITIALIZED`` until someone calls it; loading the
-    library does not initialise it, so asking is safe); and no NVIDIA device file is open (NVML,
-    which ``torch.cuda.is_available()`` may use, opens one too, and a forked child that then
-    initialises CUDA crashes: seen on the H100 machine, docs/isolation.md). ``nvml_ok`` skips
-    the last fact where nothing will be forked.
+    library does not initialise it, so asking is safe); NVML was never loaded (a worker forked
+    after ``torch.cuda.is_available()`` had used NVML crashed in torch's CUDA init on the H100
+    machine, docs/isolation.md); and no NVIDIA device file is open (any live driver client).
+    ``nvml_ok`` skips the NVML facts where nothing will be forked.
     """
     if sys.platform != "linux":
         return False, f"per-process proof needs Linux (/proc), this is {sys.platform}"
@@ -189,6 +189,12 @@ def cuda_untouched(*, nvml_ok: bool = False) -> tuple[bool, str]:
                 f"cuInit was already called in this process (cuCtxGetCurrent returned {rc})"
             )
         how = "libcuda is loaded but cuInit was never called"
+    if not nvml_ok and "libnvidia-ml.so" in maps:
+        return False, (
+            "NVML was loaded in this process (libnvidia-ml.so is mapped: torch.cuda."
+            "is_available() or device_count() with PYTORCH_NVML_BASED_CUDA_CHECK=1, or pynvml); "
+            "a worker forked after it crashed in torch's CUDA init (SIGSEGV, H100 machine)"
+        )
     files = [] if nvml_ok else _nvidia_files()
     if files:
         return False, (
@@ -199,45 +205,14 @@ def cuda_untouched(*, nvml_ok: bool = False) -> tuple[bool, str]:
     return True, how + "; no NVIDIA device file is open"
 
 
-NVML_ERROR_UNINITIALIZED = 1
+def cuda_available() -> bool:
+    """Whether a CUDA GPU is usable here, asked of a child process.
 
-
-def release_nvml() -> bool:
-    """Shut NVML down in this process if something left it initialised; True if it did.
-
-    ``torch.cuda.is_available()`` with ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (which the plugin sets
-    so that the common ``skipif(not torch.cuda.is_available())`` does not call ``cuInit``) calls
-    ``nvmlInit`` and never ``nvmlShutdown``. NVML keeps no CUDA state; shutting it down closes
-    its device files, and the next NVML user initialises it again.
+    Use it instead of ``torch.cuda.is_available()`` in module-level ``skipif`` conditions: that
+    call initialises CUDA (or NVML) in the pytest process, after which no fresh process can be
+    forked from it.
     """
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-    if "libnvidia-ml.so" not in maps:
-        return False
-    import ctypes
-
-    try:
-        lib = ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    released = False
-    for _ in range(64):  # nvmlInit is reference counted
-        if lib.nvmlShutdown() != 0:
-            break
-        released = True
-    return released
-
-
-def fork_safe() -> tuple[bool, str]:
-    """:func:`cuda_untouched`, after releasing an NVML left open by an availability check."""
-    ok, why = cuda_untouched()
-    if not ok and "device files" in why and release_nvml():
-        ok, why = cuda_untouched()
-        if ok:
-            why += " (NVML, left initialised in this process, was shut down first)"
-    return ok, why
+    return machine().has_gpu
 
 
 def versions() -> dict[str, str]:

@@ -228,7 +228,7 @@ def test_a_refused_fork_fails_each_test_and_the_run_ends(pytester: pytest.Pytest
         import pytest_trtctx.isolation as iso
         # Stands in for a parent that initialised CUDA (there is no driver on a CPU machine);
         # the refusal path after it is the plugin's own, unchanged.
-        iso.fork_safe = lambda: (False, "cuInit was already called in this process (test)")
+        iso.cuda_untouched = lambda: (False, "cuInit was already called in this process (test)")
         """
     )
     pytester.makepyfile(

@@ -70,7 +70,8 @@ def test_failure_message_diagnoses_and_the_fix_fixes(pytester: pytest.Pytester, 
         [
             "E*trtctx check failed: backend: CUDA_ERROR_INVALID_HANDLE",
             "E*[[]FAIL[]] backend: cuLaunchKernel returned CUDA_ERROR_INVALID_HANDLE",
-            "E*[[]FAIL[]] sentinel: k3_f32: 792 of 792 elements never written"  # 1*8*9*11,
+            # N*K*P*Q = 1*8*9*11 outputs, none written
+            "E*[[]FAIL[]] sentinel: k3_f32: 792 of 792 elements never written",
             f"E*order: {order} (cuCtxCreate on device 0*",
             "E*engine built in: a context of its own on device 0 (not the primary)*",
             "E*ran in: the primary context of device 0*",
@@ -90,12 +91,32 @@ def test_a_parent_that_initialised_cuda_is_never_forked(pytester: pytest.Pyteste
 
 
 @requires_gpu
-def test_is_available_at_import_time_keeps_the_parent_clean(pytester: pytest.Pytester) -> None:
-    """The usual skipif(not torch.cuda.is_available()) must not initialise CUDA in the parent."""
+def test_is_available_at_import_time_is_refused_with_the_way_out(
+    pytester: pytest.Pytester,
+) -> None:
+    """skipif(not torch.cuda.is_available()) at import initialises CUDA (or NVML) in the parent;
+    a worker forked after NVML crashed in torch's CUDA init on the H100 machine. The plugin
+    refuses to fork and says what to use instead."""
     pytester.makepyfile(
         """
         import pytest, torch
         @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+        def test_x(trtctx):
+            pass
+        """
+    )
+    result = run_pytest(pytester, "--trtctx-order=torch-first")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*pytest_trtctx.cuda_available()*"])
+
+
+@requires_gpu
+def test_cuda_available_helper_keeps_the_parent_clean(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, torch
+        import pytest_trtctx
+        @pytest.mark.skipif(not pytest_trtctx.cuda_available(), reason="no GPU")
         def test_x(trtctx):
             assert torch.cuda.is_initialized()
         """
