@@ -175,7 +175,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         try:
             wanted = _marker_orders(metafunc)
         except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            pytest.fail(str(exc), pytrace=False)
         params = []
         for order in s.orders.value:
             marks = []
@@ -206,7 +206,8 @@ def _matrix(config: pytest.Config) -> list[Any]:
         try:
             cached = load_matrix(s.matrix.value)
         except MatrixError as exc:
-            raise pytest.UsageError(f"engine matrix ({s.matrix.source}): {exc}") from None
+            # A collection error with the message alone: the file, the entry and the field.
+            pytest.fail(f"engine matrix ({s.matrix.source}): {exc}", pytrace=False)
         setattr(config, key, cached)
     return list(cached)
 

@@ -186,3 +186,47 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
         result.stdout.fnmatch_lines([f"*{flag}*"])
     for key in ("trtctx_order", "trtctx_isolate", "trtctx_timeout"):
         result.stdout.fnmatch_lines([f"*{key} *"])
+
+
+def test_a_malformed_matrix_is_a_usage_error_naming_file_entry_and_field(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(
+        ".toml",
+        bad_matrix="""
+        schema = 1
+        [[conv]]
+        name = "ok"
+        batch = 1
+        in_channels = 4
+        out_channels = 8
+        height = 9
+        width = 9
+        kernel = 3
+        stride = 0
+        padding = 1
+        dilation = 1
+        groups = 1
+        dtype = "float32"
+        """,
+    )
+    pytester.makepyfile("def test_spec(trtctx_spec): pass")
+    result = run_pytest(pytester, "--trtctx-matrix=bad_matrix.toml")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error: nothing runs
+    result.stdout.fnmatch_lines(
+        [
+            "*engine matrix (option --trtctx-matrix): *bad_matrix.toml: [[][[]conv[]][]] #1 ('ok')"
+            "*field 'stride': expected a positive integer or [[]h, w[]], got 0*"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_matrix_parametrises_specs_by_name(pytester: pytest.Pytester) -> None:
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).parent.parent / "engines" / "conv_matrix.toml", pytester.path)
+    pytester.makepyfile("def test_spec(trtctx_spec): assert trtctx_spec.name")
+    result = run_pytest(pytester, "--trtctx-matrix=conv_matrix.toml", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_spec[[]k3s1d1g1_f32_b1_17x19[]]*"])

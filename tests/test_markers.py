@@ -237,3 +237,18 @@ def test_orders_marker_restricts(pytester: pytest.Pytester) -> None:
             )
         ]
     )
+
+
+def test_orders_marker_with_an_unknown_order(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.trtctx_orders("torch-first", "gpu-first")
+        def test_some(trtctx_order): pass
+        """
+    )
+    result = run_pytest(pytester, "--trtctx-order=torch-first")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*marker trtctx_orders on *::test_some: unknown value 'gpu-first'; allowed: *"]
+    )
