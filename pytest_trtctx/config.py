@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import ConfigError
+from .kernels import default_cache_dir
 from .names import (
     ALL_ORDERS,
     BACKENDS,
@@ -189,15 +190,6 @@ class Settings:
     def active(self) -> bool:
         """True when the run selected an order: only then does the plugin change how tests run."""
         return self.orders_explicit
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("TRTCTX_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "pytest-trtctx"
 
 
 def resolve(config: pytest.Config) -> Settings:
