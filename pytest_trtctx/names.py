@@ -19,7 +19,7 @@ ORDERS: Final[tuple[str, ...]] = (TORCH_FIRST, TRT_FIRST, DRIVER_FIRST, THREAD_H
 ALL_ORDERS: Final = "all"
 
 #: Backends known to this version. ``auto`` picks the best one that can run here.
-BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda")
+BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx")
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 

@@ -40,6 +40,7 @@ OUTPUTS = pytest.StashKey[Outputs]()
 #: Whether the test met its order fresh (the first test to use it in its process).
 FRESH = pytest.StashKey[bool]()
 SIGNATURE_PROPERTY = "trtctx_signature"
+BACKEND_PROPERTY = "trtctx_backend"
 KNOWN_PREFIX = "known failure under "
 
 MARKERS = (
@@ -135,7 +136,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from . import backends, probe
 
     s = settings_of(config)
-    _name, why = backends.resolve(s.backend.value)
+    why = backends.describe(s.backend.value)
     lines = [
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
         f"isolate {s.isolate.value} ({s.isolate.source}); device {s.device.value}; "
@@ -336,9 +337,19 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
         pytest.skip(state.skip_reason)
     if state.error:
         pytest.fail(state.error, pytrace=False)
+    from . import backends, probe
+    from .errors import BackendUnavailable
+
     request.node.stash[FRESH] = state.uses == 0
     state.uses += 1
-    backend = _backend_marker(request.node, s)
+    devices = probe.machine().devices
+    engine_cc = next((d.cc for d in devices if d.index == state.engine_device), None)
+    try:
+        backend, why = backends.select(_backend_marker(request.node, s), engine_cc)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    request.node.user_properties.append((BACKEND_PROPERTY, backend))
+    request.node.user_properties.append(("trtctx_backend_why", why))
     runtime = Runtime(state, backend, s.cache_dir.value, _outputs(request.node))
     yield runtime
     runtime.close()
@@ -489,6 +500,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     s = settings_of(config)
     items = config.stash.get(ITEMS, {})
     final: dict[str, tuple[str, str | None]] = {}
+    ran_on: dict[str, str] = {}  # the backend each test really ran on, as its process reported
     rank = {"passed": 0, "skipped": 1, "xfailed": 1, "known-failure": 2, "failed": 3}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -497,7 +509,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             kind = _classify(report)
             if kind is None:
                 continue
-            sig = dict(report.user_properties).get(SIGNATURE_PROPERTY)
+            props = dict(report.user_properties)
+            sig = props.get(SIGNATURE_PROPERTY)
+            backend = props.get(BACKEND_PROPERTY)
+            if isinstance(backend, str):
+                ran_on[report.nodeid] = backend
             old = final.get(report.nodeid)
             if old is None or rank[kind] > rank[old[0]]:
                 final[report.nodeid] = (kind, sig if isinstance(sig, str) else old and old[1])
@@ -510,12 +526,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         order = item_order(item)
         if order is None:
             continue
-        from .backends import resolve
-
-        try:
-            backend = resolve(_backend_marker(item, s))[0]
-        except ConfigError:
-            backend = "?"
+        backend = ran_on.get(nodeid) or _backend_marker(item, s)
         rows.setdefault((order, backend), Counter())[kind] += 1
         if sig and kind in ("failed", "known-failure"):
             signatures[(sig, kind)] += 1

@@ -1,31 +1,87 @@
-"""Engine backends. Only names live here; each backend imports its heavy modules when built."""
+"""Engine backends. Only names live here; each backend imports its heavy modules when built.
+
+``auto`` is resolved in the process that runs the test, never in the pytest process: finding out
+whether TensorRT-RTX can run here means importing it, and the pytest process must stay clean of
+CUDA libraries' side effects (it is the parent of every isolated worker).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import BackendUnavailable, ConfigError
 from .base import Backend, Engine, ExecResult
 
-__all__ = ["Backend", "Engine", "ExecResult", "create", "resolve"]
+__all__ = ["Backend", "Engine", "ExecResult", "create", "describe", "select"]
+
+TENSORRT_MODULES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx"}
+REFERENCE = "cuda"
+AUTO_RULE = (
+    "full TensorRT if it imports, else TensorRT-RTX where it can run on this GPU, else the CUDA "
+    "reference backend (NVRTC kernels in a CUDA context, not TensorRT)"
+)
 
 
-def resolve(name: str) -> tuple[str, str]:
-    """The backend that ``name`` stands for here, and why (``auto`` is resolved)."""
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def describe(name: str) -> str:
+    """What ``name`` means here, for the report header (imports nothing)."""
     if name == "auto":
-        return "cuda", (
-            "auto: no TensorRT backend in this version; the CUDA reference backend runs "
-            "(NVRTC kernels in a CUDA context, not TensorRT)"
-        )
-    if name == "cuda":
-        return "cuda", "selected"
+        found = [m for m in TENSORRT_MODULES.values() if _installed(m)]
+        have = ", ".join(found) if found else "neither tensorrt nor tensorrt_rtx"
+        return f"auto: {AUTO_RULE}; installed: {have}"
+    if name == REFERENCE:
+        return "the CUDA reference backend (NVRTC kernels in a CUDA context, not TensorRT)"
+    if name in TENSORRT_MODULES:
+        state = "installed" if _installed(TENSORRT_MODULES[name]) else "NOT installed"
+        return f"{name} ({state})"
     raise ConfigError(f"unknown backend {name!r}")
 
 
-def create(name: str, device: int, cache_dir: Path | None) -> Backend:
-    resolved, _why = resolve(name)
-    if resolved != "cuda":  # pragma: no cover - the TensorRT backends come with their issue
-        raise ConfigError(f"backend {resolved!r} is not available in this version")
-    from .cuda_ref import CudaReferenceBackend
+def select(name: str, compute_capability: tuple[int, int] | None) -> tuple[str, str]:
+    """The backend that runs here and why; BackendUnavailable when an explicit one cannot.
 
-    return CudaReferenceBackend(device=device, cache_dir=cache_dir)
+    Called in the test's own process. ``compute_capability`` comes from the device probe.
+    """
+    from .tensorrt import can_run_here
+
+    if name == REFERENCE:
+        return REFERENCE, "selected"
+    if name in TENSORRT_MODULES:
+        if compute_capability is None:
+            raise BackendUnavailable(f"{name} needs a GPU to run engines; there is none here")
+        reason = can_run_here(TENSORRT_MODULES[name], compute_capability)
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        return name, "selected"
+    if name != "auto":
+        raise ConfigError(f"unknown backend {name!r}")
+    notes = []
+    for candidate in ("tensorrt", "tensorrt_rtx"):
+        if compute_capability is None:
+            notes.append(f"{candidate}: no GPU")
+            continue
+        reason = can_run_here(TENSORRT_MODULES[candidate], compute_capability)
+        if reason is None:
+            return candidate, f"auto: {candidate} can run here"
+        notes.append(reason)
+    return REFERENCE, "auto: the CUDA reference backend, because " + "; ".join(notes)
+
+
+def create(name: str, device: int, cache_dir: Path | None) -> Backend:
+    """A backend by resolved name (see :func:`select`)."""
+    if name == REFERENCE:
+        from .cuda_ref import CudaReferenceBackend
+
+        return CudaReferenceBackend(device=device, cache_dir=cache_dir)
+    if name in TENSORRT_MODULES:
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(TENSORRT_MODULES[name], device, cache_dir)
+    raise ConfigError(f"unknown backend {name!r}")
