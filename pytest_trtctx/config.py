@@ -87,6 +87,14 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "Engine matrix file (default: engines/conv_matrix.toml under the rootdir).",
     ),
     (
+        "trtctx_report",
+        "trtctx_report",
+        "--trtctx-report",
+        "Write a JSON report to this file: environment fingerprint, and per test the order, "
+        "backend, spec, outcome, failed check, messages, output SHA-256 and timings "
+        "(docs/report.md). Compare two with: pytest-trtctx diff OLD.json NEW.json",
+    ),
+    (
         "trtctx_cache_dir",
         "trtctx_cache_dir",
         "--trtctx-cache-dir",

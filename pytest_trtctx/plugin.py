@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +42,8 @@ OUTPUTS = pytest.StashKey[Outputs]()
 FRESH = pytest.StashKey[bool]()
 SIGNATURE_PROPERTY = "trtctx_signature"
 BACKEND_PROPERTY = "trtctx_backend"
+OUTPUTS_PROPERTY = "trtctx_output_sha256"
+KNOWN_PROPERTY = "trtctx_known_failure"
 KNOWN_PREFIX = "known failure under "
 
 MARKERS = (
@@ -92,6 +95,14 @@ def pytest_configure(config: pytest.Config) -> None:
             "applies the order once)."
         )
     config.stash[SETTINGS] = settings
+    report_path = config.getoption("trtctx_report", None) or config.getini("trtctx_report")
+    if report_path:
+        from .report import ReportWriter
+
+        path = Path(str(report_path))
+        if not path.is_absolute():
+            path = Path(config.invocation_params.dir) / path
+        config.pluginmanager.register(ReportWriter(config, path), "trtctx-report")
 
 
 def settings_of(config: pytest.Config) -> cfg.Settings:
@@ -419,34 +430,46 @@ def pytest_runtest_makereport(
         report.user_properties.append((SIGNATURE_PROPERTY, signature))
     if call.when != "call":
         return report
+    outputs = item.stash.get(OUTPUTS, None)
+    if outputs is not None and outputs.current:
+        from .checks import sha256
+
+        hashes = {name: sha256(t) for name, t in outputs.current.items()}
+        report.user_properties.append((OUTPUTS_PROPERTY, hashes))
     s = settings_of(item.config)
     order = item_order(item) or (s.orders.value[0] if s.active else None)
     for orders, pattern, reason in known_failures(item):
         if order not in orders:
             continue
         if not item.stash.get(FRESH, True):
+            status = "not enforced"
             report.sections.append(
-                (
-                    "trtctx known failure",
-                    MSG_KNOWN_FAILURE_STALE.format(order=order),
-                )
+                ("trtctx known failure", MSG_KNOWN_FAILURE_STALE.format(order=order))
             )
-            break
-        if report.passed:
+        elif report.passed:
+            status = "stopped reproducing"
             report.outcome = "failed"
             report.longrepr = MSG_KNOWN_FAILURE_GONE.format(
                 order=order, signature=pattern, reason=reason or "no reason given"
             )
+            report.user_properties.append((SIGNATURE_PROPERTY, "known failure stopped reproducing"))
         elif report.failed and signature is not None and re.search(pattern, signature):
+            status = "reproduced"
             report.outcome = "skipped"
             report.wasxfail = f"{KNOWN_PREFIX}{order}: {signature}"
         elif report.failed:
+            status = "failed differently"
             report.sections.append(
                 (
                     "trtctx known failure",
                     MSG_KNOWN_FAILURE_OTHER.format(order=order, signature=pattern, got=signature),
                 )
             )
+        else:
+            status = "skipped"
+        report.user_properties.append(
+            (KNOWN_PROPERTY, {"order": order, "signature": pattern, "status": status})
+        )
         break
     return report
 

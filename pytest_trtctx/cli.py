@@ -1,0 +1,135 @@
+"""``pytest-trtctx``: the command line beside the plugin.
+
+``pytest-trtctx diff OLD.json NEW.json [--markdown]`` compares two ``--trtctx-report`` files:
+what newly fails, what newly passes, known failures that stopped reproducing, outputs whose hash
+changed, tests that appeared or vanished, and what changed in the environment. Exit status: 0 when
+nothing regressed, 1 on a regression, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .report import ReportError, load
+
+GOOD = {"passed", "known-failure", "xfailed"}
+BAD = {"failed", "error"}
+
+
+@dataclass
+class Diff:
+    newly_failing: list[tuple[str, str, str]] = field(default_factory=list)  # nodeid, was, sig
+    newly_passing: list[tuple[str, str]] = field(default_factory=list)
+    known_stopped: list[tuple[str, str]] = field(default_factory=list)  # nodeid, order
+    hash_changed: list[tuple[str, str, str, str]] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    environment: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.newly_failing or self.known_stopped or self.hash_changed)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, sub in enumerate(value):
+            _flatten(f"{prefix}[{i}]", sub, out)
+    else:
+        out[prefix] = value
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    diff = Diff()
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    _flatten("", old.get("environment", {}), a)
+    _flatten("", new.get("environment", {}), b)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            diff.environment.append((key, a.get(key), b.get(key)))
+    before = {t["nodeid"]: t for t in old["tests"]}
+    after = {t["nodeid"]: t for t in new["tests"]}
+    diff.added = sorted(set(after) - set(before))
+    diff.removed = sorted(set(before) - set(after))
+    for nodeid in sorted(set(before) & set(after)):
+        was, now = before[nodeid], after[nodeid]
+        known = now.get("known_failure") or {}
+        if known.get("status") == "stopped reproducing":
+            diff.known_stopped.append((nodeid, str(known.get("order"))))
+        elif now.get("outcome") in BAD and was.get("outcome") not in BAD:
+            diff.newly_failing.append((nodeid, str(was.get("outcome")), str(now.get("signature"))))
+        elif now.get("outcome") in GOOD and was.get("outcome") in BAD:
+            diff.newly_passing.append((nodeid, str(now.get("outcome"))))
+        old_hashes = was.get("outputs_sha256") or {}
+        new_hashes = now.get("outputs_sha256") or {}
+        for name in sorted(set(old_hashes) & set(new_hashes)):
+            if old_hashes[name] != new_hashes[name]:
+                diff.hash_changed.append((nodeid, name, old_hashes[name], new_hashes[name]))
+    return diff
+
+
+def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
+    lines: list[str] = []
+    head = "## " if markdown else ""
+    item = "- " if markdown else "  "
+    code = "`" if markdown else ""
+    verdict = "REGRESSED" if diff.regressed else "no regression"
+    lines.append(f"{head}pytest-trtctx diff: {verdict}")
+    lines.append(f"{item}old: {code}{old}{code}")
+    lines.append(f"{item}new: {code}{new}{code}")
+    sections: list[tuple[str, list[str]]] = [
+        (
+            "Newly failing",
+            [f"{code}{n}{code} (was {w}): {s}" for n, w, s in diff.newly_failing],
+        ),
+        (
+            "Known failures that stopped reproducing",
+            [f"{code}{n}{code} under {o}" for n, o in diff.known_stopped],
+        ),
+        (
+            "Outputs whose SHA-256 changed",
+            [f"{code}{n}{code} {o}: {a[:16]} -> {b[:16]}" for n, o, a, b in diff.hash_changed],
+        ),
+        ("Newly passing", [f"{code}{n}{code} ({o})" for n, o in diff.newly_passing]),
+        ("Environment changes", [f"{k}: {a!r} -> {b!r}" for k, a, b in diff.environment]),
+        ("Tests added", [f"{code}{n}{code}" for n in diff.added]),
+        ("Tests removed", [f"{code}{n}{code}" for n in diff.removed]),
+    ]
+    for title, rows in sections:
+        if not rows:
+            continue
+        lines.append("")
+        lines.append(f"{'### ' if markdown else ''}{title} ({len(rows)})")
+        lines.extend(f"{item}{row}" for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pytest-trtctx", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("diff", help="compare two --trtctx-report files")
+    d.add_argument("old", type=Path)
+    d.add_argument("new", type=Path)
+    d.add_argument("--markdown", action="store_true", help="Markdown, for a CI comment")
+    args = parser.parse_args(argv)
+    try:
+        old, new = load(args.old), load(args.new)
+    except ReportError as exc:
+        print(f"pytest-trtctx diff: {exc}", file=sys.stderr)
+        return 2
+    diff = compare(old, new)
+    sys.stdout.write(render(diff, str(args.old), str(args.new), markdown=args.markdown))
+    return 1 if diff.regressed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

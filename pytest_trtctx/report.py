@@ -1,0 +1,201 @@
+"""The JSON report (``--trtctx-report=PATH``): environment fingerprint and one record per test.
+
+Written by the pytest process at the end of the session from the reports every test's process
+sent back, so it is complete whatever the isolation mode. The schema is documented in
+``docs/report.md``; :data:`SCHEMA_VERSION` changes whenever a field changes meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import TrtctxError
+
+SCHEMA_VERSION = 1
+TOOL = "pytest-trtctx"
+
+
+class ReportError(TrtctxError):
+    """A report file cannot be used: the message names the file and what is wrong."""
+
+
+def environment() -> dict[str, Any]:
+    """The fingerprint a result depends on. Nothing here initialises CUDA."""
+    from .probe import machine, versions
+
+    info = machine()
+    torch = sys.modules.get("torch")
+    cuda_runtime = getattr(getattr(torch, "version", None), "cuda", None) if torch else None
+    return {
+        "gpus": [
+            {"index": d.index, "name": d.name, "compute_capability": f"{d.cc[0]}.{d.cc[1]}"}
+            for d in info.devices
+        ],
+        "gpu_error": info.error,
+        "driver": info.driver,
+        "cuda_driver_api": info.driver_api,
+        "cuda_runtime_torch": cuda_runtime,
+        "versions": versions(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+
+
+def _props(report: pytest.TestReport) -> dict[str, Any]:
+    return {str(k): v for k, v in (tuple(p) for p in report.user_properties)}
+
+
+class ReportWriter:
+    """Registered when ``--trtctx-report`` is given; collects reports, writes one JSON file."""
+
+    def __init__(self, config: pytest.Config, path: Path) -> None:
+        self.config = config
+        self.path = path
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.started = time.time()
+
+    def _record(self, nodeid: str) -> dict[str, Any]:
+        if nodeid not in self.tests:
+            self.tests[nodeid] = {
+                "nodeid": nodeid,
+                "order": None,
+                "backend": None,
+                "spec": None,
+                "outcome": None,
+                "signature": None,
+                "known_failure": None,
+                "messages": [],
+                "outputs_sha256": {},
+                "durations": {},
+            }
+        return self.tests[nodeid]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from .isolation import item_order
+
+        for item in items:
+            rec = self._record(item.nodeid)
+            rec["order"] = item_order(item)
+            spec = getattr(item, "callspec", None)
+            spec = spec.params.get("trtctx_spec") if spec is not None else None
+            if spec is not None and hasattr(spec, "to_dict"):
+                rec["spec"] = spec.to_dict()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .plugin import (
+            BACKEND_PROPERTY,
+            KNOWN_PREFIX,
+            KNOWN_PROPERTY,
+            OUTPUTS_PROPERTY,
+            SIGNATURE_PROPERTY,
+        )
+
+        rec = self._record(report.nodeid)
+        rec["durations"][report.when] = round(report.duration, 6)
+        props = _props(report)
+        if isinstance(props.get(BACKEND_PROPERTY), str):
+            rec["backend"] = props[BACKEND_PROPERTY]
+        why = props.get("trtctx_backend_why")
+        if isinstance(why, str) and why not in rec["messages"]:
+            rec["messages"].append(why)
+        if isinstance(props.get(OUTPUTS_PROPERTY), dict):
+            rec["outputs_sha256"] = props[OUTPUTS_PROPERTY]
+        if isinstance(props.get(KNOWN_PROPERTY), dict):
+            rec["known_failure"] = props[KNOWN_PROPERTY]
+        if isinstance(props.get(SIGNATURE_PROPERTY), str):
+            rec["signature"] = props[SIGNATURE_PROPERTY]
+        wasxfail = getattr(report, "wasxfail", None)
+        outcome: str | None
+        if wasxfail is not None:
+            outcome = "known-failure" if str(wasxfail).startswith(KNOWN_PREFIX) else "xfailed"
+        elif report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+        elif report.skipped:
+            outcome = "skipped"
+            if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+                rec["messages"].append(str(report.longrepr[2]))
+        else:
+            outcome = "passed" if report.when == "call" else None
+        rank = {None: 0, "passed": 1, "skipped": 2, "xfailed": 2, "known-failure": 3}
+        rank |= {"failed": 4, "error": 4}
+        if rank[outcome] >= rank[rec["outcome"]]:
+            rec["outcome"] = outcome if outcome is not None else rec["outcome"]
+
+    def data(self) -> dict[str, Any]:
+        from . import __version__
+        from .plugin import settings_of
+
+        s = settings_of(self.config)
+        return {
+            "tool": TOOL,
+            "schema": SCHEMA_VERSION,
+            "plugin_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "duration_s": round(time.time() - self.started, 3),
+            "settings": {
+                "orders": list(s.orders.value),
+                "isolate": s.isolate.value,
+                "backend": s.backend.value,
+                "device": s.device.value,
+            },
+            "environment": environment(),
+            "tests": sorted(self.tests.values(), key=lambda r: str(r["nodeid"])),
+        }
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller writes the report
+        write_json(self.path, self.data())
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_line(f"trtctx: report written to {self.path}")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and validate a report; ReportError names the file and the problem."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(data, dict) or data.get("tool") != TOOL:
+        raise ReportError(f"{path}: not a {TOOL} report (no 'tool': '{TOOL}' field)")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise ReportError(
+            f"{path}: report schema {data.get('schema')!r}, this version reads schema "
+            f"{SCHEMA_VERSION}; compare reports written by the same plugin version"
+        )
+    tests = data.get("tests")
+    if not isinstance(tests, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("nodeid"), str) for t in tests
+    ):
+        raise ReportError(f"{path}: field 'tests' must be a list of records with a 'nodeid'")
+    return data

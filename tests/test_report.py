@@ -1,0 +1,136 @@
+"""The JSON report and ``pytest-trtctx diff`` (real runs through pytester; CPU tensors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_trtctx.cli import main as cli_main
+from pytest_trtctx.report import SCHEMA_VERSION, load
+
+from .conftest import run_pytest
+
+pytest.importorskip("torch", reason="torch is not installed: outputs are torch tensors")
+
+SUITE = """
+import os, pytest, torch
+
+SCALE = float(os.environ.get("SCALE", "1"))
+
+def test_output(trtctx_order, trtctx_outputs):
+    trtctx_outputs.add("y", torch.arange(4.0) * SCALE)
+
+@pytest.mark.trtctx_known_failure("trt-first", "RuntimeError: boom", reason="demo")
+def test_known(trtctx_order):
+    if trtctx_order == "trt-first" and os.environ.get("FIXED") != "1":
+        raise RuntimeError("boom")
+
+def test_flaky(trtctx_order):
+    assert os.environ.get("BREAK") != "1", "broken by the upgrade"
+
+def test_skipped(trtctx_order):
+    pytest.skip("not here")
+"""
+
+
+def _run(pytester: pytest.Pytester, name: str, **env: str) -> Path:
+    for key in ("SCALE", "FIXED", "BREAK"):
+        pytester._monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        pytester._monkeypatch.setenv(key, value)
+    path = pytester.path / name
+    run_pytest(pytester, "--trtctx-order=torch-first,trt-first", f"--trtctx-report={name}")
+    return path
+
+
+def test_report_records_every_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    data = load(_run(pytester, "r.json"))
+    assert data["schema"] == SCHEMA_VERSION
+    env = data["environment"]
+    assert {"gpus", "driver", "versions", "os", "python"} <= set(env)
+    assert env["versions"]["python"] == env["python"]
+    tests = {t["nodeid"]: t for t in data["tests"]}
+    assert len(tests) == 8
+    out = tests["test_suite.py::test_output[torch-first]"]
+    assert out["order"] == "torch-first" and out["outcome"] == "passed"
+    assert len(out["outputs_sha256"]["y"]) == 64
+    assert set(out["durations"]) == {"setup", "call", "teardown"}
+    known = tests["test_suite.py::test_known[trt-first]"]
+    assert known["outcome"] == "known-failure"
+    assert known["signature"] == "RuntimeError: boom"
+    assert known["known_failure"] == {
+        "order": "trt-first",
+        "signature": "RuntimeError: boom",
+        "status": "reproduced",
+    }
+    assert tests["test_suite.py::test_skipped[trt-first]"]["outcome"] == "skipped"
+    assert tests["test_suite.py::test_skipped[trt-first]"]["messages"] == ["Skipped: not here"]
+
+
+def test_diff_reports_what_an_upgrade_changed(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    old = _run(pytester, "old.json")
+    new = _run(pytester, "new.json", SCALE="2", FIXED="1", BREAK="1")
+    assert cli_main(["diff", str(old), str(old)]) == 0
+    capsys.readouterr()
+    assert cli_main(["diff", str(old), str(new)]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("pytest-trtctx diff: REGRESSED")
+    assert "Newly failing (2)" in text
+    assert "test_suite.py::test_flaky[torch-first] (was passed): AssertionError: broken" in text
+    assert "Known failures that stopped reproducing (1)" in text
+    assert "test_suite.py::test_known[trt-first] under trt-first" in text
+    assert "Outputs whose SHA-256 changed (2)" in text
+    assert cli_main(["diff", "--markdown", str(old), str(new)]) == 1
+    md = capsys.readouterr().out
+    assert md.startswith("## pytest-trtctx diff: REGRESSED")
+    assert "### Newly failing (2)" in md
+    assert "- `test_suite.py::test_known[[]trt-first]`" not in md  # no glob escapes leak
+    assert "- `test_suite.py::test_known[trt-first]` under trt-first" in md
+
+
+def test_diff_newly_passing_and_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    base = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION}
+    old = dict(base, environment={"driver": "580.1"}, tests=[{"nodeid": "t", "outcome": "failed"}])
+    new = dict(base, environment={"driver": "590.2"}, tests=[{"nodeid": "t", "outcome": "passed"}])
+    (tmp_path / "o.json").write_text(json.dumps(old))
+    (tmp_path / "n.json").write_text(json.dumps(new))
+    assert cli_main(["diff", str(tmp_path / "o.json"), str(tmp_path / "n.json")]) == 0
+    text = capsys.readouterr().out
+    assert "Newly passing (1)" in text and "  t (passed)" in text
+    assert "driver: '580.1' -> '590.2'" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("{not json", "not JSON (line 1, column 2"),
+        ('{"hello": 1}', "not a pytest-trtctx report (no 'tool': 'pytest-trtctx' field)"),
+        ('{"tool": "pytest-trtctx", "schema": 99, "tests": []}', "report schema 99, this version"),
+        ('{"tool": "pytest-trtctx", "schema": 1, "tests": [{}]}', "field 'tests' must be a list"),
+    ],
+)
+def test_diff_bad_input_is_exit_2_with_the_reason(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"tool": "pytest-trtctx", "schema": SCHEMA_VERSION, "tests": []}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_trtctx.cli", "diff", str(good), str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"pytest-trtctx diff: {bad}: ")
+    assert message in proc.stderr
