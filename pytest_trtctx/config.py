@@ -87,6 +87,13 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "Engine matrix file (default: engines/conv_matrix.toml under the rootdir).",
     ),
     (
+        "trtctx_rebuild",
+        "trtctx_rebuild",
+        "--trtctx-rebuild",
+        "Empty the kernel and engine caches under --trtctx-cache-dir at session start, so every "
+        "cubin and engine is built anew in this run.",
+    ),
+    (
         "trtctx_report",
         "trtctx_report",
         "--trtctx-report",

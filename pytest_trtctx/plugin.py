@@ -73,6 +73,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for dest, ini, flag, help_text in cfg.OPTIONS:
         if dest == "trtctx_order":
             group.addoption(flag, dest=dest, action="append", default=[], help=help_text)
+        elif dest == "trtctx_rebuild":
+            group.addoption(flag, dest=dest, action="store_true", default=False, help=help_text)
+            parser.addini(ini, help_text, type="bool", default=False)
+            continue
         else:
             group.addoption(flag, dest=dest, default=None, help=help_text)
         parser.addini(ini, help_text, default=None)
@@ -143,6 +147,24 @@ def preload(s: cfg.Settings) -> list[str]:
     return loaded
 
 
+REBUILT = pytest.StashKey[int]()
+#: The cache subfolders this plugin owns (kernels.compile_conv, engine_cache).
+CACHE_SUBDIRS = ("cubin", "engines")
+
+
+def clear_caches(cache_dir: Path) -> int:
+    """Delete the plugin's cache entries under ``cache_dir`` (nothing else); count them."""
+    import shutil
+
+    removed = 0
+    for sub in CACHE_SUBDIRS:
+        folder = cache_dir / sub
+        if folder.is_dir():
+            removed += sum(1 for p in folder.iterdir() if p.is_file())
+            shutil.rmtree(folder)
+    return removed
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from . import backends, probe
 
@@ -163,6 +185,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     s = settings_of(session.config)
+    config = session.config
+    if config.getoption("trtctx_rebuild", False) or config.getini("trtctx_rebuild"):
+        removed = clear_caches(s.cache_dir.value)
+        config.stash[REBUILT] = removed
     if s.active and s.isolate.value == "none" and not session.config.option.collectonly:
         apply_order(session.config, s.orders.value[0])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_trtctx.names import (
@@ -230,3 +232,25 @@ def test_matrix_parametrises_specs_by_name(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_spec(trtctx_spec): assert trtctx_spec.name")
     result = run_pytest(pytester, "--trtctx-matrix=conv_matrix.toml", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_spec[[]k3s1d1g1_f32_b1_17x19[]]*"])
+
+
+def test_rebuild_empties_only_the_plugins_caches(pytester: pytest.Pytester) -> None:
+    cache = pytester.path / "cache"
+    for sub in ("cubin", "engines"):
+        (cache / sub).mkdir(parents=True)
+        (cache / sub / "old.bin").write_bytes(b"stale")
+    (cache / "mine.txt").write_text("not the plugin's")
+    pytester.makepyfile("def test_x(): pass")
+    result = run_pytest(pytester, f"--trtctx-cache-dir={cache}")
+    result.assert_outcomes(passed=1)
+    assert (cache / "cubin" / "old.bin").exists()  # no rebuild asked: untouched
+    result = run_pytest(pytester, f"--trtctx-cache-dir={cache}", "--trtctx-rebuild")
+    result.assert_outcomes(passed=1)
+    assert not (cache / "cubin").exists() and not (cache / "engines").exists()
+    assert (cache / "mine.txt").read_text() == "not the plugin's"
+
+
+def test_engine_cache_folder_is_the_one_rebuild_empties() -> None:
+    from pytest_trtctx import engine_cache, plugin
+
+    assert engine_cache.entry_path(Path("/c"), "k").parent.name in plugin.CACHE_SUBDIRS
