@@ -94,6 +94,21 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "cubin and engine is built anew in this run.",
     ),
     (
+        "trtctx_baseline",
+        "trtctx_baseline",
+        "--trtctx-baseline",
+        "Folder of output baselines per environment fingerprint: an output that differs from "
+        "this environment's baseline fails its test; one that differs from another "
+        "environment's (an upgrade) is reported. New entries are recorded at session end.",
+    ),
+    (
+        "trtctx_baseline_keep",
+        "trtctx_baseline_keep",
+        "--trtctx-baseline-keep",
+        "Keep the outputs themselves in the baseline too, so a difference comes with the "
+        "largest absolute difference and where it is.",
+    ),
+    (
         "trtctx_report",
         "trtctx_report",
         "--trtctx-report",

@@ -44,6 +44,7 @@ SIGNATURE_PROPERTY = "trtctx_signature"
 BACKEND_PROPERTY = "trtctx_backend"
 OUTPUTS_PROPERTY = "trtctx_output_sha256"
 KNOWN_PROPERTY = "trtctx_known_failure"
+DRIFT_PROPERTY = "trtctx_baseline_drift"
 KNOWN_PREFIX = "known failure under "
 
 MARKERS = (
@@ -73,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for dest, ini, flag, help_text in cfg.OPTIONS:
         if dest == "trtctx_order":
             group.addoption(flag, dest=dest, action="append", default=[], help=help_text)
-        elif dest == "trtctx_rebuild":
+        elif dest in ("trtctx_rebuild", "trtctx_baseline_keep"):
             group.addoption(flag, dest=dest, action="store_true", default=False, help=help_text)
             parser.addini(ini, help_text, type="bool", default=False)
             continue
@@ -99,6 +100,15 @@ def pytest_configure(config: pytest.Config) -> None:
             "applies the order once)."
         )
     config.stash[SETTINGS] = settings
+    baseline_dir = config.getoption("trtctx_baseline", None) or config.getini("trtctx_baseline")
+    if baseline_dir:
+        path = Path(str(baseline_dir))
+        if not path.is_absolute():
+            path = Path(config.invocation_params.dir) / path
+        keep = bool(
+            config.getoption("trtctx_baseline_keep", False) or config.getini("trtctx_baseline_keep")
+        )
+        config.pluginmanager.register(BaselineKeeper(config, path, keep), "trtctx-baseline")
     report_path = config.getoption("trtctx_report", None) or config.getini("trtctx_report")
     if report_path:
         from .report import ReportWriter
@@ -462,6 +472,9 @@ def pytest_runtest_makereport(
 
         hashes = {name: sha256(t) for name, t in outputs.current.items()}
         report.user_properties.append((OUTPUTS_PROPERTY, hashes))
+        keeper = item.config.pluginmanager.get_plugin("trtctx-baseline")
+        if isinstance(keeper, BaselineKeeper) and report.passed:
+            keeper.check(item, report, dict(outputs.current), hashes)
     s = settings_of(item.config)
     order = item_order(item) or (s.orders.value[0] if s.active else None)
     for orders, pattern, reason in known_failures(item):
@@ -528,6 +541,78 @@ ITEMS = pytest.StashKey[dict[str, pytest.Item]]()
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[ITEMS] = {item.nodeid: item for item in session.items}
+
+
+class BaselineKeeper:
+    """``--trtctx-baseline``: compare outputs with their baseline, record new ones at the end."""
+
+    def __init__(self, config: pytest.Config, root: Path, keep: bool) -> None:
+        self.config = config
+        self.root = root
+        self.keep = keep
+        self.baseline: Any = None
+        self.env: dict[str, Any] = {}
+        self.results: dict[str, dict[str, str]] = {}
+        self.upgrade_drifts: list[str] = []
+        self.added = 0
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # In the pytest process, before any worker is forked: workers inherit the answer.
+        from .baseline import Baseline, fingerprint
+        from .report import environment
+
+        self.env = environment()
+        self.baseline = Baseline(self.root, fingerprint(self.env), self.keep)
+
+    def check(
+        self,
+        item: pytest.Item,
+        report: pytest.TestReport,
+        outputs: dict[str, Any],
+        hashes: dict[str, str],
+    ) -> None:
+        drifts = self.baseline.compare(item.nodeid, outputs, hashes)
+        same = [d.describe() for d in drifts if d.same_environment]
+        other = [d.describe() for d in drifts if not d.same_environment]
+        if same:
+            report.outcome = "failed"
+            report.longrepr = "trtctx baseline: outputs drifted in the same environment\n" + (
+                "\n".join(f"  {line}" for line in same)
+            )
+            report.user_properties.append((SIGNATURE_PROPERTY, "baseline: output drifted"))
+        if other:
+            report.sections.append(("trtctx baseline (another environment)", "\n".join(other)))
+            report.user_properties.append((DRIFT_PROPERTY, other))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = {str(p[0]): p[1] for p in report.user_properties}
+        hashes = props.get(OUTPUTS_PROPERTY)
+        if report.when == "call" and report.passed and isinstance(hashes, dict):
+            self.results[report.nodeid] = hashes
+        drift = props.get(DRIFT_PROPERTY)
+        if isinstance(drift, list):
+            self.upgrade_drifts.extend(f"{report.nodeid}: {line}" for line in drift)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.baseline is not None and not hasattr(self.config, "workerinput"):
+            self.added = self.baseline.record(self.env, self.results)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        if self.baseline is None:
+            return
+        tr.write_line(
+            f"trtctx baseline: {self.root / self.baseline.current} (+{self.added} new entries)"
+        )
+        if self.upgrade_drifts:
+            tr.write_line(
+                f"trtctx baseline: {len(self.upgrade_drifts)} output(s) differ from another "
+                "environment's baseline:"
+            )
+            for line in self.upgrade_drifts[:20]:
+                tr.write_line(f"  {line}")
 
 
 def _classify(report: pytest.TestReport) -> str | None:

@@ -1,0 +1,166 @@
+"""Baselines: output hashes (and, if asked, the outputs) kept per environment fingerprint.
+
+``--trtctx-baseline=DIR`` compares every output a test hands to the plugin with the one recorded
+for the same test in an earlier run:
+
+* same environment fingerprint (GPU, driver, torch, TensorRT, cuda-python, Python): any bitwise
+  difference fails the test — outputs must not drift across runs or rebuilds;
+* another fingerprint (an upgrade): the difference is reported, not failed, in the terminal
+  summary and the report, so an upgrade's effect on outputs is seen.
+
+With ``--trtctx-baseline-keep`` the outputs themselves are kept too, so a difference comes with
+the largest absolute difference and where it is. Layout: ``DIR/<fingerprint>/baseline.json``
+(``{"environment": ..., "tests": {nodeid: {output: sha256}}}``) and ``DIR/<fingerprint>/outputs/``.
+The pytest process writes ``baseline.json`` at the end of the session (new entries only: an
+existing entry is never overwritten by a run that drifted); workers only read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FINGERPRINT_KEYS = ("gpus", "driver", "cuda_driver_api", "versions", "python")
+
+
+def fingerprint(env: dict[str, Any]) -> str:
+    """A short stable name for what outputs depend on (not the OS string or the date)."""
+    picked = {k: env.get(k) for k in FINGERPRINT_KEYS}
+    picked["versions"] = {
+        k: v for k, v in (env.get("versions") or {}).items() if k not in ("numpy",)
+    }
+    blob = json.dumps(picked, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _safe(nodeid: str, name: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{nodeid}__{name}")
+    digest = hashlib.sha256(f"{nodeid}\0{name}".encode()).hexdigest()[:10]
+    return f"{text[-120:]}-{digest}.pt"
+
+
+@dataclass(frozen=True)
+class Drift:
+    nodeid: str
+    output: str
+    old: str
+    new: str
+    same_environment: bool
+    detail: str  # largest absolute difference, where outputs were kept
+
+    def describe(self) -> str:
+        where = "this environment" if self.same_environment else "another environment"
+        return (
+            f"{self.output}: differs from the baseline recorded in {where}: sha256 "
+            f"{self.old[:16]} -> {self.new[:16]}" + (f"; {self.detail}" if self.detail else "")
+        )
+
+
+class Baseline:
+    """The baselines under ``root`` for the fingerprint ``current``."""
+
+    def __init__(self, root: Path, current: str, keep_outputs: bool) -> None:
+        self.root = root
+        self.current = current
+        self.keep_outputs = keep_outputs
+
+    def _file(self, fp: str) -> Path:
+        return self.root / fp / "baseline.json"
+
+    def _load(self, fp: str) -> dict[str, Any]:
+        try:
+            data = json.loads(self._file(fp).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"environment": {}, "tests": {}}
+        return data if isinstance(data, dict) else {"environment": {}, "tests": {}}
+
+    def reference(self, nodeid: str) -> tuple[str, dict[str, str]] | None:
+        """The baseline for ``nodeid``: this fingerprint's, else the newest other one's."""
+        mine = self._load(self.current)["tests"].get(nodeid)
+        if mine:
+            return self.current, mine
+        others = sorted(
+            (p for p in self.root.glob("*/baseline.json") if p.parent.name != self.current),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for path in others:
+            entry = self._load(path.parent.name)["tests"].get(nodeid)
+            if entry:
+                return path.parent.name, entry
+        return None
+
+    def compare(self, nodeid: str, outputs: dict[str, Any], hashes: dict[str, str]) -> list[Drift]:
+        """Drifts of ``outputs`` (tensors) against the baseline; keeps them if asked."""
+        found = self.reference(nodeid)
+        drifts: list[Drift] = []
+        if found is not None:
+            fp, old = found
+            for name, new_hash in hashes.items():
+                old_hash = old.get(name)
+                if old_hash is None or old_hash == new_hash:
+                    continue
+                drifts.append(
+                    Drift(
+                        nodeid,
+                        name,
+                        old_hash,
+                        new_hash,
+                        fp == self.current,
+                        self._largest(fp, nodeid, name, outputs[name]),
+                    )
+                )
+        if self.keep_outputs and (found is None or found[0] != self.current):
+            self._keep(nodeid, outputs)
+        return drifts
+
+    def _largest(self, fp: str, nodeid: str, name: str, tensor: Any) -> str:
+        path = self.root / fp / "outputs" / _safe(nodeid, name)
+        if not path.exists():
+            return "outputs were not kept (--trtctx-baseline-keep) for the baseline"
+        import torch
+
+        old = torch.load(path, weights_only=True).float()
+        new = tensor.detach().cpu().float()
+        if old.shape != new.shape:
+            return f"shape {tuple(old.shape)} -> {tuple(new.shape)}"
+        diff = (new - old).abs()
+        flat = int(diff.flatten().nan_to_num(float("inf")).argmax().item())
+        return (
+            f"largest |diff| {diff.flatten()[flat].item():.6g} at flat index {flat} "
+            f"({old.flatten()[flat].item():.6g} -> {new.flatten()[flat].item():.6g})"
+        )
+
+    def _keep(self, nodeid: str, outputs: dict[str, Any]) -> None:
+        import os
+        import tempfile
+
+        import torch
+
+        folder = self.root / self.current / "outputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, tensor in outputs.items():
+            target = folder / _safe(nodeid, name)
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            os.close(fd)
+            torch.save(tensor.detach().cpu(), tmp)
+            os.replace(tmp, target)
+
+    def record(self, env: dict[str, Any], results: dict[str, dict[str, str]]) -> int:
+        """Add entries for tests this fingerprint has none for; return how many were added."""
+        from .report import write_json
+
+        data = self._load(self.current)
+        data["environment"] = env
+        added = 0
+        for nodeid, hashes in results.items():
+            if hashes and nodeid not in data["tests"]:
+                data["tests"][nodeid] = hashes
+                added += 1
+        if added:
+            write_json(self._file(self.current), data)
+        return added
