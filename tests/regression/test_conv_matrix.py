@@ -48,3 +48,9 @@ def test_conv(trtctx, trtctx_spec):
 def test_conv_fixed(trtctx_fix_context, trtctx_spec):
     """With the engine's context pushed around execution every order passes, bit-stable."""
     trtctx_fix_context.check_conv(trtctx_spec)
+
+
+def test_explore(trtctx_fix_context, trtctx_explore):
+    """``--trtctx-explore=N``: N generated specs under the order, engine context pushed (so a
+    failure is about the engine, not the order); a failure prints a minimal matrix entry."""
+    trtctx_explore(trtctx_fix_context.check_conv)
