@@ -1,5 +1,8 @@
 """``pytest-trtctx``: the command line beside the plugin.
 
+``pytest-trtctx merge A.json B.json -o ALL.json`` combines reports of one environment (one CI job
+per order, say) into one.
+
 ``pytest-trtctx diff OLD.json NEW.json [--markdown]`` compares two ``--trtctx-report`` files:
 what newly fails, what newly passes, known failures that stopped reproducing, outputs whose hash
 changed, tests that appeared or vanished, and what changed in the environment. Exit status: 0 when
@@ -113,6 +116,38 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: Sequence[Path]) -> dict[str, Any]:
+    """One report from several (one per CI job, say): tests are combined; a test present in two
+    reports is an error, and so are reports from different environments (their fingerprints)."""
+    from .baseline import fingerprint
+
+    reports = [load(p) for p in paths]
+    merged = dict(reports[0])
+    seen: dict[str, Path] = {}
+    tests: list[dict[str, Any]] = []
+    fp = fingerprint(reports[0].get("environment", {}))
+    for path, data in zip(paths, reports, strict=True):
+        if fingerprint(data.get("environment", {})) != fp:
+            raise ReportError(
+                f"{path}: another environment than {paths[0]} (fingerprint differs); "
+                "merge reports of one machine and software stack, diff the others"
+            )
+        for test in data["tests"]:
+            if test["nodeid"] in seen:
+                raise ReportError(
+                    f"{path}: test {test['nodeid']} is also in {seen[test['nodeid']]}"
+                )
+            seen[test["nodeid"]] = path
+            tests.append(test)
+    merged["tests"] = sorted(tests, key=lambda t: str(t["nodeid"]))
+    merged["settings"] = dict(merged.get("settings", {}))
+    merged["settings"]["orders"] = sorted(
+        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
+    )
+    merged["merged_from"] = [str(p) for p in paths]
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-trtctx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,7 +155,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("old", type=Path)
     d.add_argument("new", type=Path)
     d.add_argument("--markdown", action="store_true", help="Markdown, for a CI comment")
+    m = sub.add_parser("merge", help="combine reports of one environment (one per CI job)")
+    m.add_argument("reports", type=Path, nargs="+")
+    m.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "merge":
+        from .report import write_json
+
+        try:
+            write_json(args.output, merge(args.reports))
+        except ReportError as exc:
+            print(f"pytest-trtctx merge: {exc}", file=sys.stderr)
+            return 2
+        print(f"pytest-trtctx merge: {len(args.reports)} reports -> {args.output}")
+        return 0
     try:
         old, new = load(args.old), load(args.new)
     except ReportError as exc:

@@ -7,6 +7,7 @@ with the diagnosis attached.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,23 @@ def _dtype(name: str) -> Any:
     import torch
 
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+@functools.cache
+def host_tensors(spec: ConvSpec) -> tuple[Any, Any, Any]:
+    """Deterministic input, weight and bias for ``spec`` (CPU, rounded to spec.dtype).
+
+    Seeded by the spec's name, so every backend, order and process sees the same numbers.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(zlib.crc32(spec.name.encode()))
+    fan_in = spec.weight_shape[1] * spec.weight_shape[2] * spec.weight_shape[3]
+    dt = _dtype(spec.dtype)
+    x = torch.randn(spec.input_shape, generator=gen).to(dt)
+    w = (torch.randn(spec.weight_shape, generator=gen) / fan_in**0.5).to(dt)
+    b = (torch.randn(spec.out_channels, generator=gen) * 0.1).to(dt) if spec.bias else None
+    return x, w, b
 
 
 class Runtime:
@@ -46,7 +64,6 @@ class Runtime:
         self.fix_context = False
         self._backend: Backend | None = None
         self._engines: list[Engine] = []
-        self._host: dict[str, tuple[Any, Any, Any]] = {}
 
     @property
     def backend(self) -> Backend:
@@ -59,17 +76,7 @@ class Runtime:
     # Data -----------------------------------------------------------------------------------
     def host_tensors(self, spec: ConvSpec) -> tuple[Any, Any, Any]:
         """Deterministic input, weight and bias for ``spec`` (CPU, rounded to spec.dtype)."""
-        if spec.name not in self._host:
-            import torch
-
-            gen = torch.Generator().manual_seed(zlib.crc32(spec.name.encode()))
-            fan_in = spec.weight_shape[1] * spec.weight_shape[2] * spec.weight_shape[3]
-            dt = _dtype(spec.dtype)
-            x = torch.randn(spec.input_shape, generator=gen).to(dt)
-            w = (torch.randn(spec.weight_shape, generator=gen) / fan_in**0.5).to(dt)
-            b = (torch.randn(spec.out_channels, generator=gen) * 0.1).to(dt) if spec.bias else None
-            self._host[spec.name] = (x, w, b)
-        return self._host[spec.name]
+        return host_tensors(spec)
 
     def reference(self, spec: ConvSpec) -> Any:
         """torch's CPU conv2d in float32 on the same (rounded) values."""

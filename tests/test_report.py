@@ -134,3 +134,23 @@ def test_diff_bad_input_is_exit_2_with_the_reason(
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"pytest-trtctx diff: {bad}: ")
     assert message in proc.stderr
+
+
+def test_merge_combines_one_environments_reports(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    paths = []
+    for order in ("torch-first", "trt-first"):
+        name = f"{order}.json"
+        run_pytest(pytester, f"--trtctx-order={order}", f"--trtctx-report={name}")
+        paths.append(pytester.path / name)
+    out = tmp_path / "all.json"
+    assert cli_main(["merge", *map(str, paths), "-o", str(out)]) == 0
+    merged = load(out)
+    assert len(merged["tests"]) == 8
+    assert merged["settings"]["orders"] == ["torch-first", "trt-first"]
+    # The same test twice, or another environment, is refused.
+    assert cli_main(["merge", str(paths[0]), str(paths[0]), "-o", str(out)]) == 2
+    other = json.loads(paths[1].read_text())
+    other["environment"]["driver"] = "999.99"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert cli_main(["merge", str(paths[0]), str(tmp_path / "other.json"), "-o", str(out)]) == 2

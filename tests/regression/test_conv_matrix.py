@@ -54,3 +54,19 @@ def test_explore(trtctx_fix_context, trtctx_explore):
     """``--trtctx-explore=N``: N generated specs under the order, engine context pushed (so a
     failure is about the engine, not the order); a failure prints a minimal matrix entry."""
     trtctx_explore(trtctx_fix_context.check_conv)
+
+
+def test_plan_builds(trtctx_spec, trtctx_outputs):
+    """TensorRT-RTX builds every spec's engine, with or without a GPU; the plan's bytes go to the
+    report and baselines, so an upgrade that changes what the builder emits is seen."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip(
+        "tensorrt_rtx", reason="TensorRT-RTX is not installed: pip install -e '.[rtx]'"
+    )
+    from pytest_trtctx.backends.tensorrt import build_plan, plan_conv_layers
+    from pytest_trtctx.runtime import host_tensors
+
+    _x, w, b = host_tensors(trtctx_spec)
+    plan = build_plan("tensorrt_rtx", trtctx_spec, w, b)
+    assert plan_conv_layers(plan), "the plan holds no convolution"
+    trtctx_outputs.add("plan", torch.frombuffer(bytearray(plan), dtype=torch.uint8))
