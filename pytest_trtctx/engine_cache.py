@@ -23,8 +23,8 @@ ever see no file or a whole one. An advisory ``flock`` on ``<key>.lock`` makes c
 builders of one key wait for the first instead of all building (where locking is not possible,
 they all build and the last replace wins, which is still correct).
 
-:func:`write_atomic` and :func:`digest` are generic: ``kernels.py``'s cubin cache has its own
-copies (``_write_atomic``, ``_cache_key``) and could call these instead.
+:func:`write_atomic` and :func:`digest` are generic: ``kernels.py``'s cubin cache and the JSON
+report use them too.
 """
 
 from __future__ import annotations
@@ -71,10 +71,7 @@ class CacheEntryError(TrtctxError):
 
 
 def digest(parts: Iterable[str]) -> str:
-    """sha256 hex of length-prefixed parts: no two different part lists hash the same bytes.
-
-    Same scheme as ``kernels._cache_key``, which could call this.
-    """
+    """sha256 hex of length-prefixed parts: no two different part lists hash the same bytes."""
     h = hashlib.sha256()
     for part in parts:
         data = part.encode()

@@ -11,17 +11,15 @@ a CUDA module, since which CUDA library gets loaded first is exactly what the pl
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import re
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_trtctx.engine_cache import digest, write_atomic
 from pytest_trtctx.errors import BackendUnavailable, KernelCompileError
 
 __all__ = [
@@ -311,13 +309,7 @@ def _is_valid_cubin(data: bytes) -> bool:
 
 
 def _cache_key(arch: str, version: tuple[int, int], options: list[str]) -> str:
-    h = hashlib.sha256()
-    for part in (CONV_SOURCE, arch, f"{version[0]}.{version[1]}", *options):
-        data = part.encode()
-        # Length-prefixed, so that no two different part lists hash the same bytes.
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+    return digest((CONV_SOURCE, arch, f"{version[0]}.{version[1]}", *options))
 
 
 def _compile(arch: str, options: list[str]) -> bytes:
@@ -356,27 +348,6 @@ def _program_log(nvrtc: Any, prog: Any, arch: str) -> str:
     buf = b" " * size
     _check(nvrtc.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog", arch)
     return buf.rstrip(b"\x00").decode(errors="replace").strip()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers only ever see no file or the whole file.
-
-    The temp file is in the same directory (``os.replace`` is atomic only within a filesystem);
-    concurrent writers each replace the file with identical bytes, the last one winning.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
@@ -421,7 +392,7 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     data = _compile(arch, options)
     written: Path | None = path
     try:
-        _write_atomic(path, data)
+        write_atomic(path, data)
     except OSError as exc:
         written = None
         warnings.warn(

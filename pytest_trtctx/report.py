@@ -8,10 +8,8 @@ sent back, so it is complete whatever the isolation mode. The schema is document
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -164,12 +162,10 @@ class ReportWriter:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    from .engine_cache import write_atomic
+
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    write_atomic(path, text.encode())
 
 
 def load(path: Path) -> dict[str, Any]:
