@@ -67,6 +67,18 @@ class Worker:
     hung: bool = False
 
 
+@dataclass
+class Spare:
+    """A worker forked ahead of time, waiting for its tests on ``ctrl``: the fork (tens of
+    milliseconds for a parent with torch and the CUDA libraries mapped) then overlaps the test
+    that runs meanwhile instead of standing between two tests."""
+
+    pid: int
+    ctrl: int  # the parent writes the group here, as one JSON line, then closes it
+    fd: int  # the worker's report pipe
+    dump_path: str
+
+
 def item_order(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     if callspec is None:
@@ -118,8 +130,12 @@ class _Progress:
         self.send({"event": "phase", "index": self.index, "phase": "teardown"})
 
 
-def _child(session: pytest.Session, settings: Settings, group: Group, wfd: int, dump: str) -> None:
-    """Body of a forked worker. Never returns."""
+def _child(session: pytest.Session, settings: Settings, wfd: int, dump: str, ctrl: int) -> None:
+    """Body of a forked worker. Never returns.
+
+    Every worker is forked as a spare: it does everything that does not depend on its tests
+    first (and takes those page faults) while it waits for its group on ``ctrl``.
+    """
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and kills us
@@ -139,13 +155,16 @@ def _child(session: pytest.Session, settings: Settings, group: Group, wfd: int, 
         if torch is not None:  # CPU references in many workers at once: don't oversubscribe
             share = max(1, (os.cpu_count() or 1) // max(1, settings.workers.value))
             torch.set_num_threads(share)
+        progress = _Progress(send)
+        session.config.pluginmanager.register(progress, "trtctx-progress")
+        hook = session.config.hook
+        group = _read_group(session, ctrl)
+        if group is None:
+            os._exit(0)  # retired without work
         if group.order is not None:
             from .plugin import apply_order
 
             apply_order(session.config, group.order)
-        progress = _Progress(send)
-        session.config.pluginmanager.register(progress, "trtctx-progress")
-        hook = session.config.hook
         for index, item in enumerate(group.items):
             progress.index = index
             nextitem = group.items[index + 1] if index + 1 < len(group.items) else None
@@ -166,6 +185,19 @@ def _child(session: pytest.Session, settings: Settings, group: Group, wfd: int, 
         os._exit(code)
 
 
+def _read_group(session: pytest.Session, ctrl: int) -> Group | None:
+    """In a spare: the group the parent sends (item indices and order), or None at EOF."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(ctrl, 1 << 16)
+        if not chunk:
+            return None
+        data += chunk
+    os.close(ctrl)
+    message = json.loads(data)
+    return Group(message["order"], [session.items[i] for i in message["items"]])
+
+
 # --------------------------------------------------------------------------------------------
 # The parent side.
 
@@ -181,6 +213,8 @@ class Scheduler:
         self.running: dict[int, Worker] = {}
         self.selector = selectors.DefaultSelector()
         self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
+        self.spare: Spare | None = None
+        self.index = {id(item): i for i, item in enumerate(session.items)}
 
     def run(self) -> None:
         # Objects alive now are never collected in a worker: a collection there would touch
@@ -201,6 +235,7 @@ class Scheduler:
                 self._reap(worker, reason=None)
             raise
         finally:
+            self._retire_spare()
             self.selector.close()
             with contextlib.suppress(OSError):
                 for name in os.listdir(self.tmpdir):
@@ -214,15 +249,38 @@ class Scheduler:
 
     # Starting ---------------------------------------------------------------------------------
     def _start(self, group: Group) -> None:
-        ok, why = cuda_untouched()
-        if not ok:
+        spare, self.spare = self.spare, None
+        if spare is None:
+            spare = self._fork()
+        if spare is None:
+            _ok, why = cuda_untouched()
             message = MSG_CUDA_TOUCHED.format(why=why)
             for item in group.items:
                 self._synthetic(item, "setup", message, start=True, signature="worker: no fork")
             return
+        order = json.dumps(
+            {"order": group.order, "items": [self.index[id(i)] for i in group.items]}
+        )
+        with contextlib.suppress(OSError):  # a spare that died is reaped as a crash below
+            os.write(spare.ctrl, order.encode() + b"\n")
+        os.close(spare.ctrl)
+        worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump_path=spare.dump_path)
+        self._arm(worker, 0)
+        self.running[spare.fd] = worker
+        self.selector.register(spare.fd, selectors.EVENT_READ, worker)
+        if self.queue:
+            self.spare = self._fork()
+
+    def _fork(self) -> Spare | None:
+        """Fork a worker that waits for its group; None when the parent is not provably clean."""
+        ok, _why = cuda_untouched()
+        if not ok:
+            return None
         rfd, wfd = os.pipe()
+        ctrl_r, ctrl_w = os.pipe()
         fd, dump = tempfile.mkstemp(prefix="worker-", suffix=".dump", dir=self.tmpdir)
         os.close(fd)
+        inherited = [*self.running, *((self.spare.ctrl, self.spare.fd) if self.spare else ())]
         sys.stdout.flush()
         sys.stderr.flush()
         with warnings.catch_warnings():
@@ -231,14 +289,26 @@ class Scheduler:
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:
-            os.close(rfd)
-            _child(self.session, self.settings, group, wfd, dump)
+            # Keep no end of another worker's pipes: a control pipe held open here would never
+            # reach end-of-file in the worker it belongs to.
+            for other in (rfd, ctrl_w, *inherited):
+                with contextlib.suppress(OSError):
+                    os.close(other)
+            _child(self.session, self.settings, wfd, dump, ctrl_r)
         os.close(wfd)
+        os.close(ctrl_r)
         os.set_blocking(rfd, False)
-        worker = Worker(pid=pid, group=group, fd=rfd, dump_path=dump)
-        self._arm(worker, 0)
-        self.running[rfd] = worker
-        self.selector.register(rfd, selectors.EVENT_READ, worker)
+        return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump_path=dump)
+
+    def _retire_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        with contextlib.suppress(OSError):
+            os.close(spare.ctrl)
+            os.close(spare.fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(spare.pid, 0)
 
     def _arm(self, worker: Worker, index: int) -> None:
         if index >= len(worker.group.items):
