@@ -38,6 +38,8 @@ from .names import (
 
 SETTINGS = pytest.StashKey["cfg.Settings"]()
 OUTPUTS = pytest.StashKey[Outputs]()
+#: The test's Runtime, so its report can carry what the backend said.
+RUNTIME = pytest.StashKey[Any]()
 #: Whether the test met its order fresh (the first test to use it in its process).
 FRESH = pytest.StashKey[bool]()
 SIGNATURE_PROPERTY = "trtctx_signature"
@@ -45,6 +47,7 @@ BACKEND_PROPERTY = "trtctx_backend"
 OUTPUTS_PROPERTY = "trtctx_output_sha256"
 KNOWN_PROPERTY = "trtctx_known_failure"
 DRIFT_PROPERTY = "trtctx_baseline_drift"
+MESSAGES_PROPERTY = "trtctx_messages"
 KNOWN_PREFIX = "known failure under "
 
 MARKERS = (
@@ -398,6 +401,7 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
     request.node.user_properties.append((BACKEND_PROPERTY, backend))
     request.node.user_properties.append(("trtctx_backend_why", why))
     runtime = Runtime(state, backend, s.cache_dir.value, _outputs(request.node))
+    request.node.stash[RUNTIME] = runtime
     yield runtime
     runtime.close()
 
@@ -491,6 +495,9 @@ def pytest_runtest_makereport(
         report.user_properties.append((SIGNATURE_PROPERTY, signature))
     if call.when != "call":
         return report
+    runtime = item.stash.get(RUNTIME, None)
+    if runtime is not None and runtime.messages:
+        report.user_properties.append((MESSAGES_PROPERTY, list(runtime.messages)))
     outputs = item.stash.get(OUTPUTS, None)
     if outputs is not None and outputs.current:
         from .checks import sha256

@@ -94,6 +94,7 @@ class ReportWriter:
             BACKEND_PROPERTY,
             KNOWN_PREFIX,
             KNOWN_PROPERTY,
+            MESSAGES_PROPERTY,
             OUTPUTS_PROPERTY,
             SIGNATURE_PROPERTY,
         )
@@ -104,8 +105,10 @@ class ReportWriter:
         if isinstance(props.get(BACKEND_PROPERTY), str):
             rec["backend"] = props[BACKEND_PROPERTY]
         why = props.get("trtctx_backend_why")
-        if isinstance(why, str) and why not in rec["messages"]:
-            rec["messages"].append(why)
+        said = [why] if isinstance(why, str) else []
+        if isinstance(props.get(MESSAGES_PROPERTY), list):
+            said += [str(m) for m in props[MESSAGES_PROPERTY]]
+        rec["messages"] += [m for m in said if m not in rec["messages"]]
         if isinstance(props.get(OUTPUTS_PROPERTY), dict):
             rec["outputs_sha256"] = props[OUTPUTS_PROPERTY]
         if isinstance(props.get(KNOWN_PROPERTY), dict):

@@ -64,6 +64,8 @@ class Runtime:
         self.fix_context = False
         self._backend: Backend | None = None
         self._engines: list[Engine] = []
+        #: Every message the backend reported while running (CUDA results, engine log errors).
+        self.messages: list[str] = []
 
     @property
     def backend(self) -> Backend:
@@ -131,6 +133,7 @@ class Runtime:
                     driver.pop()
 
         result = run_on_thread(go) if self.state.hops_thread else go()
+        self.messages.extend(m for m in result.errors if m not in self.messages)
         self.outputs.add(name or spec.name, y)
         self.outputs.owned.add(id(y))
         results = [
