@@ -237,6 +237,19 @@ class Settings:
         return self.orders_explicit
 
 
+def path_setting(config: pytest.Config, name: str) -> Setting[Path] | None:
+    """A path option or ini key (same name), or None. A relative path is taken from where pytest
+    was started when it came from the command line, from the rootdir when from the ini file."""
+    raw = _raw(config, name, name)
+    if raw is None:
+        return None
+    path = Path(str(raw[0])).expanduser()
+    if not path.is_absolute():
+        base = config.invocation_params.dir if raw[1].startswith("option") else config.rootpath
+        path = Path(base) / path
+    return Setting(path, raw[1])
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
     raw = _raw(config, "trtctx_order", "trtctx_order")
@@ -291,19 +304,9 @@ def resolve(config: pytest.Config) -> Settings:
             raw[1],
         )
 
-    raw = _raw(config, "trtctx_matrix", "trtctx_matrix")
-    if raw is None:
-        matrix = Setting(Path(config.rootpath) / "engines" / "conv_matrix.toml", "default")
-    else:
-        path = Path(str(raw[0]))
-        if not path.is_absolute():
-            base = (
-                Path(config.invocation_params.dir)
-                if raw[1].startswith("option")
-                else Path(config.rootpath)
-            )
-            path = base / path
-        matrix = Setting(path, raw[1])
+    matrix = path_setting(config, "trtctx_matrix") or Setting(
+        Path(config.rootpath) / "engines" / "conv_matrix.toml", "default"
+    )
 
     raw = _raw(config, "trtctx_cache_dir", "trtctx_cache_dir")
     cache_dir = (

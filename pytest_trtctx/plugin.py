@@ -103,23 +103,18 @@ def pytest_configure(config: pytest.Config) -> None:
             "applies the order once)."
         )
     config.stash[SETTINGS] = settings
-    baseline_dir = config.getoption("trtctx_baseline", None) or config.getini("trtctx_baseline")
-    if baseline_dir:
-        path = Path(str(baseline_dir))
-        if not path.is_absolute():
-            path = Path(config.invocation_params.dir) / path
+    baseline = cfg.path_setting(config, "trtctx_baseline")
+    if baseline is not None:
         keep = bool(
             config.getoption("trtctx_baseline_keep", False) or config.getini("trtctx_baseline_keep")
         )
-        config.pluginmanager.register(BaselineKeeper(config, path, keep), "trtctx-baseline")
-    report_path = config.getoption("trtctx_report", None) or config.getini("trtctx_report")
-    if report_path:
+        keeper = BaselineKeeper(config, baseline.value, keep)
+        config.pluginmanager.register(keeper, "trtctx-baseline")
+    report = cfg.path_setting(config, "trtctx_report")
+    if report is not None:
         from .report import ReportWriter
 
-        path = Path(str(report_path))
-        if not path.is_absolute():
-            path = Path(config.invocation_params.dir) / path
-        config.pluginmanager.register(ReportWriter(config, path), "trtctx-report")
+        config.pluginmanager.register(ReportWriter(config, report.value), "trtctx-report")
 
 
 def settings_of(config: pytest.Config) -> cfg.Settings:
@@ -421,8 +416,8 @@ def trtctx_explore(request: pytest.FixtureRequest) -> Any:
         count = cfg.parse_int(raw, where, minimum=1, what="a number of specs >= 1")
     except ConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
-    db = config.getoption("trtctx_explore_db", None) or config.getini("trtctx_explore_db")
-    database = Path(str(db)) if db else Path(config.rootpath) / ".hypothesis" / "trtctx"
+    db = cfg.path_setting(config, "trtctx_explore_db")
+    database = db.value if db else Path(config.rootpath) / ".hypothesis" / "trtctx"
     from .explore import explore
 
     def run(check: Any) -> None:
