@@ -214,6 +214,7 @@ class Scheduler:
         self.selector = selectors.DefaultSelector()
         self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
         self.spare: Spare | None = None
+        self.exiting: list[int] = []  # workers done with their tests, not yet reaped
         self.index = {id(item): i for i, item in enumerate(session.items)}
 
     def run(self) -> None:
@@ -236,6 +237,7 @@ class Scheduler:
             raise
         finally:
             self._retire_spare()
+            self._collect_exited(wait=True)
             self.selector.close()
             with contextlib.suppress(OSError):
                 for name in os.listdir(self.tmpdir):
@@ -299,6 +301,18 @@ class Scheduler:
         os.close(ctrl_r)
         os.set_blocking(rfd, False)
         return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump_path=dump)
+
+    def _collect_exited(self, *, wait: bool = False) -> None:
+        """Reap workers that finished their tests and exited (all of them with ``wait``)."""
+        still = []
+        for pid in self.exiting:
+            try:
+                done, _status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done == 0:
+                still.append(pid)
+        self.exiting = still
 
     def _retire_spare(self) -> None:
         spare, self.spare = self.spare, None
@@ -389,11 +403,15 @@ class Scheduler:
         self.selector.unregister(worker.fd)
         os.close(worker.fd)
         del self.running[worker.fd]
-        _pid, status = os.waitpid(worker.pid, 0)
         items = worker.group.items
         undone = [i for i in range(len(items)) if i not in worker.finished]
         if not undone:
+            # A worker that did all its tests may still be releasing its CUDA context (the driver
+            # does that when the process closes its device files): don't wait for it here.
+            self.exiting.append(worker.pid)
+            self._collect_exited()
             return
+        _pid, status = os.waitpid(worker.pid, 0)
         first = undone[0]
         if first in worker.started:
             if reason is None:
