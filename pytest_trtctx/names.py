@@ -21,6 +21,14 @@ ALL_ORDERS: Final = "all"
 #: Backends known to this version. ``auto`` picks the best one that can run here.
 BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx")
 
+#: The failure family of an engine run in a context that does not own its kernels, as a regex over
+#: failure signatures: the driver's result (reference backend), and TensorRT's own words for it
+#: (NVIDIA/TensorRT#4335: "Error Code 1: Cask (Cask convolution execution)"; ultralytics#9092:
+#: "invalid resource handle").
+CONTEXT_MISMATCH: Final = (
+    r"^backend: (CUDA_ERROR_INVALID_HANDLE$|.*Error Code 1: Cask\b|.*invalid resource handle)"
+)
+
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 
 # Marker names.

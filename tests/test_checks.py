@@ -109,3 +109,26 @@ def test_sentinel_bits_are_quiet_nans() -> None:
     assert SENTINEL_BITS["float32"] & 0x7FC00000 == 0x7FC00000
     assert SENTINEL_BITS["float16"] & 0x7E00 == 0x7E00
     assert SENTINEL_BITS["bfloat16"] & 0x7FC0 == 0x7FC0
+
+
+@pytest.mark.parametrize(
+    ("signature", "matches"),
+    [
+        ("backend: CUDA_ERROR_INVALID_HANDLE", True),
+        (
+            "backend: 1: [executionContext.cpp::enqueueV3::2424] Error Code 1: Cask "
+            "(Cask convolution execution)",
+            True,
+        ),
+        ("backend: [TRT] [E] 1: [convolutionRunner.cpp] invalid resource handle", True),
+        ("backend: CUDA_ERROR_INVALID_HANDLE_EXTRA", False),
+        ("backend: CUDA_ERROR_OUT_OF_MEMORY", False),
+        ("sentinel: output not written", False),
+    ],
+)
+def test_context_mismatch_family(signature: str, matches: bool) -> None:
+    import re
+
+    from pytest_trtctx.names import CONTEXT_MISMATCH
+
+    assert bool(re.search(CONTEXT_MISMATCH, signature)) is matches

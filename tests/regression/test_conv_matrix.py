@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_trtctx.names import DRIVER_FIRST, MULTI_DEVICE, THREAD_HOP
-
-INVALID_HANDLE = r"^backend: CUDA_ERROR_INVALID_HANDLE$"
+from pytest_trtctx.names import CONTEXT_MISMATCH, DRIVER_FIRST, MULTI_DEVICE, THREAD_HOP
 
 
 @pytest.mark.trtctx_known_failure(
     DRIVER_FIRST,
-    INVALID_HANDLE,
+    CONTEXT_MISMATCH,
     reason="torch's first allocation makes the primary context current over the engine's "
     "cuCtxCreate context (NVIDIA/TensorRT#4335, ultralytics#9092)",
 )
 @pytest.mark.trtctx_known_failure(
     THREAD_HOP,
-    INVALID_HANDLE,
+    CONTEXT_MISMATCH,
     reason="the executing thread has no context; the runtime makes the primary context current "
     "there (jkjung-avt/tensorrt_demos#68)",
 )
