@@ -642,11 +642,18 @@ class BaselineKeeper:
                 tr.write_line(f"  {line}")
 
 
-def _classify(report: pytest.TestReport) -> str | None:
+#: A test's outcome is the most severe of its phases' outcomes.
+OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "known-failure": 2, "failed": 3}
+OUTCOME_RANK["error"] = 3
+
+
+def classify(report: pytest.TestReport) -> str | None:
+    """One phase's outcome: passed, failed (in the call), error (in setup or teardown),
+    skipped, xfailed, known-failure; None for a passing setup or teardown."""
     if hasattr(report, "wasxfail"):
         return "known-failure" if str(report.wasxfail).startswith(KNOWN_PREFIX) else "xfailed"
     if report.failed:
-        return "failed"
+        return "failed" if report.when == "call" else "error"
     if report.skipped:
         return "skipped"
     if report.passed and report.when == "call":
@@ -662,21 +669,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     items = config.stash.get(ITEMS, {})
     final: dict[str, tuple[str, str | None]] = {}
     ran_on: dict[str, str] = {}  # the backend each test really ran on, as its process reported
-    rank = {"passed": 0, "skipped": 1, "xfailed": 1, "known-failure": 2, "failed": 3}
     for reports in terminalreporter.stats.values():
         for report in reports:
             if not isinstance(report, pytest.TestReport):
                 continue
-            kind = _classify(report)
+            kind = classify(report)
             if kind is None:
                 continue
+            kind = "failed" if kind == "error" else kind
             props = dict(report.user_properties)
             sig = props.get(SIGNATURE_PROPERTY)
             backend = props.get(BACKEND_PROPERTY)
             if isinstance(backend, str):
                 ran_on[report.nodeid] = backend
             old = final.get(report.nodeid)
-            if old is None or rank[kind] > rank[old[0]]:
+            if old is None or OUTCOME_RANK[kind] > OUTCOME_RANK[old[0]]:
                 final[report.nodeid] = (kind, sig if isinstance(sig, str) else old and old[1])
     rows: dict[tuple[str, str], Counter[str]] = {}
     signatures: Counter[tuple[str, str]] = Counter()

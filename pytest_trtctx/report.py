@@ -92,11 +92,12 @@ class ReportWriter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from .plugin import (
             BACKEND_PROPERTY,
-            KNOWN_PREFIX,
             KNOWN_PROPERTY,
             MESSAGES_PROPERTY,
+            OUTCOME_RANK,
             OUTPUTS_PROPERTY,
             SIGNATURE_PROPERTY,
+            classify,
         )
 
         rec = self._record(report.nodeid)
@@ -115,22 +116,15 @@ class ReportWriter:
             rec["known_failure"] = props[KNOWN_PROPERTY]
         if isinstance(props.get(SIGNATURE_PROPERTY), str):
             rec["signature"] = props[SIGNATURE_PROPERTY]
-        wasxfail = getattr(report, "wasxfail", None)
-        outcome: str | None
-        if wasxfail is not None:
-            outcome = "known-failure" if str(wasxfail).startswith(KNOWN_PREFIX) else "xfailed"
-        elif report.failed:
-            outcome = "failed" if report.when == "call" else "error"
-        elif report.skipped:
-            outcome = "skipped"
-            if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
-                rec["messages"].append(str(report.longrepr[2]))
-        else:
-            outcome = "passed" if report.when == "call" else None
-        rank = {None: 0, "passed": 1, "skipped": 2, "xfailed": 2, "known-failure": 3}
-        rank |= {"failed": 4, "error": 4}
-        if rank[outcome] >= rank[rec["outcome"]]:
-            rec["outcome"] = outcome if outcome is not None else rec["outcome"]
+        outcome = classify(report)
+        if (
+            outcome == "skipped"
+            and isinstance(report.longrepr, tuple)
+            and len(report.longrepr) == 3
+        ):
+            rec["messages"].append(str(report.longrepr[2]))
+        if outcome is not None and OUTCOME_RANK[outcome] >= OUTCOME_RANK.get(rec["outcome"], -1):
+            rec["outcome"] = outcome
 
     def data(self) -> dict[str, Any]:
         from . import __version__
