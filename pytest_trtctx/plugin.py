@@ -197,8 +197,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if config.getoption("trtctx_rebuild", False) or config.getini("trtctx_rebuild"):
         removed = clear_caches(s.cache_dir.value)
         config.stash[REBUILT] = removed
-    if s.active and s.isolate.value == "none" and not session.config.option.collectonly:
-        apply_order(session.config, s.orders.value[0])
+    xdist_controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput"
+    )  # runs no test: its workers apply the order, each in its own process
+    if s.active and s.isolate.value == "none" and not config.option.collectonly:
+        if xdist_controller:
+            return
+        apply_order(config, s.orders.value[0])
 
 
 # --------------------------------------------------------------------------------------------

@@ -254,3 +254,35 @@ def test_engine_cache_folder_is_the_one_rebuild_empties() -> None:
     from pytest_trtctx import engine_cache, plugin
 
     assert engine_cache.entry_path(Path("/c"), "k").parent.name in plugin.CACHE_SUBDIRS
+
+
+def test_isolate_none_composes_with_xdist(pytester: pytest.Pytester) -> None:
+    """With -n each xdist worker is a fresh process that applies the one order at its start."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
+    pytester.makepyfile(
+        """
+        import os
+        from pytest_trtctx import orders
+
+        def test_a(trtctx_order):
+            assert orders.CURRENT is not None and orders.CURRENT.order == "trt-first"
+            assert os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw")
+
+        def test_b(trtctx_order):
+            assert orders.CURRENT.order == trtctx_order
+        """
+    )
+    pytester.makeconftest(
+        """
+        import os, sys
+        def pytest_sessionfinish(session):
+            if not hasattr(session.config, "workerinput"):
+                from pytest_trtctx import orders
+                print("CONTROLLER APPLIED:", orders.CURRENT is not None, file=sys.stderr)
+        """
+    )
+    result = run_pytest(
+        pytester, "-p", "xdist", "-n", "2", "--trtctx-order=trt-first", "--trtctx-isolate=none"
+    )
+    result.assert_outcomes(passed=2)
+    result.stderr.fnmatch_lines(["CONTROLLER APPLIED: False"])
