@@ -141,6 +141,11 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+def flag(config: pytest.Config, name: str) -> bool:
+    """A store-true option or its boolean ini key of the same name."""
+    return bool(config.getoption(name, False) or config.getini(name))
+
+
 def _raw(config: pytest.Config, dest: str, ini: str) -> tuple[Any, str] | None:
     """The raw value and its source, option before ini; None when neither is set."""
     flag = "--" + dest.replace("_", "-")
@@ -237,10 +242,15 @@ class Settings:
         return self.orders_explicit
 
 
+def raw_setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
+    """An option or ini key of the same name, unparsed, with where it came from; or None."""
+    return _raw(config, name, name)
+
+
 def path_setting(config: pytest.Config, name: str) -> Setting[Path] | None:
     """A path option or ini key (same name), or None. A relative path is taken from where pytest
     was started when it came from the command line, from the rootdir when from the ini file."""
-    raw = _raw(config, name, name)
+    raw = raw_setting(config, name)
     if raw is None:
         return None
     path = Path(str(raw[0])).expanduser()
