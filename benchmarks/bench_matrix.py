@@ -5,6 +5,7 @@ Runs ``pytest tests/regression --trtctx-order=all`` twice with a fresh kernel ca
 and compares the wall time with the serial sum of the tests' own durations (junit XML).
 
 Usage: python benchmarks/bench_matrix.py [--workers auto] [--isolate test] [--json out.json]
+                                         [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,13 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(
-    cache: Path, workers: str, isolate: str, xml: Path, log: Path | None = None
+    cache: Path,
+    workers: str,
+    isolate: str,
+    xml: Path,
+    log: Path | None = None,
+    report: Path | None = None,
 ) -> dict[str, float | int | str]:
     cmd = [
-        sys.executable, "-m", "pytest", "tests/regression", "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", "tests/regression", "-q", "-rxs", "-p", "no:cacheprovider",
         "--trtctx-order=all", f"--trtctx-workers={workers}", f"--trtctx-isolate={isolate}",
         f"--trtctx-cache-dir={cache}", f"--junitxml={xml}",
     ]  # fmt: skip
+    if report is not None:
+        cmd.append(f"--trtctx-report={report}")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
@@ -53,13 +61,38 @@ def main() -> None:
     ap.add_argument("--workers", default="auto")
     ap.add_argument("--isolate", default="test", choices=["test", "order"])
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--log", type=Path, help="save the warm run's terminal output here")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="save each run's terminal output (matrix-cold.log, matrix-warm.log) and JSON report "
+        "(report-cold.json, report-warm.json) in this folder",
+    )
     args = ap.parse_args()
+
+    def saved(name: str) -> Path | None:
+        return args.out / name if args.out else None
+
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         res = {
-            "cold": run(cache, args.workers, args.isolate, Path(tmp) / "cold.xml"),
-            "warm": run(cache, args.workers, args.isolate, Path(tmp) / "warm.xml", args.log),
+            "cold": run(
+                cache,
+                args.workers,
+                args.isolate,
+                Path(tmp) / "cold.xml",
+                saved("matrix-cold.log"),
+                saved("report-cold.json"),
+            ),
+            "warm": run(
+                cache,
+                args.workers,
+                args.isolate,
+                Path(tmp) / "warm.xml",
+                saved("matrix-warm.log"),
+                saved("report-warm.json"),
+            ),
             "workers": args.workers,
             "isolate": args.isolate,
         }

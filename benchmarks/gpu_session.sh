@@ -1,37 +1,62 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one call, each step time-boxed so that one hang cannot
-# eat the session's GPU time, each log written as it goes (to $OUT, or ./gpu-out).
-#   device run:  bash benchmarks/gpu_session.sh                   (about 7 minutes on the H100)
-#   or in two calls, under the 10-minute limit of one:  STEPS="orders matrix" ...,
-#   then STEPS="bench_isolation bench_matrix" ...
+# eat the session's GPU time. Logs go to a work folder as they are written, and the folder is
+# packed into $OUT/results.tgz after every step (the device tool brings back at most 8 files).
+#   device run:  bash benchmarks/gpu_session.sh          (about 8 minutes on the H100)
+#   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
+# TensorRT-RTX is not installed on the GPU machine and has no registry there: where a folder .rtx
+# holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
+# libtensorrt_rtx), it is installed under /tmp/site and put on the path of the steps that test it.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-gpu-out}
+work=$(mktemp -d /tmp/trtctx-gpu.XXXX)
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+pack() { tar -czf "$out/results.tgz" -C "$work" .; }
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
+if [ -d .rtx ]; then
+    site=/tmp/site
+    mkdir -p "$site"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .rtx/*.whl
+    cp -r .rtx/site/. "$site/"
+    xz -d -T0 -c .rtx/libtensorrt_rtx.so.1.xz > "$site/tensorrt_rtx_libs/libtensorrt_rtx.so.1"
+fi
+rtx=(env)  # put before a command that should see TensorRT-RTX
+[ -n "${site:-}" ] && rtx=(env "PYTHONPATH=$site")
 {
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
+    nproc
     python3 -c "import sys, torch; from importlib.metadata import version as v; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda-bindings', v('cuda-bindings'), 'pytest', v('pytest'))"
+    "${rtx[@]}" python3 -c "import tensorrt_rtx as t; print('tensorrt_rtx', t.__version__)" 2>&1 | tail -1
     git log -1 --format='commit %h %s' 2>/dev/null
-} > "$out/env.txt" 2>&1
-cat "$out/env.txt"
+} > "$work/env.txt" 2>&1
+cat "$work/env.txt"
+pack
 
-steps=" ${STEPS:-orders matrix bench_isolation bench_matrix} "
+steps=" ${STEPS:-orders bench_matrix diff rtx bench_isolation} "
 
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 secs=$2
     shift 2
     [[ $steps == *" $name "* ]] || return 0
     local t0=$SECONDS
-    timeout -s ABRT "$secs" "$@" > "$out/$name.log" 2>&1
-    echo "$name: exit $? in $((SECONDS - t0)) s: $(grep -E '(passed|failed|skipped|error)' "$out/$name.log" | tail -1)"
+    timeout -s ABRT "$secs" "$@" > "$work/$name.log" 2>&1
+    local rc=$?
+    echo "$name: exit $rc in $((SECONDS - t0)) s: $(grep -E '(passed|failed|skipped|error)' "$work/$name.log" | tail -1)"
+    pack
 }
 
 # The plugin's own tests that need a GPU (the rest run in CI).
-step orders 150 python3 -m pytest tests/test_orders.py tests/test_backends.py -p no:cacheprovider -v -rs --tb=short
-# The main job, with a JSON-free summary and junit for the serial sum.
-step matrix 200 python3 -m pytest tests/regression --trtctx-order=all -p no:cacheprovider -q -rxs --junitxml="$out/matrix.xml"
-# Benchmarks (docs/isolation.md).
-step bench_isolation 120 python3 benchmarks/bench_isolation.py --starts 3 --tests 150 --json "$out/bench_isolation.json"
-step bench_matrix 300 python3 benchmarks/bench_matrix.py --json "$out/bench_matrix.json"
+step orders 140 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
+    tests/test_tensorrt_backend.py -p no:cacheprovider -v -rs --tb=short
+# The main job (pytest tests/regression --trtctx-order=all), cold then warm kernel cache, each
+# (without TensorRT-RTX on the path, as the machine comes: every worker would load its 234 MB lib)
+# with its terminal output and JSON report; then the warm report diffed against the cold one.
+step bench_matrix 280 python3 benchmarks/bench_matrix.py --json "$work/bench_matrix.json" --out "$work"
+step diff 20 bash -c "pytest-trtctx diff '$work/report-cold.json' '$work/report-warm.json' --markdown > '$work/diff.md'; echo diff exit \$?"
+# TensorRT-RTX as the backend: every test must skip with the compute-capability reason.
+step rtx 60 "${rtx[@]}" python3 -m pytest tests/regression --trtctx-order=torch-first,driver-first \
+    --trtctx-backend=tensorrt_rtx -p no:cacheprovider -q -rs --trtctx-report="$work/report-rtx.json"
+# Isolation benchmark (docs/isolation.md).
+step bench_isolation 110 python3 benchmarks/bench_isolation.py --starts 3 --tests 150 --json "$work/bench_isolation.json"

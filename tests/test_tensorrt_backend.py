@@ -21,6 +21,8 @@ from pytest_trtctx.backends import tensorrt as T  # noqa: E402
 from pytest_trtctx.errors import BackendUnavailable  # noqa: E402
 from pytest_trtctx.matrix import ConvSpec, default_matrix_path, load_matrix  # noqa: E402
 
+from .conftest import requires_gpu  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = load_matrix(default_matrix_path(ROOT))
 MODULE = "tensorrt_rtx"
@@ -110,6 +112,43 @@ def test_inspect_plan_deserialize_says_why_the_inspector_is_unavailable(
     assert "deserialize_cuda_engine returned None" in text
     assert "cudaError 35" in text
     assert "convolution: corrltn={" in text
+
+
+@requires_gpu
+def test_the_runtime_agrees_with_can_run_here_on_this_gpu(
+    plans: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The skip reason is computed without touching CUDA; this checks it against the runtime itself.
+
+    On a GPU that ``can_run_here`` refuses (the H100, 9.0), TensorRT-RTX must refuse to
+    deserialize a real plan, naming the same compute capability; on one it accepts, the engine
+    must deserialize. The day a TensorRT-RTX release runs on 9.0, this fails and says so. The
+    deserialize runs in a child: it initialises CUDA, which this process must not.
+    """
+    import subprocess
+
+    from pytest_trtctx.probe import machine
+
+    cc = machine().devices[0].cc
+    reason = T.can_run_here(MODULE, cc)
+    plan_file = tmp_path / "plan.bin"
+    plan_file.write_bytes(plans[SPECS[0].name])
+    code = (
+        "import sys, pathlib; from pytest_trtctx.backends import tensorrt as T; "
+        f"print(T.inspect_plan({MODULE!r}, pathlib.Path(sys.argv[1]).read_bytes(), "
+        "deserialize=True))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(plan_file)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    refused = "deserialize_cuda_engine returned None" in proc.stdout
+    if reason is None:
+        assert not refused, f"can_run_here accepts cc {cc} but the runtime refused:\n{proc.stdout}"
+    else:
+        assert refused, f"can_run_here refuses ({reason}) but the engine ran:\n{proc.stdout[:2000]}"
+        assert f"compute capability {cc[0]}.{cc[1]}" in proc.stdout, proc.stdout
 
 
 def test_bf16_weights_round_to_nearest_even() -> None:
