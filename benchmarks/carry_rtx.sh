@@ -15,5 +15,12 @@ rm -rf .rtx && mkdir -p .rtx/site/tensorrt_rtx_libs
 cp -r "$site/tensorrt_rtx" "$site"/tensorrt_rtx_cu13-*.dist-info "$site"/tensorrt_rtx_cu13_libs-*.dist-info .rtx/site/
 cp "$site/tensorrt_rtx_libs/__init__.py" .rtx/site/tensorrt_rtx_libs/
 find .rtx/site -name __pycache__ -prune -exec rm -rf {} +
-xz -T0 -c --x86 --lzma2=preset=9e,dict=256MiB "$site/tensorrt_rtx_libs/libtensorrt_rtx.so.1" > .rtx/libtensorrt_rtx.so.1.xz
+# The x86 filter and a 256 MiB dictionary bring it under the limit (plain xz -9: 65.6 MB, too big
+# beside the repo); it takes minutes: RTX_XZ=FILE reuses a compressed copy made earlier.
+if [ -n "${RTX_XZ:-}" ]; then
+    cp "$RTX_XZ" .rtx/libtensorrt_rtx.so.1.xz
+else
+    xz -T0 -c --x86 --lzma2=preset=9e,dict=256MiB "$site/tensorrt_rtx_libs/libtensorrt_rtx.so.1" \
+        > .rtx/libtensorrt_rtx.so.1.xz
+fi
 du -sh .rtx

@@ -48,7 +48,7 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 # The plugin's own tests that need a GPU (the rest run in CI).
-step orders 140 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
+step orders 130 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
     tests/test_tensorrt_backend.py -p no:cacheprovider -v -rs --tb=short
 # The main job (pytest tests/regression --trtctx-order=all), cold then warm kernel cache, each
 # (without TensorRT-RTX on the path, as the machine comes: every worker would load its 234 MB lib)
@@ -59,4 +59,4 @@ step diff 20 bash -c "pytest-trtctx diff '$work/report-cold.json' '$work/report-
 step rtx 60 "${rtx[@]}" python3 -m pytest tests/regression --trtctx-order=torch-first,driver-first \
     --trtctx-backend=tensorrt_rtx -p no:cacheprovider -q -rs --trtctx-report="$work/report-rtx.json"
 # Isolation benchmark (docs/isolation.md).
-step bench_isolation 110 python3 benchmarks/bench_isolation.py --starts 3 --tests 150 --json "$work/bench_isolation.json"
+step bench_isolation 100 python3 benchmarks/bench_isolation.py --starts 3 --tests 150 --json "$work/bench_isolation.json"
