@@ -125,6 +125,61 @@ print(json.dumps(res))
 """
 
 
+CUDA_INIT_CONCURRENT = r"""
+import os, sys, time, json, statistics
+import torch
+def child(w, go):
+    os.read(go, 1)
+    t0 = time.perf_counter()
+    torch.empty(1, device="cuda"); torch.cuda.synchronize()
+    os.write(w, (str((time.perf_counter() - t0) * 1e3) + "\n").encode()); os._exit(0)
+res = {}
+for n in [int(a) for a in sys.argv[1].split(",")]:
+    r, w = os.pipe(); go_r, go_w = os.pipe()
+    pids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            child(w, go_r)
+        pids.append(pid)
+    os.close(w)
+    t0 = time.perf_counter()
+    os.write(go_w, b"x" * n)
+    data = b""
+    while data.count(b"\n") < n:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        data += chunk
+    wall = (time.perf_counter() - t0) * 1e3
+    for pid in pids:
+        os.waitpid(pid, 0)
+    vals = [float(x) for x in data.split()]
+    res[str(n)] = {"wall_ms": round(wall, 1),
+                   "per_process_median_ms": round(statistics.median(vals), 1),
+                   "per_process_max_ms": round(max(vals), 1)}
+    os.close(r); os.close(go_r); os.close(go_w)
+assert not torch.cuda.is_initialized()
+print(json.dumps(res))
+"""
+
+
+def cuda_init_concurrent(levels: str) -> dict[str, object]:
+    """torch's first CUDA allocation in n forked children at once, for each n in ``levels``.
+
+    Says how much the driver serialises context creation on one GPU: the floor under the
+    parallel matrix's wall time, however many workers run.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", CUDA_INIT_CONCURRENT, levels],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"cuda_init_concurrent_skipped": f"no GPU here ({last})"}
+    return {"cuda_init_concurrent": json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
 def cuda_init(k: int) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, "-c", CUDA_INIT, str(k)], capture_output=True, text=True, check=False
@@ -140,11 +195,25 @@ def main() -> None:
     ap.add_argument("--tests", type=int, default=200)
     ap.add_argument("--starts", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--concurrency",
+        default="1,4,8,16",
+        help="numbers of processes that initialise CUDA at once (comma-separated)",
+    )
+    ap.add_argument("--cuda-only", action="store_true", help="only the CUDA initialisation parts")
     args = ap.parse_args()
     res: dict[str, object] = {}
+    if args.cuda_only:
+        res.update(cuda_init(args.starts * 2))
+        res.update(cuda_init_concurrent(args.concurrency))
+        print(json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2) + "\n")
+        return
     res.update(machinery(args.tests))
     res.update(torch_starts(args.starts))
     res.update(cuda_init(args.starts * 2))
+    res.update(cuda_init_concurrent(args.concurrency))
     mach = float(res["machinery_median_ms"])  # type: ignore[arg-type]
     res["ratio_torch_start_over_machinery"] = float(res["torch_start_median_ms"]) / max(mach, 1e-6)  # type: ignore[arg-type]
     text = json.dumps(res, indent=2)

@@ -29,6 +29,7 @@ def run(
     xml: Path,
     log: Path | None = None,
     report: Path | None = None,
+    durations: int = 0,
 ) -> dict[str, float | int | str]:
     cmd = [
         sys.executable, "-m", "pytest", "tests/regression", "-q", "-rxs", "-p", "no:cacheprovider",
@@ -37,6 +38,8 @@ def run(
     ]  # fmt: skip
     if report is not None:
         cmd.append(f"--trtctx-report={report}")
+    if durations:
+        cmd.append(f"--durations={durations}")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
@@ -64,9 +67,11 @@ def main() -> None:
     ap.add_argument(
         "--out",
         type=Path,
-        help="save each run's terminal output (matrix-cold.log, matrix-warm.log) and JSON report "
-        "(report-cold.json, report-warm.json) in this folder",
+        help="save each run's terminal output (matrix-cold.log, matrix-warm.log), JUnit XML "
+        "(matrix-*.xml) and JSON report (report-cold.json, report-warm.json) in this folder",
     )
+    ap.add_argument("--cold-only", action="store_true", help="one run, with an empty cache")
+    ap.add_argument("--durations", type=int, default=0, help="pytest --durations=N")
     args = ap.parse_args()
 
     def saved(name: str) -> Path | None:
@@ -74,28 +79,15 @@ def main() -> None:
 
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
+    res: dict[str, object] = {"workers": args.workers, "isolate": args.isolate}
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        res = {
-            "cold": run(
-                cache,
-                args.workers,
-                args.isolate,
-                Path(tmp) / "cold.xml",
-                saved("matrix-cold.log"),
-                saved("report-cold.json"),
-            ),
-            "warm": run(
-                cache,
-                args.workers,
-                args.isolate,
-                Path(tmp) / "warm.xml",
-                saved("matrix-warm.log"),
-                saved("report-warm.json"),
-            ),
-            "workers": args.workers,
-            "isolate": args.isolate,
-        }
+        for label in ("cold", "warm")[: 1 if args.cold_only else 2]:
+            xml = saved(f"matrix-{label}.xml") or Path(tmp) / f"{label}.xml"
+            res[label] = run(
+                cache, args.workers, args.isolate, xml, saved(f"matrix-{label}.log"),
+                saved(f"report-{label}.json"), args.durations,
+            )  # fmt: skip
     text = json.dumps(res, indent=2)
     print(text)
     if args.json:

@@ -23,4 +23,7 @@ else
     xz -T0 -c --x86 --lzma2=preset=9e,dict=256MiB "$site/tensorrt_rtx_libs/libtensorrt_rtx.so.1" \
         > .rtx/libtensorrt_rtx.so.1.xz
 fi
+# The bindings link against the ONNX parser too (4 MB): without it, import tensorrt_rtx fails.
+xz -T0 -9 -c "$site/tensorrt_rtx_libs/libtensorrt_onnxparser_rtx.so.1" \
+    > .rtx/libtensorrt_onnxparser_rtx.so.1.xz
 du -sh .rtx

@@ -20,7 +20,10 @@ if [ -d .rtx ]; then
     mkdir -p "$site"
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .rtx/*.whl
     cp -r .rtx/site/. "$site/"
-    xz -d -T0 -c .rtx/libtensorrt_rtx.so.1.xz > "$site/tensorrt_rtx_libs/libtensorrt_rtx.so.1"
+    for lib in .rtx/*.so.1.xz; do
+        name=$(basename "$lib" .xz)
+        xz -d -T0 -c "$lib" > "$site/tensorrt_rtx_libs/$name"
+    done
 fi
 rtx=(env)  # put before a command that should see TensorRT-RTX
 [ -n "${site:-}" ] && rtx=(env "PYTHONPATH=$site")
@@ -29,7 +32,6 @@ rtx=(env)  # put before a command that should see TensorRT-RTX
     nproc
     python3 -c "import sys, torch; from importlib.metadata import version as v; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda-bindings', v('cuda-bindings'), 'pytest', v('pytest'))"
     "${rtx[@]}" python3 -c "import tensorrt_rtx as t; print('tensorrt_rtx', t.__version__)" 2>&1 | tail -1
-    git log -1 --format='commit %h %s' 2>/dev/null
 } > "$work/env.txt" 2>&1
 cat "$work/env.txt"
 pack
@@ -48,7 +50,7 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 # The plugin's own tests that need a GPU (the rest run in CI).
-step orders 130 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
+step orders 150 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
     tests/test_tensorrt_backend.py -p no:cacheprovider -v -rs --tb=short
 # The main job (pytest tests/regression --trtctx-order=all), cold then warm kernel cache, each
 # (without TensorRT-RTX on the path, as the machine comes: every worker would load its 234 MB lib)
@@ -60,3 +62,7 @@ step rtx 60 "${rtx[@]}" python3 -m pytest tests/regression --trtctx-order=torch-
     --trtctx-backend=tensorrt_rtx -p no:cacheprovider -q -rs --trtctx-report="$work/report-rtx.json"
 # Isolation benchmark (docs/isolation.md).
 step bench_isolation 100 python3 benchmarks/bench_isolation.py --starts 3 --tests 150 --json "$work/bench_isolation.json"
+# How the driver serialises CUDA context creation when many processes start at once, and where the
+# matrix's time per test goes with half the workers (not in the default steps).
+step cuda_init 60 python3 benchmarks/bench_isolation.py --cuda-only --starts 3 --json "$work/cuda_init.json"
+step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
