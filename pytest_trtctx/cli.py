@@ -4,8 +4,10 @@
 per order, say) into one.
 
 ``pytest-trtctx diff OLD.json NEW.json [--markdown]`` compares two ``--trtctx-report`` files:
-what newly fails, what newly passes, known failures that stopped reproducing, outputs whose hash
-changed, tests that appeared or vanished, and what changed in the environment. Exit status: 0 when
+what newly fails, what newly skips (a test that ran before and skips now is lost coverage: a backend
+that stopped running on this GPU, a driver that went missing), what newly passes, known failures
+that stopped reproducing, outputs whose hash changed, tests that appeared or vanished, and what
+changed in the environment, after a line that says how much was compared. Exit status: 0 when
 nothing regressed, 1 on a regression, 2 on bad input.
 """
 
@@ -22,21 +24,36 @@ from .report import ReportError, load
 
 GOOD = {"passed", "known-failure", "xfailed"}
 BAD = {"failed", "error"}
+SKIPPED = {"skipped"}
 
 
 @dataclass
 class Diff:
     newly_failing: list[tuple[str, str, str]] = field(default_factory=list)  # nodeid, was, sig
     newly_passing: list[tuple[str, str]] = field(default_factory=list)
+    newly_skipped: list[tuple[str, str, str]] = field(default_factory=list)  # nodeid, was, why
+    newly_running: list[tuple[str, str]] = field(default_factory=list)  # nodeid, outcome now
     known_stopped: list[tuple[str, str]] = field(default_factory=list)  # nodeid, order
     hash_changed: list[tuple[str, str, str, str]] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     environment: list[tuple[str, Any, Any]] = field(default_factory=list)
+    compared: int = 0  # tests in both reports
+    same_outcome: int = 0
+    hashes_compared: int = 0
 
     @property
     def regressed(self) -> bool:
-        return bool(self.newly_failing or self.known_stopped or self.hash_changed)
+        return bool(
+            self.newly_failing or self.newly_skipped or self.known_stopped or self.hash_changed
+        )
+
+
+def _skip_reason(test: dict[str, Any]) -> str:
+    for message in test.get("messages") or []:
+        if str(message).startswith("Skipped: "):
+            return str(message)[len("Skipped: ") :]
+    return "no reason recorded"
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -65,19 +82,47 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> Diff:
     diff.removed = sorted(set(before) - set(after))
     for nodeid in sorted(set(before) & set(after)):
         was, now = before[nodeid], after[nodeid]
+        diff.compared += 1
+        diff.same_outcome += was.get("outcome") == now.get("outcome")
         known = now.get("known_failure") or {}
         if known.get("status") == "stopped reproducing":
             diff.known_stopped.append((nodeid, str(known.get("order"))))
         elif now.get("outcome") in BAD and was.get("outcome") not in BAD:
             diff.newly_failing.append((nodeid, str(was.get("outcome")), str(now.get("signature"))))
+        elif now.get("outcome") in SKIPPED and was.get("outcome") in GOOD | BAD:
+            diff.newly_skipped.append((nodeid, str(was.get("outcome")), _skip_reason(now)))
         elif now.get("outcome") in GOOD and was.get("outcome") in BAD:
             diff.newly_passing.append((nodeid, str(now.get("outcome"))))
+        elif now.get("outcome") in GOOD and was.get("outcome") in SKIPPED:
+            diff.newly_running.append((nodeid, str(now.get("outcome"))))
         old_hashes = was.get("outputs_sha256") or {}
         new_hashes = now.get("outputs_sha256") or {}
         for name in sorted(set(old_hashes) & set(new_hashes)):
+            diff.hashes_compared += 1
             if old_hashes[name] != new_hashes[name]:
                 diff.hash_changed.append((nodeid, name, old_hashes[name], new_hashes[name]))
     return diff
+
+
+#: Per skip reason, the first nodeids shown; a whole suite that stopped running is one reason.
+SKIPS_SHOWN = 10
+#: Rows shown per section (a CI comment has to stay readable); the JSON reports hold the rest.
+ROWS_SHOWN = 50
+
+
+def _skips(rows: list[tuple[str, str, str]], code: str, item: str) -> list[str]:
+    """Newly skipped tests grouped by reason (one line per reason, then its first nodeids)."""
+    by_reason: dict[str, list[tuple[str, str]]] = {}
+    for nodeid, was, why in rows:
+        by_reason.setdefault(why, []).append((nodeid, was))
+    lines = []
+    for why, tests in by_reason.items():
+        lines.append(f"{len(tests)} skipped because: {why}")
+        shown = [f"  {item}{code}{n}{code} (was {w})" for n, w in tests[:SKIPS_SHOWN]]
+        if len(tests) > SKIPS_SHOWN:
+            shown.append(f"  {item}... and {len(tests) - SKIPS_SHOWN} more")
+        lines.extend(shown)
+    return lines
 
 
 def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
@@ -89,11 +134,18 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     lines.append(f"{head}pytest-trtctx diff: {verdict}")
     lines.append(f"{item}old: {code}{old}{code}")
     lines.append(f"{item}new: {code}{new}{code}")
+    unchanged = diff.hashes_compared - len(diff.hash_changed)
+    lines.append(
+        f"{item}compared: {diff.compared} tests in both ({diff.same_outcome} with the same "
+        f"outcome), {diff.hashes_compared} output hashes ({unchanged} bitwise identical), "
+        f"{len(diff.environment)} environment fields changed"
+    )
     sections: list[tuple[str, list[str]]] = [
         (
             "Newly failing",
             [f"{code}{n}{code} (was {w}): {s}" for n, w, s in diff.newly_failing],
         ),
+        ("Newly skipped (ran before: coverage lost)", _skips(diff.newly_skipped, code, item)),
         (
             "Known failures that stopped reproducing",
             [f"{code}{n}{code} under {o}" for n, o in diff.known_stopped],
@@ -103,6 +155,10 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
             [f"{code}{n}{code} {o}: {a[:16]} -> {b[:16]}" for n, o, a, b in diff.hash_changed],
         ),
         ("Newly passing", [f"{code}{n}{code} ({o})" for n, o in diff.newly_passing]),
+        (
+            "Newly running (skipped before)",
+            [f"{code}{n}{code} ({o})" for n, o in diff.newly_running],
+        ),
         ("Environment changes", [f"{k}: {a!r} -> {b!r}" for k, a, b in diff.environment]),
         ("Tests added", [f"{code}{n}{code}" for n in diff.added]),
         ("Tests removed", [f"{code}{n}{code}" for n in diff.removed]),
@@ -110,9 +166,12 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     for title, rows in sections:
         if not rows:
             continue
+        count = len(diff.newly_skipped) if title.startswith("Newly skipped") else len(rows)
         lines.append("")
-        lines.append(f"{'### ' if markdown else ''}{title} ({len(rows)})")
-        lines.extend(f"{item}{row}" for row in rows)
+        lines.append(f"{'### ' if markdown else ''}{title} ({count})")
+        lines.extend(row if row.startswith("  ") else f"{item}{row}" for row in rows[:ROWS_SHOWN])
+        if len(rows) > ROWS_SHOWN:
+            lines.append(f"{item}... and {len(rows) - ROWS_SHOWN} more (the JSON reports list all)")
     return "\n".join(lines) + "\n"
 
 

@@ -34,11 +34,15 @@ def test_flaky(trtctx_order):
 
 def test_skipped(trtctx_order):
     pytest.skip("not here")
+
+def test_gone(trtctx_order):
+    if os.environ.get("GONE") == "1":
+        pytest.skip("backend gone")
 """
 
 
 def _run(pytester: pytest.Pytester, name: str, **env: str) -> Path:
-    for key in ("SCALE", "FIXED", "BREAK"):
+    for key in ("SCALE", "FIXED", "BREAK", "GONE"):
         pytester._monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         pytester._monkeypatch.setenv(key, value)
@@ -55,7 +59,7 @@ def test_report_records_every_test(pytester: pytest.Pytester) -> None:
     assert {"gpus", "driver", "versions", "os", "python"} <= set(env)
     assert env["versions"]["python"] == env["python"]
     tests = {t["nodeid"]: t for t in data["tests"]}
-    assert len(tests) == 8
+    assert len(tests) == 10
     out = tests["test_suite.py::test_output[torch-first]"]
     assert out["order"] == "torch-first" and out["outcome"] == "passed"
     assert len(out["outputs_sha256"]["y"]) == 64
@@ -77,12 +81,20 @@ def test_diff_reports_what_an_upgrade_changed(
 ) -> None:
     pytester.makepyfile(test_suite=SUITE)
     old = _run(pytester, "old.json")
-    new = _run(pytester, "new.json", SCALE="2", FIXED="1", BREAK="1")
+    new = _run(pytester, "new.json", SCALE="2", FIXED="1", BREAK="1", GONE="1")
     assert cli_main(["diff", str(old), str(old)]) == 0
-    capsys.readouterr()
+    same = capsys.readouterr().out
+    assert (
+        "compared: 10 tests in both (10 with the same outcome), 2 output hashes (2 bitwise " in same
+    )
     assert cli_main(["diff", str(old), str(new)]) == 1
     text = capsys.readouterr().out
     assert text.startswith("pytest-trtctx diff: REGRESSED")
+    assert (
+        "compared: 10 tests in both (5 with the same outcome), 2 output hashes (0 bitwise" in text
+    )
+    assert "Newly skipped (ran before: coverage lost) (2)" in text
+    assert "  2 skipped because: backend gone\n    test_suite.py::test_gone[torch-first] (was" in text
     assert "Newly failing (2)" in text
     assert "test_suite.py::test_flaky[torch-first] (was passed): AssertionError: broken" in text
     assert "Known failures that stopped reproducing (1)" in text
@@ -106,6 +118,31 @@ def test_diff_newly_passing_and_environment(tmp_path: Path, capsys: pytest.Captu
     text = capsys.readouterr().out
     assert "Newly passing (1)" in text and "  t (passed)" in text
     assert "driver: '580.1' -> '590.2'" in text
+
+
+def test_diff_groups_skips_by_reason_and_keeps_sections_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_trtctx.cli import ROWS_SHOWN, SKIPS_SHOWN
+
+    base = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION, "environment": {}}
+    n = SKIPS_SHOWN + 2
+    gone = [f"gone{i}" for i in range(n)]
+    old_tests = [{"nodeid": t, "outcome": "passed"} for t in gone]
+    old_tests += [{"nodeid": "later", "outcome": "skipped"}]
+    old_tests += [{"nodeid": f"old{i}", "outcome": "passed"} for i in range(ROWS_SHOWN + 3)]
+    skip = {"outcome": "skipped", "messages": ["Skipped: cc 9.0 not supported"]}
+    new_tests = [dict(skip, nodeid=t) for t in gone] + [{"nodeid": "later", "outcome": "passed"}]
+    (tmp_path / "o.json").write_text(json.dumps(dict(base, tests=old_tests)))
+    (tmp_path / "n.json").write_text(json.dumps(dict(base, tests=new_tests)))
+    assert cli_main(["diff", "--markdown", str(tmp_path / "o.json"), str(tmp_path / "n.json")]) == 1
+    md = capsys.readouterr().out
+    assert f"### Newly skipped (ran before: coverage lost) ({n})" in md
+    assert f"- {n} skipped because: cc 9.0 not supported\n  - `gone0` (was passed)" in md
+    assert "  - ... and 2 more" in md
+    assert "### Newly running (skipped before) (1)\n- `later` (passed)" in md
+    assert f"### Tests removed ({ROWS_SHOWN + 3})" in md
+    assert "- ... and 3 more (the JSON reports list all)" in md
 
 
 @pytest.mark.parametrize(
@@ -146,7 +183,7 @@ def test_merge_combines_one_environments_reports(pytester: pytest.Pytester, tmp_
     out = tmp_path / "all.json"
     assert cli_main(["merge", *map(str, paths), "-o", str(out)]) == 0
     merged = load(out)
-    assert len(merged["tests"]) == 8
+    assert len(merged["tests"]) == 10
     assert merged["settings"]["orders"] == ["torch-first", "trt-first"]
     # The same test twice, or another environment, is refused.
     assert cli_main(["merge", str(paths[0]), str(paths[0]), "-o", str(out)]) == 2
