@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 300.0
+#: ``--trtctx-workers=auto``: at most this many isolated processes at once. Every isolated test
+#: creates at least one CUDA context, and the driver serialises context creation: on the H100 the
+#: main job took 85.8 s with 4 workers, 95.4 s with 8, 105.8 s with 12 and 108.9 s with 16, in one
+#: run (docs/isolation.md). Measured on one GPU only.
+AUTO_WORKERS = 4
 DEFAULT_ORDER = TORCH_FIRST
 
 
@@ -78,7 +83,8 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "trtctx_workers",
         "trtctx_workers",
         "--trtctx-workers",
-        "Isolated processes run at once: a number or 'auto' (CPU count; default).",
+        f"Isolated processes run at once: a number or 'auto' (default: the CPU count, at most "
+        f"{AUTO_WORKERS}, since the CUDA driver serialises context creation).",
     ),
     (
         "trtctx_matrix",
@@ -307,7 +313,9 @@ def resolve(config: pytest.Config) -> Settings:
 
     raw = _raw(config, "trtctx_workers", "trtctx_workers")
     if raw is None or str(raw[0]).strip() == "auto":
-        workers = Setting(os.cpu_count() or 1, "default (auto)" if raw is None else raw[1])
+        workers = Setting(
+            min(os.cpu_count() or 1, AUTO_WORKERS), "default (auto)" if raw is None else raw[1]
+        )
     else:
         workers = Setting(
             parse_int(raw[0], raw[1], minimum=1, what="a number of processes >= 1, or 'auto'"),

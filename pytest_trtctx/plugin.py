@@ -177,7 +177,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     why = backends.describe(s.backend.value)
     lines = [
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
-        f"isolate {s.isolate.value} ({s.isolate.source}); device {s.device.value}; "
+        f"isolate {s.isolate.value} ({s.isolate.source}"
+        + (f", {s.workers.value} workers ({s.workers.source})" if s.isolate.value != "none" else "")
+        + f"); device {s.device.value}; "
         f"backend {s.backend.value} ({s.backend.source}): {why}",
     ]
     if s.active:

@@ -111,7 +111,8 @@ def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(
         [
             "trtctx: orders driver-first (option --trtctx-order); "
-            "isolate order (ini key trtctx_isolate in tox.ini); device 0; backend auto (default)*",
+            "isolate order (ini key trtctx_isolate in tox.ini, * workers (default (auto))); "
+            "device 0; backend auto (default)*",
             "*test_o[[]driver-first[]] PASSED*",
         ]
     )
@@ -123,9 +124,23 @@ def test_ini_used_when_no_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_o(trtctx_order): pass")
     result = run_pytest(pytester, "-v")
     result.stdout.fnmatch_lines(
-        ["trtctx: orders trt-first (ini key trtctx_order in tox.ini); isolate test (default)*"]
+        ["trtctx: orders trt-first (ini key trtctx_order in tox.ini); isolate test (default, *"]
     )
     result.assert_outcomes(passed=1)
+
+
+def test_workers_auto_is_capped_and_a_number_is_kept(pytester: pytest.Pytester) -> None:
+    """auto is min(CPU count, AUTO_WORKERS): the driver serialises CUDA context creation."""
+    import os
+
+    from pytest_trtctx.config import AUTO_WORKERS
+
+    pytester.makepyfile("def test_o(trtctx_order): pass")
+    auto = min(os.cpu_count() or 1, AUTO_WORKERS)
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "--co")
+    result.stdout.fnmatch_lines([f"*isolate test (default, {auto} workers (default (auto)))*"])
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "--trtctx-workers=7", "--co")
+    result.stdout.fnmatch_lines(["*isolate test (default, 7 workers (option --trtctx-workers))*"])
 
 
 def test_inactive_plugin_leaves_a_suite_alone(pytester: pytest.Pytester) -> None:

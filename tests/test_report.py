@@ -94,7 +94,9 @@ def test_diff_reports_what_an_upgrade_changed(
         "compared: 10 tests in both (5 with the same outcome), 2 output hashes (0 bitwise" in text
     )
     assert "Newly skipped (ran before: coverage lost) (2)" in text
-    assert "  2 skipped because: backend gone\n    test_suite.py::test_gone[torch-first] (was" in text
+    assert (
+        "  2 skipped because: backend gone\n    test_suite.py::test_gone[torch-first] (was" in text
+    )
     assert "Newly failing (2)" in text
     assert "test_suite.py::test_flaky[torch-first] (was passed): AssertionError: broken" in text
     assert "Known failures that stopped reproducing (1)" in text
