@@ -97,9 +97,25 @@ class Runtime:
 
     # Engines --------------------------------------------------------------------------------
     def build(self, spec: ConvSpec) -> Engine:
-        """Build an engine for ``spec`` in the context current on this thread."""
+        """Build an engine for ``spec`` in the context current on this thread.
+
+        Under multi-device the engine's device is selected first (its primary context pushed
+        around the build), as TensorRT's documentation asks before deserializing: torch's work
+        on its own device makes that device current again, and an engine built then would land
+        on torch's device (seen on two H100s: the second engine of a test was built on device 0
+        and its kernel read device 1's tensors, an illegal memory access).
+        """
+        from . import driver
+
         _x, w, b = self.host_tensors(spec)
-        engine = self.backend.build(spec, w, b)
+        select = self.state.order == MULTI_DEVICE
+        if select:
+            driver.push(driver.retain_primary(self.state.engine_device))
+        try:
+            engine = self.backend.build(spec, w, b)
+        finally:
+            if select:
+                driver.pop()
         self._engines.append(engine)
         return engine
 
