@@ -101,7 +101,10 @@ def test_diff_reports_what_an_upgrade_changed(
     assert "test_suite.py::test_flaky[torch-first] (was passed): AssertionError: broken" in text
     assert "Known failures that stopped reproducing (1)" in text
     assert "test_suite.py::test_known[trt-first] under trt-first" in text
-    assert "Outputs whose SHA-256 changed (2)" in text
+    assert (
+        "Outputs whose SHA-256 changed in the same environment (not bitwise reproducible) (2)"
+        in text
+    )
     assert cli_main(["diff", "--markdown", str(old), str(new)]) == 1
     md = capsys.readouterr().out
     assert md.startswith("## pytest-trtctx diff: REGRESSED")
@@ -120,6 +123,27 @@ def test_diff_newly_passing_and_environment(tmp_path: Path, capsys: pytest.Captu
     text = capsys.readouterr().out
     assert "Newly passing (1)" in text and "  t (passed)" in text
     assert "driver: '580.1' -> '590.2'" in text
+
+
+def test_diff_hash_changes_with_the_environment_count_only_when_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION}
+    test = {"nodeid": "t", "outcome": "passed"}
+    old = dict(base, environment={"driver": "580.1"}, tests=[dict(test, outputs_sha256={"y": "a"})])
+    new = dict(base, environment={"driver": "590.2"}, tests=[dict(test, outputs_sha256={"y": "b"})])
+    (tmp_path / "o.json").write_text(json.dumps(old))
+    (tmp_path / "n.json").write_text(json.dumps(new))
+    paths = [str(tmp_path / "o.json"), str(tmp_path / "n.json")]
+    assert cli_main(["diff", *paths]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("pytest-trtctx diff: no regression")
+    assert "changed with the environment (a regression with --strict-hashes) (1)" in text
+    assert "  t y: a -> b" in text
+    assert cli_main(["diff", "--strict-hashes", *paths]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("pytest-trtctx diff: REGRESSED")
+    assert "changed with the environment (--strict-hashes: a regression) (1)" in text
 
 
 def test_diff_groups_skips_by_reason_and_keeps_sections_short(
