@@ -2,7 +2,8 @@
 # Everything that needs the GPU machine, in one call, each step time-boxed so that one hang cannot
 # eat the session's GPU time. Logs go to a work folder as they are written, and the folder is
 # packed into $OUT/results.tgz after every step (the device tool brings back at most 8 files).
-#   device run:  bash benchmarks/gpu_session.sh          (about 8 minutes on the H100)
+#   device run:  bash benchmarks/gpu_session.sh          (about 6 minutes on the H100)
+#   extra steps: cuda_init (concurrent context creation), matrix8 (8 workers, --durations)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU machine and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
