@@ -11,8 +11,9 @@ changed in the environment, after a line that says how much was compared. Exit s
 nothing regressed, 1 on a regression, 2 on bad input.
 
 An output hash that changed in the *same* environment is a regression (the run is not bitwise
-reproducible). One that changed *with* the environment (a new builder, driver or torch: every plan
-and most kernels' rounding change) is listed but is a regression only with ``--strict-hashes``:
+reproducible). One that changed *with* the environment (a new driver, CUDA, library version or GPU
+model — :data:`NUMERIC_FIELDS`: every plan and most kernels' rounding change) is listed with the
+fields that changed, but is a regression only with ``--strict-hashes``:
 otherwise every upgrade would turn CI red, and a red that is always there teaches people to ignore
 it. Its checks against the CPU reference still ran; a test whose checks failed is newly failing.
 """
@@ -20,6 +21,7 @@ it. Its checks against the CPU reference still ran; a test whose checks failed i
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,15 +52,36 @@ class Diff:
     strict_hashes: bool = False
 
     @property
+    def numeric_changes(self) -> list[str]:
+        """The environment fields that changed and can change output bits (see NUMERIC_FIELDS)."""
+        return [key for key, a, b in self.environment if _changes_numerics(key, a, b)]
+
+    @property
     def hashes_regressed(self) -> bool:
-        """A changed hash counts when the environment is the same, or when asked to."""
-        return bool(self.hash_changed) and (self.strict_hashes or not self.environment)
+        """A changed hash counts unless software or hardware that computes the outputs changed
+        (or always, when asked to): a new kernel version string or a second GPU excuses nothing."""
+        return bool(self.hash_changed) and (self.strict_hashes or not self.numeric_changes)
 
     @property
     def regressed(self) -> bool:
         return bool(
             self.newly_failing or self.newly_skipped or self.known_stopped or self.hashes_regressed
         )
+
+
+#: Environment fields whose change can change output bits: the driver and CUDA, every library
+#: version but Python's, and the model of a GPU present in both runs. Not the OS string, the Python
+#: version, or a GPU added or removed (``gpus[1]`` appearing): those leave the computation as it was.
+NUMERIC_FIELDS = re.compile(
+    r"^(driver|cuda_driver_api|cuda_runtime_torch|versions\.(?!python$).+"
+    r"|gpus\[\d+\]\.(name|compute_capability))$"
+)
+
+
+def _changes_numerics(key: str, old: Any, new: Any) -> bool:
+    if NUMERIC_FIELDS.match(key) is None:
+        return False
+    return not key.startswith("gpus[") or (old is not None and new is not None)
 
 
 def _skip_reason(test: dict[str, Any]) -> str:
@@ -118,31 +141,40 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, strict_hashes: bool = F
 
 #: Per skip reason, the first nodeids shown; a whole suite that stopped running is one reason.
 SKIPS_SHOWN = 10
+#: Skip reasons shown (each with its count); the rest are summed in one line.
+REASONS_SHOWN = 20
 #: Rows shown per section (a CI comment has to stay readable); the JSON reports hold the rest.
 ROWS_SHOWN = 50
 
 
 def _skips(rows: list[tuple[str, str, str]], code: str, item: str) -> list[str]:
-    """Newly skipped tests grouped by reason (one line per reason, then its first nodeids)."""
+    """Newly skipped tests grouped by reason: every reason (up to REASONS_SHOWN) with its count,
+    then its first SKIPS_SHOWN nodeids, indented; the section is not cut by ROWS_SHOWN."""
     by_reason: dict[str, list[tuple[str, str]]] = {}
     for nodeid, was, why in rows:
         by_reason.setdefault(why, []).append((nodeid, was))
     lines = []
-    for why, tests in by_reason.items():
-        lines.append(f"{len(tests)} skipped because: {why}")
-        shown = [f"  {item}{code}{n}{code} (was {w})" for n, w in tests[:SKIPS_SHOWN]]
+    groups = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
+    for why, tests in groups[:REASONS_SHOWN]:
+        lines.append(f"{item}{len(tests)} skipped because: {why}")
+        lines.extend(f"  {item}{code}{n}{code} (was {w})" for n, w in tests[:SKIPS_SHOWN])
         if len(tests) > SKIPS_SHOWN:
-            shown.append(f"  {item}... and {len(tests) - SKIPS_SHOWN} more")
-        lines.extend(shown)
+            lines.append(f"  {item}... and {len(tests) - SKIPS_SHOWN} more")
+    rest = groups[REASONS_SHOWN:]
+    if rest:
+        count = sum(len(tests) for _why, tests in rest)
+        lines.append(f"{item}... and {len(rest)} more reasons ({count} tests)")
     return lines
 
 
 def _hash_title(diff: Diff) -> str:
-    if not diff.environment:
+    changed = diff.numeric_changes
+    if not changed:
         return "Outputs whose SHA-256 changed in the same environment (not bitwise reproducible)"
+    fields = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
     if diff.strict_hashes:
-        return "Outputs whose SHA-256 changed with the environment (--strict-hashes: a regression)"
-    return "Outputs whose SHA-256 changed with the environment (a regression with --strict-hashes)"
+        return f"Outputs whose SHA-256 changed with {fields} (--strict-hashes: a regression)"
+    return f"Outputs whose SHA-256 changed with {fields} (a regression with --strict-hashes)"
 
 
 def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
@@ -186,10 +218,13 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     for title, rows in sections:
         if not rows:
             continue
-        count = len(diff.newly_skipped) if title.startswith("Newly skipped") else len(rows)
         lines.append("")
-        lines.append(f"{'### ' if markdown else ''}{title} ({count})")
-        lines.extend(row if row.startswith("  ") else f"{item}{row}" for row in rows[:ROWS_SHOWN])
+        if title.startswith("Newly skipped"):  # grouped and capped by _skips
+            lines.append(f"{'### ' if markdown else ''}{title} ({len(diff.newly_skipped)})")
+            lines.extend(rows)
+            continue
+        lines.append(f"{'### ' if markdown else ''}{title} ({len(rows)})")
+        lines.extend(f"{item}{row}" for row in rows[:ROWS_SHOWN])
         if len(rows) > ROWS_SHOWN:
             lines.append(f"{item}... and {len(rows) - ROWS_SHOWN} more (the JSON reports list all)")
     return "\n".join(lines) + "\n"

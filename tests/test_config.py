@@ -131,14 +131,16 @@ def test_ini_used_when_no_option(pytester: pytest.Pytester) -> None:
 
 def test_workers_auto_is_capped_and_a_number_is_kept(pytester: pytest.Pytester) -> None:
     """auto is min(CPU count, AUTO_WORKERS): the driver serialises CUDA context creation."""
-    import os
-
     from pytest_trtctx.config import AUTO_WORKERS
 
     pytester.makepyfile("def test_o(trtctx_order): pass")
-    auto = min(os.cpu_count() or 1, AUTO_WORKERS)
-    result = run_pytest(pytester, "--trtctx-order=torch-first", "--co")
-    result.stdout.fnmatch_lines([f"*isolate test (default, {auto} workers (default (auto)))*"])
+    for cpus, expected in ((AUTO_WORKERS * 4, AUTO_WORKERS), (2, 2)):
+        # The conftest loads before the plugin resolves its settings (pytest_configure).
+        pytester.makeconftest(f"import os\nos.cpu_count = lambda: {cpus}\n")
+        result = run_pytest(pytester, "--trtctx-order=torch-first", "--co")
+        result.stdout.fnmatch_lines(
+            [f"*isolate test (default, {expected} workers (default (auto)))*"]
+        )
     result = run_pytest(pytester, "--trtctx-order=torch-first", "--trtctx-workers=7", "--co")
     result.stdout.fnmatch_lines(["*isolate test (default, 7 workers (option --trtctx-workers))*"])
 

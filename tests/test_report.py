@@ -138,34 +138,56 @@ def test_diff_hash_changes_with_the_environment_count_only_when_strict(
     assert cli_main(["diff", *paths]) == 0
     text = capsys.readouterr().out
     assert text.startswith("pytest-trtctx diff: no regression")
-    assert "changed with the environment (a regression with --strict-hashes) (1)" in text
+    assert (
+        "Outputs whose SHA-256 changed with driver (a regression with --strict-hashes) (1)" in text
+    )
     assert "  t y: a -> b" in text
     assert cli_main(["diff", "--strict-hashes", *paths]) == 1
     text = capsys.readouterr().out
     assert text.startswith("pytest-trtctx diff: REGRESSED")
-    assert "changed with the environment (--strict-hashes: a regression) (1)" in text
+    assert "changed with driver (--strict-hashes: a regression) (1)" in text
+    # A new OS string, Python or a second GPU computes nothing differently: still a regression.
+    for env in (
+        {"driver": "580.1", "os": "Linux-6.19"},
+        {"driver": "580.1", "versions": {"python": "3.12.4"}},
+        {"driver": "580.1", "gpus": [{}, {"name": "H100"}]},
+    ):
+        (tmp_path / "n.json").write_text(json.dumps(dict(new, environment=env)))
+        assert cli_main(["diff", *paths]) == 1, env
+        text = capsys.readouterr().out
+        assert "changed in the same environment (not bitwise reproducible) (1)" in text
 
 
 def test_diff_groups_skips_by_reason_and_keeps_sections_short(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pytest_trtctx.cli import ROWS_SHOWN, SKIPS_SHOWN
+    from pytest_trtctx.cli import REASONS_SHOWN, ROWS_SHOWN, SKIPS_SHOWN
 
     base = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION, "environment": {}}
-    n = SKIPS_SHOWN + 2
-    gone = [f"gone{i}" for i in range(n)]
-    old_tests = [{"nodeid": t, "outcome": "passed"} for t in gone]
+    # Reason r skips n_r tests: reason 0 the most; more reasons than are shown, and more grouped
+    # lines than ROWS_SHOWN, which must not cut the section.
+    sizes = [SKIPS_SHOWN + 2] + [2] * (REASONS_SHOWN + 1)
+    old_tests, new_tests = [], []
+    for r, size in enumerate(sizes):
+        for i in range(size):
+            nodeid = f"r{r:02d}t{i:02d}"
+            old_tests.append({"nodeid": nodeid, "outcome": "passed"})
+            new_tests.append(
+                {"nodeid": nodeid, "outcome": "skipped", "messages": [f"Skipped: why {r:02d}"]}
+            )
     old_tests += [{"nodeid": "later", "outcome": "skipped"}]
     old_tests += [{"nodeid": f"old{i}", "outcome": "passed"} for i in range(ROWS_SHOWN + 3)]
-    skip = {"outcome": "skipped", "messages": ["Skipped: cc 9.0 not supported"]}
-    new_tests = [dict(skip, nodeid=t) for t in gone] + [{"nodeid": "later", "outcome": "passed"}]
+    new_tests += [{"nodeid": "later", "outcome": "passed"}]
     (tmp_path / "o.json").write_text(json.dumps(dict(base, tests=old_tests)))
     (tmp_path / "n.json").write_text(json.dumps(dict(base, tests=new_tests)))
     assert cli_main(["diff", "--markdown", str(tmp_path / "o.json"), str(tmp_path / "n.json")]) == 1
     md = capsys.readouterr().out
-    assert f"### Newly skipped (ran before: coverage lost) ({n})" in md
-    assert f"- {n} skipped because: cc 9.0 not supported\n  - `gone0` (was passed)" in md
-    assert "  - ... and 2 more" in md
+    assert f"### Newly skipped (ran before: coverage lost) ({sum(sizes)})" in md
+    assert f"- {SKIPS_SHOWN + 2} skipped because: why 00\n  - `r00t00` (was passed)" in md
+    assert "  - ... and 2 more\n- 2 skipped because: why 01\n" in md
+    assert f"- 2 skipped because: why {REASONS_SHOWN - 1:02d}\n" in md  # the last reason shown
+    assert f"skipped because: why {REASONS_SHOWN:02d}\n" not in md
+    assert "- ... and 2 more reasons (4 tests)" in md
     assert "### Newly running (skipped before) (1)\n- `later` (passed)" in md
     assert f"### Tests removed ({ROWS_SHOWN + 3})" in md
     assert "- ... and 3 more (the JSON reports list all)" in md
