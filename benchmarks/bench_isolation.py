@@ -129,10 +129,15 @@ CUDA_INIT_CONCURRENT = r"""
 import os, sys, time, json, statistics
 import torch
 def child(w, go):
-    os.read(go, 1)
-    t0 = time.perf_counter()
-    torch.empty(1, device="cuda"); torch.cuda.synchronize()
-    os.write(w, (str((time.perf_counter() - t0) * 1e3) + "\n").encode()); os._exit(0)
+    code = 1
+    try:  # a child never returns into the parent's loop, whatever happens
+        os.read(go, 1)
+        t0 = time.perf_counter()
+        torch.empty(1, device="cuda"); torch.cuda.synchronize()
+        os.write(w, (str((time.perf_counter() - t0) * 1e3) + "\n").encode())
+        code = 0
+    finally:
+        os._exit(code)
 res = {}
 for n in [int(a) for a in sys.argv[1].split(",")]:
     r, w = os.pipe(); go_r, go_w = os.pipe()
@@ -155,6 +160,7 @@ for n in [int(a) for a in sys.argv[1].split(",")]:
     for pid in pids:
         os.waitpid(pid, 0)
     vals = [float(x) for x in data.split()]
+    assert len(vals) == n, f"{n - len(vals)} of {n} children failed to initialise CUDA"
     res[str(n)] = {"wall_ms": round(wall, 1),
                    "per_process_median_ms": round(statistics.median(vals), 1),
                    "per_process_max_ms": round(max(vals), 1)}

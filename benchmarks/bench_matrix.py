@@ -44,7 +44,7 @@ def run(
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if log is not None:
-        log.write_text(proc.stdout)
+        log.write_text(proc.stdout + (f"\n--- stderr ---\n{proc.stderr}" if proc.stderr else ""))
     suite = ET.parse(xml).getroot()
     suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
     assert suite is not None
@@ -59,7 +59,7 @@ def run(
     }
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", default="auto")
     ap.add_argument("--isolate", default="test", choices=["test", "order"])
@@ -79,20 +79,25 @@ def main() -> None:
 
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    res: dict[str, object] = {"workers": args.workers, "isolate": args.isolate}
+    runs: dict[str, dict[str, float | int | str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         for label in ("cold", "warm")[: 1 if args.cold_only else 2]:
             xml = saved(f"matrix-{label}.xml") or Path(tmp) / f"{label}.xml"
-            res[label] = run(
+            runs[label] = run(
                 cache, args.workers, args.isolate, xml, saved(f"matrix-{label}.log"),
                 saved(f"report-{label}.json"), args.durations,
             )  # fmt: skip
-    text = json.dumps(res, indent=2)
+    text = json.dumps({"workers": args.workers, "isolate": args.isolate, **runs}, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    failed = [label for label, r in runs.items() if r["exit"] != 0]
+    if failed:
+        print(f"bench_matrix: pytest failed in the {' and '.join(failed)} run", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,7 +3,8 @@
 # eat the session's GPU time. Logs go to a work folder as they are written, and the folder is
 # packed into $OUT/results.tgz after every step (the device tool brings back at most 8 files).
 #   device run:  bash benchmarks/gpu_session.sh          (about 6 minutes on the H100)
-#   extra steps: cuda_init (concurrent context creation), matrix8 (8 workers, --durations)
+#   extra steps: cuda_init (concurrent context creation), matrix8 (8 workers, --durations),
+#                scale (the main job with 4, 8, 12 and 16 workers)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU machine and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -15,16 +16,20 @@ work=$(mktemp -d /tmp/trtctx-gpu.XXXX)
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 pack() { tar -czf "$out/results.tgz" -C "$work" .; }
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
+die() { echo "gpu_session: $*" >&2; exit 1; }
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$work/install.log" 2>&1 \
+    || { cat "$work/install.log"; die "installing this package failed"; }
 if [ -d .rtx ]; then
     site=/tmp/site
     mkdir -p "$site"
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .rtx/*.whl
-    cp -r .rtx/site/. "$site/"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .rtx/*.whl \
+        || die "installing the TensorRT-RTX bindings wheel from .rtx failed"
+    cp -r .rtx/site/. "$site/" || die "copying .rtx/site failed"
     for lib in .rtx/*.so.1.xz; do
         name=$(basename "$lib" .xz)
-        xz -d -T0 -c "$lib" > "$site/tensorrt_rtx_libs/$name"
+        xz -d -T0 -c "$lib" > "$site/tensorrt_rtx_libs/$name" || die "unpacking $lib failed"
     done
+    PYTHONPATH=$site python3 -c "import tensorrt_rtx" || die "TensorRT-RTX from .rtx does not import"
 fi
 rtx=(env)  # put before a command that should see TensorRT-RTX
 [ -n "${site:-}" ] && rtx=(env "PYTHONPATH=$site")
@@ -57,13 +62,15 @@ step orders 150 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_ba
 # (without TensorRT-RTX on the path, as the machine comes: every worker would load its 234 MB lib)
 # with its terminal output and JSON report; then the warm report diffed against the cold one.
 step bench_matrix 280 python3 benchmarks/bench_matrix.py --json "$work/bench_matrix.json" --out "$work"
-step diff 20 bash -c "pytest-trtctx diff '$work/report-cold.json' '$work/report-warm.json' --markdown > '$work/diff.md'; echo diff exit \$?"
+step diff 20 bash -c "pytest-trtctx diff '$work/report-cold.json' '$work/report-warm.json' --markdown > '$work/diff.md'"
 # TensorRT-RTX as the backend: every test must skip with the compute-capability reason.
 step rtx 60 "${rtx[@]}" python3 -m pytest tests/regression --trtctx-order=torch-first,driver-first \
     --trtctx-backend=tensorrt_rtx -p no:cacheprovider -q -rs --trtctx-report="$work/report-rtx.json"
 # Isolation benchmark (docs/isolation.md).
 step bench_isolation 100 python3 benchmarks/bench_isolation.py --starts 3 --tests 150 --json "$work/bench_isolation.json"
-# How the driver serialises CUDA context creation when many processes start at once, and where the
-# matrix's time per test goes with half the workers (not in the default steps).
+# Not in the default steps: how the driver serialises CUDA context creation when many processes
+# start at once; where the matrix's time per test goes with 8 workers; the matrix's wall time for
+# 4, 8, 12 and 16 workers in one run (what config.AUTO_WORKERS rests on; about 7 minutes).
 step cuda_init 60 python3 benchmarks/bench_isolation.py --cuda-only --starts 3 --json "$work/cuda_init.json"
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
+step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"
