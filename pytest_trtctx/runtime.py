@@ -97,7 +97,8 @@ class Runtime:
 
     # Engines --------------------------------------------------------------------------------
     def build(self, spec: ConvSpec) -> Engine:
-        """Build an engine for ``spec`` in the context current on this thread.
+        """Build an engine for ``spec`` in the context current on this thread (under multi-device:
+        in the engine device's primary context).
 
         Under multi-device the engine's device is selected first (its primary context pushed
         around the build), as TensorRT's documentation asks before deserializing: torch's work
