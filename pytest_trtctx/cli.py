@@ -70,8 +70,8 @@ class Diff:
 
 
 #: Environment fields whose change can change output bits: the driver and CUDA, every library
-#: version but Python's, and the model of a GPU present in both runs. Not the OS string, the Python
-#: version, or a GPU added or removed (``gpus[1]`` appearing): those leave the computation as it was.
+#: version but Python's, and the model of a GPU present in both runs. Not the OS string, the
+#: Python version, or a GPU added or removed (``gpus[1]`` appearing): the computation is the same.
 NUMERIC_FIELDS = re.compile(
     r"^(driver|cuda_driver_api|cuda_runtime_torch|versions\.(?!python$).+"
     r"|gpus\[\d+\]\.(name|compute_capability))$"
