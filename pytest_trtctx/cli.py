@@ -192,41 +192,57 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
         f"outcome), {diff.hashes_compared} output hashes ({unchanged} bitwise identical), "
         f"{len(diff.environment)} environment fields changed"
     )
-    sections: list[tuple[str, list[str]]] = [
+
+    def listed(rows: list[str]) -> list[str]:
+        shown = [f"{item}{row}" for row in rows[:ROWS_SHOWN]]
+        if len(rows) > ROWS_SHOWN:
+            shown.append(f"{item}... and {len(rows) - ROWS_SHOWN} more (the JSON reports list all)")
+        return shown
+
+    sections: list[tuple[str, int, list[str]]] = [  # title, how many, its lines
         (
             "Newly failing",
-            [f"{code}{n}{code} (was {w}): {s}" for n, w, s in diff.newly_failing],
+            len(diff.newly_failing),
+            listed([f"{code}{n}{code} (was {w}): {s}" for n, w, s in diff.newly_failing]),
         ),
-        ("Newly skipped (ran before: coverage lost)", _skips(diff.newly_skipped, code, item)),
+        (
+            "Newly skipped (ran before: coverage lost)",
+            len(diff.newly_skipped),
+            _skips(diff.newly_skipped, code, item),
+        ),
         (
             "Known failures that stopped reproducing",
-            [f"{code}{n}{code} under {o}" for n, o in diff.known_stopped],
+            len(diff.known_stopped),
+            listed([f"{code}{n}{code} under {o}" for n, o in diff.known_stopped]),
         ),
         (
             _hash_title(diff),
-            [f"{code}{n}{code} {o}: {a[:16]} -> {b[:16]}" for n, o, a, b in diff.hash_changed],
+            len(diff.hash_changed),
+            listed(
+                [f"{code}{n}{code} {o}: {a[:16]} -> {b[:16]}" for n, o, a, b in diff.hash_changed]
+            ),
         ),
-        ("Newly passing", [f"{code}{n}{code} ({o})" for n, o in diff.newly_passing]),
+        (
+            "Newly passing",
+            len(diff.newly_passing),
+            listed([f"{code}{n}{code} ({o})" for n, o in diff.newly_passing]),
+        ),
         (
             "Newly running (skipped before)",
-            [f"{code}{n}{code} ({o})" for n, o in diff.newly_running],
+            len(diff.newly_running),
+            listed([f"{code}{n}{code} ({o})" for n, o in diff.newly_running]),
         ),
-        ("Environment changes", [f"{k}: {a!r} -> {b!r}" for k, a, b in diff.environment]),
-        ("Tests added", [f"{code}{n}{code}" for n in diff.added]),
-        ("Tests removed", [f"{code}{n}{code}" for n in diff.removed]),
+        (
+            "Environment changes",
+            len(diff.environment),
+            listed([f"{k}: {a!r} -> {b!r}" for k, a, b in diff.environment]),
+        ),
+        ("Tests added", len(diff.added), listed([f"{code}{n}{code}" for n in diff.added])),
+        ("Tests removed", len(diff.removed), listed([f"{code}{n}{code}" for n in diff.removed])),
     ]
-    for title, rows in sections:
-        if not rows:
-            continue
-        lines.append("")
-        if title.startswith("Newly skipped"):  # grouped and capped by _skips
-            lines.append(f"{'### ' if markdown else ''}{title} ({len(diff.newly_skipped)})")
-            lines.extend(rows)
-            continue
-        lines.append(f"{'### ' if markdown else ''}{title} ({len(rows)})")
-        lines.extend(f"{item}{row}" for row in rows[:ROWS_SHOWN])
-        if len(rows) > ROWS_SHOWN:
-            lines.append(f"{item}... and {len(rows) - ROWS_SHOWN} more (the JSON reports list all)")
+    for title, count, shown in sections:
+        if count:
+            lines += ["", f"{'### ' if markdown else ''}{title} ({count})", *shown]
     return "\n".join(lines) + "\n"
 
 
