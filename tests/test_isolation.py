@@ -182,6 +182,43 @@ def test_hang_timeout_from_the_option(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_a_slow_order_start_is_not_a_hang(pytester: pytest.Pytester) -> None:
+    """Applying the order (a fresh CUDA context: seconds when many processes create one at once)
+    gets ORDER_START_ALLOWANCE; the test's own timeout applies from its setup on. The slowness is
+    simulated by delaying the plugin's apply_order (no GPU needed): what is under test is the
+    scheduler's timer, not CUDA."""
+    from pytest_trtctx.isolation import ORDER_START_ALLOWANCE
+
+    assert ORDER_START_ALLOWANCE > 3
+    pytester.makeconftest(
+        """
+        import time
+        import pytest_trtctx.plugin as plugin
+
+        _apply = plugin.apply_order
+
+        def slow_apply(config, order):
+            time.sleep(3)
+            return _apply(config, order)
+
+        plugin.apply_order = slow_apply
+        """
+    )
+    pytester.makepyfile(
+        """
+        import time
+        def test_fast(trtctx_order): pass
+        def test_hangs(trtctx_order):
+            time.sleep(60)
+        """
+    )
+    result = run_pytest(pytester, "--trtctx-order=trt-first", "--trtctx-timeout=1")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_hangs[[]trt-first[]] made no progress for 1 s in phase 'call'*"]
+    )
+
+
 def test_maxfail_stops_scheduling(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
