@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from pytest_trtctx.names import MSG_NO_DRIVER
@@ -35,3 +40,39 @@ def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
         "-p", "pytest_trtctx.plugin", *args, timeout=SUBPROCESS_TIMEOUT
     )
+
+
+def _race_child(
+    work: Callable[..., Any], args: tuple[Any, ...], barrier: Any, results: Any
+) -> None:
+    try:
+        barrier.wait(timeout=120)
+        results.put((os.getpid(), work(*args), None))
+    except BaseException as exc:
+        results.put((os.getpid(), None, repr(exc)))
+
+
+def race(work: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
+    """``work(*args)`` in ``nproc`` processes released together by a barrier, so that they race
+    (a cache written by several builders at once); returns each one's result. Spawned, never
+    forked. Fails the test if any child raised or did not exit 0. ``work`` must be importable
+    (a module-level function) and its arguments and result picklable."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(nproc)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_child, args=(work, args, barrier, results)) for _ in range(nproc)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=300) for _ in range(nproc)]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    errors = [err for _pid, _out, err in got if err is not None]
+    assert not errors, errors
+    assert [p.exitcode for p in procs] == [0] * nproc
+    return [out for _pid, out, _err in got]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import struct
 import warnings
 from pathlib import Path
@@ -20,6 +18,8 @@ from pytest_trtctx import engine_cache as ec  # noqa: E402
 from pytest_trtctx.backends import tensorrt as T  # noqa: E402
 from pytest_trtctx.errors import TrtctxError  # noqa: E402
 from pytest_trtctx.matrix import ConvSpec, default_matrix_path, load_matrix  # noqa: E402
+
+from .conftest import race  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = load_matrix(default_matrix_path(ROOT))[0]
@@ -191,41 +191,17 @@ def test_key_parts_must_be_json() -> None:
         ec.cache_key({"spec": SPEC})
 
 
-def _get_in_child(cache_dir: str, barrier: Any, results: Any) -> None:
-    try:
-        barrier.wait(timeout=120)
-        plan, hit = ec.get_or_build(_key_parts(), CountingBuild(), Path(cache_dir))
-        results.put((os.getpid(), plan, hit, None))
-    except BaseException as exc:
-        results.put((os.getpid(), None, None, repr(exc)))
+def _get(cache_dir: str) -> tuple[bytes, bool]:
+    return ec.get_or_build(_key_parts(), CountingBuild(), Path(cache_dir))
 
 
 def test_concurrent_builders_leave_one_valid_entry(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    nproc = 3
-    barrier = ctx.Barrier(nproc)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_get_in_child, args=(str(tmp_path), barrier, results))
-        for _ in range(nproc)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        got = [results.get(timeout=300) for _ in range(nproc)]
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
-    errors = [err for *_, err in got if err is not None]
-    assert not errors, errors
-    assert all(p.exitcode == 0 for p in procs)
+    got = race(_get, 3, str(tmp_path))
     # The build lock lets one process build; the others wait and read its entry.
-    assert sorted(hit for _, _, hit, _ in got) == [False, True, True]
+    assert sorted(hit for _, hit in got) == [False, True, True]
     parts = _key_parts()
     path = _entry(tmp_path, parts)
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == sorted([path.name, path.with_suffix(".lock").name])  # no temp files left
     on_disk = ec.read_entry(path, parts)
-    assert {plan for _, plan, _, _ in got} == {on_disk}
+    assert {plan for plan, _ in got} == {on_disk}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,8 @@ pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC (cuda-bindings[all]) is
 
 from pytest_trtctx import kernels
 from pytest_trtctx.errors import KernelCompileError
+
+from .conftest import race
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -162,38 +162,15 @@ def test_nvrtc_version() -> None:
     assert minor >= 0
 
 
-def _compile_in_child(cache_dir: str, barrier: Any, results: Any) -> None:
-    try:
-        barrier.wait(timeout=120)
-        cubin = kernels.compile_conv("sm_80", cache_dir=Path(cache_dir))
-        results.put((os.getpid(), cubin.key, cubin.data, None))
-    except BaseException as exc:
-        results.put((os.getpid(), None, None, repr(exc)))
+def _compile(cache_dir: str) -> tuple[str, bytes]:
+    cubin = kernels.compile_conv("sm_80", cache_dir=Path(cache_dir))
+    return cubin.key, cubin.data
 
 
 def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    nproc = 4
-    barrier = ctx.Barrier(nproc)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_compile_in_child, args=(str(tmp_path), barrier, results))
-        for _ in range(nproc)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        got = [results.get(timeout=300) for _ in range(nproc)]
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
-    assert all(p.exitcode == 0 for p in procs)
-    errors = [err for _, _, _, err in got if err is not None]
-    assert not errors, errors
-    keys = {key for _, key, _, _ in got}
-    blobs = {data for _, _, data, _ in got}
+    got = race(_compile, 4, str(tmp_path))
+    keys = {key for key, _ in got}
+    blobs = {data for _, data in got}
     assert len(keys) == 1
     assert len(blobs) == 1
     (key,) = keys
