@@ -2,8 +2,8 @@
 # Everything that needs the GPU machine, in one call, each step time-boxed so that one hang cannot
 # eat the session's GPU time. Logs go to a work folder as they are written, and the folder is
 # packed into $OUT/results.tgz after every step (the device tool brings back at most 8 files).
-#   device run:  bash benchmarks/gpu_session.sh          (about 6 minutes on the H100)
-#   extra steps: cuda_init (concurrent context creation), matrix8 (8 workers, --durations),
+#   device run:  bash benchmarks/gpu_session.sh          (about 8 minutes on the H100)
+#   extra steps: orders (the GPU tests alone, verbose), cuda_init (concurrent context creation), matrix8 (8 workers, --durations),
 #                scale (the main job with 4, 8, 12 and 16 workers)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU machine and has no registry there: where a folder .rtx
@@ -42,7 +42,7 @@ rtx=(env)  # put before a command that should see TensorRT-RTX
 cat "$work/env.txt"
 pack
 
-steps=" ${STEPS:-orders bench_matrix diff rtx bench_isolation} "
+steps=" ${STEPS:-tests bench_matrix diff rtx bench_isolation} "
 
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 secs=$2
@@ -55,7 +55,10 @@ step() {  # step NAME SECONDS COMMAND...
     pack
 }
 
-# The plugin's own tests that need a GPU (the rest run in CI).
+# The README's test command, all of the plugin's tests, with TensorRT-RTX where carried (on two
+# H100s this found what CI cannot: context creation under 32 workers outlasting a test timeout).
+step tests 240 "${rtx[@]}" ./dev test -q -rs -p no:cacheprovider
+# Only the plugin's tests that need a GPU, verbose (not in the default steps).
 step orders 150 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
     tests/test_tensorrt_backend.py -p no:cacheprovider -v -rs --tb=short
 # The main job (pytest tests/regression --trtctx-order=all), cold then warm kernel cache, each
