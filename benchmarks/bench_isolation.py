@@ -170,30 +170,30 @@ print(json.dumps(res))
 """
 
 
+def _child_json(script: str, arg: str, skipped_key: str) -> dict[str, object]:
+    """Run ``script`` in a new Python; its last stdout line is a JSON object. Where the child
+    fails (no GPU here), ``{skipped_key: why}`` with the child's last stderr line."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, arg], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {skipped_key: f"no GPU here ({last})"}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 def cuda_init_concurrent(levels: str) -> dict[str, object]:
     """torch's first CUDA allocation in n forked children at once, for each n in ``levels``.
 
     Says how much the driver serialises context creation on one GPU: the floor under the
     parallel matrix's wall time, however many workers run.
     """
-    proc = subprocess.run(
-        [sys.executable, "-c", CUDA_INIT_CONCURRENT, levels],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"cuda_init_concurrent_skipped": f"no GPU here ({last})"}
-    return {"cuda_init_concurrent": json.loads(proc.stdout.strip().splitlines()[-1])}
+    res = _child_json(CUDA_INIT_CONCURRENT, levels, "cuda_init_concurrent_skipped")
+    return res if "cuda_init_concurrent_skipped" in res else {"cuda_init_concurrent": res}
 
 
-def cuda_init(k: int) -> dict[str, float]:
-    proc = subprocess.run(
-        [sys.executable, "-c", CUDA_INIT, str(k)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"cuda_init_skipped": f"no GPU here ({last})"}  # type: ignore[dict-item]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+def cuda_init(k: int) -> dict[str, object]:
+    return _child_json(CUDA_INIT, str(k), "cuda_init_skipped")
 
 
 def main() -> None:
@@ -209,19 +209,16 @@ def main() -> None:
     ap.add_argument("--cuda-only", action="store_true", help="only the CUDA initialisation parts")
     args = ap.parse_args()
     res: dict[str, object] = {}
-    if args.cuda_only:
-        res.update(cuda_init(args.starts * 2))
-        res.update(cuda_init_concurrent(args.concurrency))
-        print(json.dumps(res, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2) + "\n")
-        return
-    res.update(machinery(args.tests))
-    res.update(torch_starts(args.starts))
+    if not args.cuda_only:
+        res.update(machinery(args.tests))
+        res.update(torch_starts(args.starts))
     res.update(cuda_init(args.starts * 2))
     res.update(cuda_init_concurrent(args.concurrency))
-    mach = float(res["machinery_median_ms"])  # type: ignore[arg-type]
-    res["ratio_torch_start_over_machinery"] = float(res["torch_start_median_ms"]) / max(mach, 1e-6)  # type: ignore[arg-type]
+    if not args.cuda_only:
+        mach = float(res["machinery_median_ms"])  # type: ignore[arg-type]
+        res["ratio_torch_start_over_machinery"] = float(res["torch_start_median_ms"]) / max(
+            mach, 1e-6
+        )  # type: ignore[arg-type]
     text = json.dumps(res, indent=2)
     print(text)
     if args.json:
