@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
-from pytest_trtctx.probe import cuda_untouched
 
 from .conftest import run_pytest
 
@@ -251,10 +250,31 @@ def test_output_and_reports_survive_the_trip(pytester: pytest.Pytester) -> None:
     assert 'name="answer" value="42"' in (pytester.path / "out.xml").read_text()
 
 
-def test_this_process_never_initialised_cuda() -> None:
-    """The proof the scheduler relies on, in the process that runs these tests."""
-    ok, how = cuda_untouched()
-    assert ok, how
+def test_the_forking_parent_is_still_cuda_clean_after_a_run(pytester: pytest.Pytester) -> None:
+    """The proof the scheduler relies on, where it is relied on: the pytest process that forks
+    the workers. After a whole isolated run (header, collection, workers forked and reaped), it
+    must still be provably untouched, or the next fork (a worker replacing a crashed one) would
+    inherit CUDA state. On a CPU machine the proof is that libcuda was never loaded; on the GPU
+    machine, that cuInit was never called and no device file is open."""
+    pytester.makeconftest(
+        """
+        def pytest_unconfigure(config):
+            from pytest_trtctx.probe import cuda_untouched
+            ok, how = cuda_untouched()
+            print(f"PARENT-CLEAN {ok}: {how}")
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_a(trtctx_order): pass
+        def test_b(trtctx_order): pass
+        """
+    )
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=test", "-s"
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["PARENT-CLEAN True: *"])
 
 
 def test_a_refused_fork_fails_each_test_and_the_run_ends(pytester: pytest.Pytester) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pytest_trtctx.probe import cuda_untouched, machine, versions
+from pytest_trtctx.probe import machine, versions
+
+from .conftest import requires_gpu
 
 
 def test_probe_answers_either_way() -> None:
@@ -32,9 +34,26 @@ def test_probe_never_initialises_cuda_here() -> None:
     assert "untouched:" in out.stdout
 
 
-def test_cuda_untouched_in_a_fresh_process() -> None:
-    ok, how = cuda_untouched()
-    assert ok, how
+@requires_gpu
+def test_cuda_untouched_refuses_after_cuinit() -> None:
+    """The proof's other half: once cuInit has run, it must refuse and say so. In a child, as is
+    the clean case above: an xdist worker that runs these tests is not a fresh process (on the GPU
+    machine, a TensorRT-RTX build in the same worker had called cuInit, and an in-process version
+    of this check failed depending on which tests the worker drew)."""
+    code = (
+        "from pytest_trtctx.probe import cuda_untouched\n"
+        "ok, how = cuda_untouched()\n"
+        "assert ok, 'before cuInit: ' + how\n"
+        "from cuda.bindings import driver\n"
+        "(err,) = driver.cuInit(0)\n"
+        "assert err == driver.CUresult.CUDA_SUCCESS, err\n"
+        "print(*cuda_untouched(), sep='|')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ok, how = out.stdout.strip().split("|")
+    assert ok == "False", how
+    assert how.startswith("cuInit was already called in this process"), how
 
 
 def test_versions_come_from_metadata() -> None:
