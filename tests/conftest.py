@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
 
 from pytest_trtctx.names import MSG_NO_DRIVER
-from pytest_trtctx.probe import machine
+from pytest_trtctx.probe import cuda_untouched, machine
 
 
 def gpu_skip_reason() -> str | None:
@@ -33,6 +34,38 @@ def _only_this_plugin(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     has several) can change an outcome or import torch behind the test's back."""
     if "pytester" in request.fixturenames:
         monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+#: The guard's failure: a test initialised CUDA (or opened the driver) in the process running it.
+MSG_TEST_TOUCHED_CUDA = (
+    "{nodeid} left CUDA initialised in the process that runs the tests ({how}); run what touches "
+    "CUDA in a child (in_child, run_pytest), as the isolation the plugin promises needs this"
+)
+
+
+@pytest.fixture(autouse=True)
+def _leaves_cuda_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the first test after which this process is no longer provably CUDA-clean.
+
+    These tests run in xdist workers that serve many tests: one that initialises CUDA here would
+    change what every later test in the worker sees (on two H100s, a TensorRT-RTX build that the
+    builder refused called cuInit, and an unrelated test failed on whichever worker drew both).
+    Only a test that found the process clean is blamed, so the report names the culprit once.
+    """
+    clean_before, _ = cuda_untouched()
+    yield
+    if clean_before:
+        clean_after, how = cuda_untouched()
+        if not clean_after:
+            pytest.fail(MSG_TEST_TOUCHED_CUDA.format(nodeid=request.node.nodeid, how=how))
+
+
+def in_child(work: Callable[..., Any], *args: Any) -> Any:
+    """``work(*args)`` in a spawned child (never forked), its result returned: for tests whose
+    body initialises CUDA, which the process running the tests must not. ``work`` must be
+    importable (a module-level function); its arguments and result picklable."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(work, *args).result(timeout=300)
 
 
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from pytest_trtctx.probe import machine, versions
 
-from .conftest import requires_gpu
+from .conftest import MSG_TEST_TOUCHED_CUDA, requires_gpu, run_pytest
 
 
 def test_probe_answers_either_way() -> None:
@@ -38,8 +41,8 @@ def test_probe_never_initialises_cuda_here() -> None:
 def test_cuda_untouched_refuses_after_cuinit() -> None:
     """The proof's other half: once cuInit has run, it must refuse and say so. In a child, as is
     the clean case above: an xdist worker that runs these tests is not a fresh process (on the GPU
-    machine, a TensorRT-RTX build in the same worker had called cuInit, and an in-process version
-    of this check failed depending on which tests the worker drew)."""
+    machine, a refused TensorRT-RTX build in the same worker had called cuInit, and an in-process
+    version of this check failed depending on which tests the worker drew)."""
     code = (
         "from pytest_trtctx.probe import cuda_untouched\n"
         "ok, how = cuda_untouched()\n"
@@ -60,3 +63,29 @@ def test_versions_come_from_metadata() -> None:
     v = versions()
     assert v["python"] == sys.version.split()[0]
     assert "torch" not in sys.modules or "torch" in v
+
+
+@requires_gpu
+def test_the_guard_blames_the_test_that_initialised_cuda(pytester: pytest.Pytester) -> None:
+    """tests/conftest.py's guard, on a suite where one test calls cuInit: that test errors with
+    the message; the test after it (which found the process already touched) is not blamed."""
+    root = Path(__file__).resolve().parents[1]
+    pytester.makeconftest(
+        f"import sys\nsys.path.insert(0, {str(root)!r})\n"
+        "from tests.conftest import _leaves_cuda_untouched  # noqa: F401\n"
+    )
+    pytester.makepyfile(
+        """
+        def test_touches():
+            from cuda.bindings import driver
+            driver.cuInit(0)
+
+        def test_after():
+            pass
+        """
+    )
+    result = run_pytest(pytester)
+    result.assert_outcomes(passed=2, errors=1)
+    nodeid = "test_the_guard_blames_the_test_that_initialised_cuda.py::test_touches"
+    how = "cuInit was already called in this process (cuCtxGetCurrent returned 0)"
+    result.stdout.fnmatch_lines(["*" + MSG_TEST_TOUCHED_CUDA.format(nodeid=nodeid, how=how)])

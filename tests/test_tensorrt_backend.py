@@ -21,7 +21,7 @@ from pytest_trtctx.backends import tensorrt as T  # noqa: E402
 from pytest_trtctx.errors import BackendUnavailable  # noqa: E402
 from pytest_trtctx.matrix import ConvSpec, default_matrix_path, load_matrix  # noqa: E402
 
-from .conftest import requires_gpu  # noqa: E402
+from .conftest import in_child, requires_gpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = load_matrix(default_matrix_path(ROOT))
@@ -172,7 +172,9 @@ def test_can_run_here_names_the_capability_and_the_supported_list() -> None:
     assert T.can_run_here("tensorrt_nope", (8, 6)) is not None
 
 
-def test_logger_captures_an_invalid_network_and_never_raises() -> None:
+def _refused_build_errors() -> tuple[bool, list[str]]:
+    """Builds a network the builder must refuse; returns (no plan, the logger's errors). Run in a
+    child: on the GPU machine this refused build calls cuInit (a valid one does not)."""
     logger = T.CapturingLogger.create(trt)
     assert isinstance(logger, trt.ILogger)
     builder = trt.Builder(logger)
@@ -183,8 +185,14 @@ def test_logger_captures_an_invalid_network_and_never_raises() -> None:
     if layer is not None:
         network.mark_output(layer.get_output(0))
     plan = builder.build_serialized_network(network, builder.create_builder_config())
-    assert plan is None
-    assert any("Expected Weights count is 16 * 3*3 * 8 / 1 = 1152" in e for e in logger.errors())
+    return plan is None, logger.errors()
+
+
+def test_logger_captures_an_invalid_network_and_never_raises() -> None:
+    no_plan, errors = in_child(_refused_build_errors)
+    assert no_plan
+    assert any("Expected Weights count is 16 * 3*3 * 8 / 1 = 1152" in e for e in errors), errors
+    logger = T.CapturingLogger.create(trt)
     logger.log("not a severity", object())  # garbage in: recorded or dropped, never raised
     logger.log(trt.ILogger.Severity.ERROR, "direct")
     assert logger.errors()[-1] == "direct"
