@@ -163,6 +163,7 @@ def test_rebuild_ignores_a_valid_entry(tmp_path: Path) -> None:
     assert ec.get_or_build(parts, build, tmp_path)[1] is True
 
 
+@pytest.mark.initialises_cuda("a build TensorRT-RTX refuses calls cuInit on a GPU machine")
 def test_failed_build_leaves_no_entry(tmp_path: Path) -> None:
     parts = _key_parts()
     weight, bias = _weights(SPEC)

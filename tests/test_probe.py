@@ -68,14 +68,17 @@ def test_versions_come_from_metadata() -> None:
 @requires_gpu
 def test_the_guard_blames_the_test_that_initialised_cuda(pytester: pytest.Pytester) -> None:
     """tests/conftest.py's guard, on a suite where one test calls cuInit: that test errors with
-    the message; the test after it (which found the process already touched) is not blamed."""
+    the message; the test after it (which found the process already touched) is not blamed; and
+    the same test marked initialises_cuda is not blamed either."""
     root = Path(__file__).resolve().parents[1]
     pytester.makeconftest(
         f"import sys\nsys.path.insert(0, {str(root)!r})\n"
-        "from tests.conftest import _leaves_cuda_untouched  # noqa: F401\n"
+        "from tests.conftest import _leaves_cuda_untouched, pytest_configure  # noqa: F401\n"
     )
-    pytester.makepyfile(
-        """
+    suite = """
+        import pytest
+
+        {mark}
         def test_touches():
             from cuda.bindings import driver
             driver.cuInit(0)
@@ -83,9 +86,12 @@ def test_the_guard_blames_the_test_that_initialised_cuda(pytester: pytest.Pytest
         def test_after():
             pass
         """
-    )
+    pytester.makepyfile(suite.format(mark=""))
     result = run_pytest(pytester)
     result.assert_outcomes(passed=2, errors=1)
     nodeid = "test_the_guard_blames_the_test_that_initialised_cuda.py::test_touches"
     how = "cuInit was already called in this process (cuCtxGetCurrent returned 0)"
     result.stdout.fnmatch_lines(["*" + MSG_TEST_TOUCHED_CUDA.format(nodeid=nodeid, how=how)])
+    pytester.makepyfile(suite.format(mark='@pytest.mark.initialises_cuda("it calls cuInit")'))
+    marked = run_pytest(pytester, "--strict-markers")
+    marked.assert_outcomes(passed=2)

@@ -198,6 +198,7 @@ def test_logger_captures_an_invalid_network_and_never_raises() -> None:
     assert logger.errors()[-1] == "direct"
 
 
+@pytest.mark.initialises_cuda("a build TensorRT-RTX refuses calls cuInit on a GPU machine")
 def test_build_plan_raises_with_the_loggers_errors() -> None:
     spec = SPECS[0]
     weight, bias = weights_for(spec)
