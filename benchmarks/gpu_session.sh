@@ -5,7 +5,8 @@
 #   device run:  bash benchmarks/gpu_session.sh          (about 8 minutes on the H100)
 #   extra steps: orders (the GPU tests alone, verbose), cuda_init (concurrent context creation), matrix8 (8 workers, --durations),
 #                scale (the main job with 4, 8, 12 and 16 workers), main (the main job once, cold, with
-#                its report: on two GPUs the one run where every order, multi-device too, runs)
+#                its report: on two GPUs the one run where every order, multi-device too, runs),
+#                who_inits (which NVRTC and TensorRT-RTX calls initialise CUDA)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU machine and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -76,6 +77,8 @@ step bench_isolation 100 python3 benchmarks/bench_isolation.py --starts 3 --test
 # start at once; where the matrix's time per test goes with 8 workers; the matrix's wall time for
 # 4, 8, 12 and 16 workers in one run (what config.AUTO_WORKERS rests on; about 7 minutes).
 step cuda_init 60 python3 benchmarks/bench_isolation.py --cuda-only --starts 3 --json "$work/cuda_init.json"
+step who_inits 90 "${rtx[@]}" bash -c \
+    "python3 benchmarks/who_inits_cuda.py nvrtc && python3 benchmarks/who_inits_cuda.py tensorrt_rtx"
 step main 200 python3 benchmarks/bench_matrix.py --cold-only --json "$work/main.json" --out "$work/main"
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"
