@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_trtctx.cli import main as cli_main
-from pytest_trtctx.report import SCHEMA_VERSION, load
+from pytest_trtctx.report import GZIP_MAGIC, SCHEMA_VERSION, ReportError, load
 
 from .conftest import run_pytest
 
@@ -219,6 +220,35 @@ def test_diff_bad_input_is_exit_2_with_the_reason(
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"pytest-trtctx diff: {bad}: ")
     assert message in proc.stderr
+
+
+def test_a_gz_report_is_compressed_and_diffs_against_a_plain_one(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    plain, packed = _run(pytester, "r.json"), _run(pytester, "r.json.gz")
+    blob = packed.read_bytes()
+    assert blob.startswith(GZIP_MAGIC)
+    assert len(blob) * 3 < plain.stat().st_size
+    assert len(load(packed)["tests"]) == len(load(plain)["tests"]) == 10
+    assert cli_main(["diff", str(plain), str(packed)]) == 0
+    out = capsys.readouterr().out
+    assert "no regression" in out
+    assert "2 output hashes (2 bitwise identical)" in out
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (GZIP_MAGIC + b"\x08\x00 not deflate", "a damaged gzip file"),
+        (b"\xff\xfe{}", "not UTF-8 text (byte 0)"),
+    ],
+)
+def test_load_names_a_damaged_or_binary_file(tmp_path: Path, blob: bytes, message: str) -> None:
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(blob)
+    with pytest.raises(ReportError, match="^" + re.escape(f"{bad}: {message}")):
+        load(bad)
 
 
 def test_merge_combines_one_environments_reports(pytester: pytest.Pytester, tmp_path: Path) -> None:
