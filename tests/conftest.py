@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
@@ -78,9 +77,9 @@ def _leaves_cuda_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
 def in_child(work: Callable[..., Any], *args: Any) -> Any:
     """``work(*args)`` in a spawned child (never forked), its result returned: for tests whose
     body initialises CUDA, which the process running the tests must not. ``work`` must be
-    importable (a module-level function); its arguments and result picklable."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(work, *args).result(timeout=300)
+    importable (a module-level function); its arguments and result picklable. A child that hangs
+    is killed and fails the test (``race`` with one process), never waited on forever."""
+    return race(work, 1, *args)[0]
 
 
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
