@@ -20,9 +20,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from .outcomes import (
+    DRIFT_PROPERTY,
+    OUTPUTS,
+    OUTPUTS_PROPERTY,
+    SIGNATURE_PROPERTY,
+    properties,
+)
+from .probe import environment
+from .storage import write_json
 
 FINGERPRINT_KEYS = ("gpus", "driver", "cuda_driver_api", "versions", "python")
 
@@ -152,8 +165,6 @@ class Baseline:
 
     def record(self, env: dict[str, Any], results: dict[str, dict[str, str]]) -> int:
         """Add entries for tests this fingerprint has none for; return how many were added."""
-        from .report import write_json
-
         data = self._load(self.current)
         data["environment"] = env
         added = 0
@@ -164,3 +175,94 @@ class Baseline:
         if added:
             write_json(self._file(self.current), data)
         return added
+
+
+class BaselineKeeper:
+    """``--trtctx-baseline``: compare outputs with their baseline, record new ones at the end.
+
+    Registered as ``trtctx-baseline`` when asked for. It runs in the process that runs each test
+    (its verdict goes into the call's report) and in the pytest process (which records).
+    """
+
+    def __init__(self, config: pytest.Config, root: Path, keep: bool) -> None:
+        self.config = config
+        self.root = root
+        self.keep = keep
+        self.baseline: Baseline | None = None
+        self.env: dict[str, Any] = {}
+        self.results: dict[str, dict[str, str]] = {}
+        self.upgrade_drifts: list[str] = []
+        self.added = 0
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # In the pytest process, before any worker is forked: workers inherit the answer.
+        self.env = environment()
+        self.baseline = Baseline(self.root, fingerprint(self.env), self.keep)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        hashes = properties(report).get(OUTPUTS_PROPERTY)
+        outputs = item.stash.get(OUTPUTS, None)
+        if (
+            call.when == "call"
+            and report.passed
+            and self.baseline is not None
+            and isinstance(hashes, dict)
+            and outputs is not None
+        ):
+            self._check(report, item.nodeid, dict(outputs.current), hashes)
+        return report
+
+    def _check(
+        self,
+        report: pytest.TestReport,
+        nodeid: str,
+        outputs: dict[str, Any],
+        hashes: dict[str, str],
+    ) -> None:
+        assert self.baseline is not None
+        drifts = self.baseline.compare(nodeid, outputs, hashes)
+        same = [d.describe() for d in drifts if d.same_environment]
+        other = [d.describe() for d in drifts if not d.same_environment]
+        if same:
+            report.outcome = "failed"
+            report.longrepr = "trtctx baseline: outputs drifted in the same environment\n" + (
+                "\n".join(f"  {line}" for line in same)
+            )
+            report.user_properties.append((SIGNATURE_PROPERTY, "baseline: output drifted"))
+        if other:
+            report.sections.append(("trtctx baseline (another environment)", "\n".join(other)))
+            report.user_properties.append((DRIFT_PROPERTY, other))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = properties(report)
+        hashes = props.get(OUTPUTS_PROPERTY)
+        if report.when == "call" and report.passed and isinstance(hashes, dict):
+            self.results[report.nodeid] = hashes
+        drift = props.get(DRIFT_PROPERTY)
+        if isinstance(drift, list):
+            self.upgrade_drifts.extend(f"{report.nodeid}: {line}" for line in drift)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.baseline is not None and not hasattr(self.config, "workerinput"):
+            self.added = self.baseline.record(self.env, self.results)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        if self.baseline is None:
+            return
+        tr.write_line(
+            f"trtctx baseline: {self.root / self.baseline.current} (+{self.added} new entries)"
+        )
+        if self.upgrade_drifts:
+            tr.write_line(
+                f"trtctx baseline: {len(self.upgrade_drifts)} output(s) differ from another "
+                "environment's baseline:"
+            )
+            for line in self.upgrade_drifts[:20]:
+                tr.write_line(f"  {line}")

@@ -9,9 +9,11 @@ known-failure declarations and the summary match on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .names import MARK_BITWISE_STABLE, MARK_NONZERO
 
 #: Sentinel bit patterns written into plugin-owned outputs before a run, per dtype: quiet NaNs
 #: with a payload no arithmetic produces, so "still equal to the sentinel" means "never written".
@@ -279,3 +281,28 @@ def bitwise_failures(outputs: Outputs) -> list[CheckResult]:
             CheckResult("bitwise", True, f"{len(first)} output(s) identical in {n} runs")
         )
     return results
+
+
+def run_checked(body: Callable[[], object], outputs: Outputs, *, runs: int, nonzero: bool) -> None:
+    """Run a test body ``runs`` times and check its outputs as its markers ask: after each run
+    (``trtctx_nonzero``) and across runs, bit for bit (``trtctx_bitwise_stable``, runs > 1).
+    Raises :class:`CheckFailure` titled with the markers whose checks failed."""
+    results: list[CheckResult] = []
+    for run in range(runs):
+        if run:
+            outputs.next_run()
+        body()
+        if nonzero:
+            results += [
+                r
+                if runs == 1
+                else CheckResult(r.check, r.ok, f"run {run + 1}: {r.detail}", r.signature)
+                for r in nonzero_failures(outputs)
+            ]
+    if runs > 1:
+        results += bitwise_failures(outputs)
+    if not all(r.ok for r in results):
+        which = " and ".join(
+            m for m, on in ((MARK_NONZERO, nonzero), (MARK_BITWISE_STABLE, runs > 1)) if on
+        )
+        raise CheckFailure(results, title=f"{which}: {CheckFailure(results).signature}")

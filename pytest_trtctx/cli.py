@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "merge":
-        from .report import write_json
+        from .storage import write_json
 
         try:
             write_json(args.output, merge(args.reports))

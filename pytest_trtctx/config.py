@@ -1,19 +1,24 @@
-"""Settings: the options, their ini keys, and the precedence between them.
+"""Settings: the options, their ini keys, and every precedence rule between them and the markers.
 
 Precedence, highest first (as pytest-timeout documents it): a marker on the test, then the
-command-line option, then the ini key, then the default. Every resolved value remembers where it
-came from, so an error (and the report header) can say so.
+command-line option, then the ini key, then the default. Option, ini key and default are settled
+here once per run (:func:`resolve`); the marker's rule is :func:`with_marker`, which the per-test
+plan (:mod:`.plan`) applies. Every resolved value remembers where it came from, so that an error
+(and the report header) can say so.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
+
+import pytest
 
 from .errors import ConfigError
-from .kernels import default_cache_dir
+from .matrix import default_matrix_path
 from .names import (
     ALL_ORDERS,
     BACKENDS,
@@ -23,17 +28,14 @@ from .names import (
     ORDERS,
     TORCH_FIRST,
 )
-
-if TYPE_CHECKING:
-    import pytest
+from .storage import default_cache_dir
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 300.0
 #: ``--trtctx-workers=auto``: at most this many isolated processes at once. Every isolated test
-#: creates at least one CUDA context, and the driver serialises context creation: on the H100 the
-#: main job took 85.8 s with 4 workers, 95.4 s with 8, 105.8 s with 12 and 108.9 s with 16, in one
-#: run (docs/isolation.md). Measured on one GPU only.
+#: creates a CUDA context and the driver serialises context creation machine-wide, so workers
+#: beyond a few only wait longer for their contexts (docs/isolation.md has the measurements).
 AUTO_WORKERS = 4
 DEFAULT_ORDER = TORCH_FIRST
 
@@ -46,125 +48,158 @@ class Setting(Generic[T]):
     source: str
 
 
-#: option dest, ini key, command-line flag, help text
-OPTIONS: tuple[tuple[str, str, str, str], ...] = (
-    (
+#: How pytest takes an option: ``list`` repeats and appends, ``flag`` is a switch (its ini twin
+#: is a boolean), ``value`` takes one value. Parsing and validation are :func:`resolve`'s.
+Kind = Literal["list", "flag", "value"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the option table: the dest and ini key (the same name), kind and help."""
+
+    name: str
+    kind: Kind
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
         "trtctx_order",
-        "trtctx_order",
-        "--trtctx-order",
+        "list",
         "CUDA init order(s) to run tests under, comma separated or repeated: "
         + ", ".join(ORDERS)
         + f", or '{ALL_ORDERS}'. Default: {DEFAULT_ORDER} for tests that ask for an order; "
         "the plugin stays out of the way of tests that do not.",
     ),
-    ("trtctx_device", "trtctx_device", "--trtctx-device", "CUDA device index (default 0)."),
-    (
-        "trtctx_backend",
-        "trtctx_backend",
-        "--trtctx-backend",
-        "Engine backend: " + ", ".join(BACKENDS) + " (default auto).",
+    Option("trtctx_device", "value", "CUDA device index (default 0)."),
+    Option(
+        "trtctx_backend", "value", "Engine backend: " + ", ".join(BACKENDS) + " (default auto)."
     ),
-    (
+    Option(
         "trtctx_isolate",
-        "trtctx_isolate",
-        "--trtctx-isolate",
+        "value",
         "Process isolation: none (apply one order once in this process), order (one fresh "
         "process per order), test (one fresh process per test). Default: test when an order is "
         "selected, else none.",
     ),
-    (
+    Option(
         "trtctx_timeout",
-        "trtctx_timeout",
-        "--trtctx-timeout",
+        "value",
         f"Seconds a test may make no progress in an isolated process before it is killed and "
         f"reported as hung (default {DEFAULT_TIMEOUT:g}; 0 disables).",
     ),
-    (
+    Option(
         "trtctx_workers",
-        "trtctx_workers",
-        "--trtctx-workers",
+        "value",
         f"Isolated processes run at once: a number or 'auto' (default: the CPU count, at most "
         f"{AUTO_WORKERS}, since the CUDA driver serialises context creation).",
     ),
-    (
+    Option(
         "trtctx_matrix",
-        "trtctx_matrix",
-        "--trtctx-matrix",
+        "value",
         "Engine matrix file (default: engines/conv_matrix.toml under the rootdir).",
     ),
-    (
+    Option(
         "trtctx_rebuild",
-        "trtctx_rebuild",
-        "--trtctx-rebuild",
+        "flag",
         "Empty the kernel and engine caches under --trtctx-cache-dir at session start, so every "
         "cubin and engine is built anew in this run.",
     ),
-    (
+    Option(
         "trtctx_baseline",
-        "trtctx_baseline",
-        "--trtctx-baseline",
+        "value",
         "Folder of output baselines per environment fingerprint: an output that differs from "
         "this environment's baseline fails its test; one that differs from another "
         "environment's (an upgrade) is reported. New entries are recorded at session end.",
     ),
-    (
+    Option(
         "trtctx_baseline_keep",
-        "trtctx_baseline_keep",
-        "--trtctx-baseline-keep",
+        "flag",
         "Keep the outputs themselves in the baseline too, so a difference comes with the "
         "largest absolute difference and where it is.",
     ),
-    (
+    Option(
         "trtctx_explore",
-        "trtctx_explore",
-        "--trtctx-explore",
+        "value",
         "Spec exploration: the trtctx_explore fixture runs its check on this many conv specs "
         "generated by hypothesis, and shrinks a failure to a minimal, ready-to-paste matrix "
         "entry (default 0: tests that use it are skipped).",
     ),
-    (
+    Option(
         "trtctx_explore_db",
-        "trtctx_explore_db",
-        "--trtctx-explore-db",
+        "value",
         "hypothesis example database for exploration (default .hypothesis/trtctx under the "
         "rootdir); failing examples are replayed first next time.",
     ),
-    (
+    Option(
         "trtctx_report",
-        "trtctx_report",
-        "--trtctx-report",
+        "value",
         "Write a JSON report to this file: environment fingerprint, and per test the order, "
         "backend, spec, outcome, failed check, messages, output SHA-256 and timings "
         "(docs/report.md). Compare two with: pytest-trtctx diff OLD.json NEW.json",
     ),
-    (
+    Option(
         "trtctx_cache_dir",
-        "trtctx_cache_dir",
-        "--trtctx-cache-dir",
+        "value",
         "Folder for compiled kernels and engines (default $TRTCTX_CACHE_DIR, else "
         "$XDG_CACHE_HOME/pytest-trtctx, else ~/.cache/pytest-trtctx).",
     ),
 )
+_BY_NAME = {option.name: option for option in OPTIONS}
 
 
-def flag(config: pytest.Config, name: str) -> bool:
-    """A store-true option or its boolean ini key of the same name."""
-    return bool(config.getoption(name, False) or config.getini(name))
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option and its ini twin, as its row says."""
+    group = parser.getgroup("trtctx", "CUDA context init orders (pytest-trtctx)")
+    for option in OPTIONS:
+        if option.kind == "list":
+            group.addoption(
+                option.flag, dest=option.name, action="append", default=[], help=option.help
+            )
+        elif option.kind == "flag":
+            group.addoption(
+                option.flag, dest=option.name, action="store_true", default=False, help=option.help
+            )
+        else:
+            group.addoption(option.flag, dest=option.name, default=None, help=option.help)
+        # Every ini value is read as text and parsed here, so that a bad one is reported with
+        # its key and file like a bad option (pytest's own bool parsing names neither).
+        parser.addini(option.name, option.help, default=None)
 
 
-def _raw(config: pytest.Config, dest: str, ini: str) -> tuple[Any, str] | None:
-    """The raw value and its source, option before ini; None when neither is set."""
-    flag = "--" + dest.replace("_", "-")
-    value = config.getoption(dest, None)
-    if value not in (None, [], ""):
-        return value, f"option {flag}"
-    ini_value = config.getini(ini)
+def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
+    """The raw value and its source, option before ini; None when neither is set.
+
+    This is the one place where the command line wins over the ini file.
+    """
+    value = config.getoption(option.name, None)
+    if option.kind == "flag":
+        if value:
+            return True, f"option {option.flag}"
+    elif value not in (None, []):
+        if value == "" or value == [""]:
+            raise ConfigError(f"option {option.flag}: empty value")
+        return value, f"option {option.flag}"
+    ini_value = config.getini(option.name)
     if ini_value not in (None, [], ""):
-        where = f"ini key {ini}"
+        where = f"ini key {option.name}"
         if config.inipath is not None:
             where += f" in {config.inipath.name}"
         return ini_value, where
     return None
+
+
+def _setting(
+    config: pytest.Config, name: str, parse: Callable[[Any, str], T], default: T
+) -> Setting[T]:
+    raw = _raw(config, _BY_NAME[name])
+    if raw is None:
+        return Setting(default, "default")
+    return Setting(parse(raw[0], raw[1]), raw[1])
 
 
 def _split(value: Any) -> list[str]:
@@ -206,6 +241,8 @@ def parse_choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:
 
 
 def parse_int(value: Any, where: str, *, minimum: int, what: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {what}, got {value!r}")
     try:
         number = int(str(value).strip())
     except ValueError:
@@ -216,15 +253,44 @@ def parse_int(value: Any, where: str, *, minimum: int, what: str) -> int:
 
 
 def parse_timeout(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number of seconds (0 disables), got {value!r}")
     try:
         seconds = float(str(value).strip())
     except ValueError:
         raise ConfigError(
             f"{where}: expected a number of seconds (0 disables), got {value!r}"
         ) from None
-    if seconds < 0 or seconds != seconds:
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ConfigError(f"{where}: expected a number of seconds >= 0 (0 disables), got {value!r}")
     return seconds
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_flag(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(
+        f"{where}: expected true or false ({', '.join(_TRUE)} / {', '.join(_FALSE)}), got {value!r}"
+    )
+
+
+def _workers(value: Any, where: str) -> int:
+    if str(value).strip() == "auto":
+        return min(os.cpu_count() or 1, AUTO_WORKERS)
+    return parse_int(value, where, minimum=1, what="a number of processes >= 1, or 'auto'")
+
+
+def _explore(value: Any, where: str) -> int:
+    return parse_int(value, where, minimum=0, what="a number of specs (0: off)")
 
 
 @dataclass(frozen=True)
@@ -240,107 +306,114 @@ class Settings:
     workers: Setting[int]
     matrix: Setting[Path]
     cache_dir: Setting[Path]
-    extra: dict[str, Any] = field(default_factory=dict)
+    rebuild: Setting[bool]
+    report: Setting[Path] | None
+    baseline: Setting[Path] | None
+    baseline_keep: Setting[bool]
+    explore: Setting[int]
+    explore_db: Setting[Path]
 
     @property
     def active(self) -> bool:
         """True when the run selected an order: only then does the plugin change how tests run."""
         return self.orders_explicit
 
-
-def raw_setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
-    """An option or ini key of the same name, unparsed, with where it came from; or None."""
-    return _raw(config, name, name)
-
-
-def path_setting(config: pytest.Config, name: str) -> Setting[Path] | None:
-    """A path option or ini key (same name), or None. A relative path is taken from where pytest
-    was started when it came from the command line, from the rootdir when from the ini file."""
-    raw = raw_setting(config, name)
-    if raw is None:
+    @property
+    def single_order(self) -> str | None:
+        """The order every test of the run meets when exactly one was selected, else None."""
+        if self.active and len(self.orders.value) == 1:
+            return self.orders.value[0]
         return None
-    path = Path(str(raw[0])).expanduser()
-    if not path.is_absolute():
-        base = config.invocation_params.dir if raw[1].startswith("option") else config.rootpath
-        path = Path(base) / path
-    return Setting(path, raw[1])
+
+
+SETTINGS = pytest.StashKey[Settings]()
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    """The run's settings, resolved once at configure time."""
+    return config.stash[SETTINGS]
+
+
+def with_marker(setting: Setting[T], marked: T | None, where: str) -> Setting[T]:
+    """Precedence's first rule: a marker on the test wins over option, ini key and default."""
+    return setting if marked is None else Setting(marked, where)
+
+
+def _path_parser(config: pytest.Config) -> Callable[[Any, str], Path]:
+    """A relative path is taken from where pytest was started when it came from the command
+    line, from the rootdir when it came from the ini file."""
+
+    def parse(value: Any, where: str) -> Path:
+        path = Path(str(value)).expanduser()
+        if not path.is_absolute():
+            base = config.invocation_params.dir if where.startswith("option") else config.rootpath
+            path = Path(base) / path
+        return path
+
+    return parse
+
+
+def _optional_path(config: pytest.Config, name: str) -> Setting[Path] | None:
+    raw = _raw(config, _BY_NAME[name])
+    return None if raw is None else Setting(_path_parser(config)(raw[0], raw[1]), raw[1])
+
+
+def _in_xdist(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput")
 
 
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
-    raw = _raw(config, "trtctx_order", "trtctx_order")
+    raw = _raw(config, _BY_NAME["trtctx_order"])
     if raw is None:
         orders: Setting[tuple[str, ...]] = Setting((DEFAULT_ORDER,), "default")
-        explicit = False
     else:
         orders = Setting(parse_orders(raw[0], raw[1]), raw[1])
-        explicit = True
+    explicit = raw is not None
 
-    raw = _raw(config, "trtctx_device", "trtctx_device")
-    device = (
-        Setting(0, "default")
-        if raw is None
-        else Setting(parse_int(raw[0], raw[1], minimum=0, what="a device index >= 0"), raw[1])
-    )
+    def device_index(value: Any, where: str) -> int:
+        return parse_int(value, where, minimum=0, what="a device index >= 0")
 
-    raw = _raw(config, "trtctx_backend", "trtctx_backend")
-    backend = (
-        Setting("auto", "default")
-        if raw is None
-        else Setting(parse_choice(raw[0], raw[1], BACKENDS), raw[1])
-    )
+    def backend_name(value: Any, where: str) -> str:
+        return parse_choice(value, where, BACKENDS)
 
-    raw = _raw(config, "trtctx_isolate", "trtctx_isolate")
-    if raw is None:
-        isolate = Setting("test" if explicit else "none", "default")
-    else:
-        isolate = Setting(parse_choice(raw[0], raw[1], ISOLATE_MODES), raw[1])
+    def isolate_mode(value: Any, where: str) -> str:
+        return parse_choice(value, where, ISOLATE_MODES)
+
+    isolate = _setting(config, "trtctx_isolate", isolate_mode, "test" if explicit else "none")
     if isolate.value == "none" and len(orders.value) > 1:
         raise ConfigError(
             MSG_NONE_ONE_ORDER.format(
-                where=isolate.source,
-                count=len(orders.value),
-                orders=", ".join(orders.value),
+                where=isolate.source, count=len(orders.value), orders=", ".join(orders.value)
             )
         )
-
-    raw = _raw(config, "trtctx_timeout", "trtctx_timeout")
-    timeout = (
-        Setting(DEFAULT_TIMEOUT, "default")
-        if raw is None
-        else Setting(parse_timeout(raw[0], raw[1]), raw[1])
-    )
-
-    raw = _raw(config, "trtctx_workers", "trtctx_workers")
-    if raw is None or str(raw[0]).strip() == "auto":
-        workers = Setting(
-            min(os.cpu_count() or 1, AUTO_WORKERS), "default (auto)" if raw is None else raw[1]
+    if isolate.value != "none" and _in_xdist(config):
+        raise ConfigError(
+            f"{isolate.source}: --trtctx-isolate={isolate.value} runs its own "
+            "fresh processes in parallel (--trtctx-workers) and cannot run inside xdist's -n "
+            "workers; drop -n, or use --trtctx-isolate=none with -n (each xdist worker then "
+            "applies the order once)."
         )
-    else:
-        workers = Setting(
-            parse_int(raw[0], raw[1], minimum=1, what="a number of processes >= 1, or 'auto'"),
-            raw[1],
-        )
-
-    matrix = path_setting(config, "trtctx_matrix") or Setting(
-        Path(config.rootpath) / "engines" / "conv_matrix.toml", "default"
-    )
-
-    raw = _raw(config, "trtctx_cache_dir", "trtctx_cache_dir")
-    cache_dir = (
-        Setting(default_cache_dir(), "default")
-        if raw is None
-        else Setting(Path(str(raw[0])).expanduser().absolute(), raw[1])
-    )
-
+    path = _path_parser(config)
+    workers = _setting(config, "trtctx_workers", _workers, _workers("auto", "default"))
+    if workers.source == "default":
+        workers = Setting(workers.value, "default (auto)")
     return Settings(
         orders=orders,
         orders_explicit=explicit,
-        device=device,
-        backend=backend,
+        device=_setting(config, "trtctx_device", device_index, 0),
+        backend=_setting(config, "trtctx_backend", backend_name, "auto"),
         isolate=isolate,
-        timeout=timeout,
+        timeout=_setting(config, "trtctx_timeout", parse_timeout, DEFAULT_TIMEOUT),
         workers=workers,
-        matrix=matrix,
-        cache_dir=cache_dir,
+        matrix=_setting(config, "trtctx_matrix", path, default_matrix_path(config.rootpath)),
+        cache_dir=_setting(config, "trtctx_cache_dir", path, default_cache_dir()),
+        rebuild=_setting(config, "trtctx_rebuild", parse_flag, False),
+        report=_optional_path(config, "trtctx_report"),
+        baseline=_optional_path(config, "trtctx_baseline"),
+        baseline_keep=_setting(config, "trtctx_baseline_keep", parse_flag, False),
+        explore=_setting(config, "trtctx_explore", _explore, 0),
+        explore_db=_setting(
+            config, "trtctx_explore_db", path, Path(config.rootpath) / ".hypothesis" / "trtctx"
+        ),
     )

@@ -23,8 +23,7 @@ ever see no file or a whole one. An advisory ``flock`` on ``<key>.lock`` makes c
 builders of one key wait for the first instead of all building (where locking is not possible,
 they all build and the last replace wins, which is still correct).
 
-:func:`write_atomic` and :func:`digest` are generic: ``kernels.py``'s cubin cache and the JSON
-report use them too.
+Writes go through :func:`pytest_trtctx.storage.write_atomic`.
 """
 
 from __future__ import annotations
@@ -34,13 +33,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_trtctx.errors import TrtctxError
+from pytest_trtctx.storage import ENGINE_SUBDIR, digest, write_atomic
 
 if TYPE_CHECKING:
     from pytest_trtctx.matrix import ConvSpec
@@ -51,33 +50,20 @@ __all__ = [
     "CacheEntryError",
     "cache_key",
     "describe_entry",
-    "digest",
     "entry_path",
     "get_or_build",
     "key_parts_for",
     "read_entry",
-    "write_atomic",
     "write_entry",
 ]
 
 MAGIC = b"TRTCTXEN"
 FORMAT_VERSION = 1
 _HEAD = struct.Struct("<8sIQ32sI")  # magic, format, payload length, sha256, key length
-_SUBDIR = "engines"
 
 
 class CacheEntryError(TrtctxError):
     """A cache entry cannot be used; the message says why (truncated, bad checksum, ...)."""
-
-
-def digest(parts: Iterable[str]) -> str:
-    """sha256 hex of length-prefixed parts: no two different part lists hash the same bytes."""
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode()
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
 
 
 def _canonical(key_parts: Mapping[str, object]) -> bytes:
@@ -127,28 +113,7 @@ def key_parts_for(
 
 def entry_path(cache_dir: Path, key: str) -> Path:
     """Where the entry of ``key`` lives."""
-    return cache_dir / _SUBDIR / f"{key}.plan"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers only ever see no file or the whole file.
-
-    The temp file is in the same directory (``os.replace`` is atomic only within a filesystem);
-    concurrent writers each replace the file, the last one winning.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    return cache_dir / ENGINE_SUBDIR / f"{key}.plan"
 
 
 def write_entry(path: Path, key_parts: Mapping[str, object], payload: bytes) -> None:

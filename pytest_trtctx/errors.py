@@ -52,9 +52,5 @@ class OrderError(TrtctxError):
     """An init order could not be applied (CUDA already initialised, too few devices, ...)."""
 
 
-class IsolationError(TrtctxError):
-    """A test cannot be isolated as asked (no fork on this platform, CUDA touched in the parent)."""
-
-
 class BackendUnavailable(TrtctxError):
     """The selected backend cannot run here; the message says exactly why."""

@@ -1,25 +1,27 @@
-"""Run tests in forked processes where CUDA was never initialised.
+"""The parent side of isolation: fork workers where CUDA was never initialised, schedule their
+tests, and turn what they send (or how they end) into pytest reports.
 
-Why fork, and from where: a new Python that imports torch costs about 5 s; a fork of a parent that
-imported torch but never initialised CUDA costs about 9 ms (``docs/isolation.md``). The pytest
-process collects the tests (importing whatever the test modules import) and never touches CUDA;
-before every fork :func:`~pytest_trtctx.probe.cuda_untouched` proves that, and a fork is refused
-(the test fails with the reason) if the proof fails. Children are never forked from a process
-that initialised CUDA.
+Why fork, and from where: a new Python that imports torch costs seconds; a fork of a parent that
+imported torch but never initialised CUDA costs milliseconds (``docs/isolation.md``). The pytest
+process collects the tests and never touches CUDA; before every fork
+:func:`~pytest_trtctx.probe.cuda_untouched` proves that, and a fork is refused (the tests fail
+with the reason) if the proof fails. Children are never forked from a process that initialised
+CUDA.
 
-A worker is a forked child that runs a list of items (one item for ``--trtctx-isolate=test``, all
-items of one order for ``order``), applying the order's recipe first. It reports over a pipe in
-JSON lines, as plain dicts, the way xdist's workers do: ``phase`` when a phase starts, ``report``
-for each serialized TestReport, ``done`` when an item is finished. The parent logs reports as they
-come; a worker that dies becomes a failed report naming the test and the phase, a worker that makes
-no progress for the timeout is dumped (faulthandler) and killed, and the items it had not reached
-go to a new worker. The run goes on.
+A worker (:mod:`.worker`) runs a :class:`~pytest_trtctx.worker.Group` of items: one item for
+``--trtctx-isolate=test``, all items of one order for ``order``. A worker that dies becomes a
+failed report naming the test and the phase, a worker that makes no progress for the timeout is
+dumped (faulthandler) and killed, and the items it had not reached go to a new worker. The run
+goes on.
+
+The :class:`Scheduler` decides; it reaches processes only through :class:`Processes` and pytest
+only through :class:`Sink`, so that its rules are tested with fakes (as pytest-xdist tests its
+scheduler with ``MockNode``), and the real ones here fork and report.
 """
 
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import gc
 import json
 import os
@@ -30,35 +32,44 @@ import tempfile
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import pytest
 from _pytest.reports import TestReport
-from _pytest.runner import runtestprotocol
 
-from .names import MARK_TIMEOUT, MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
+from . import plan
+from .config import Settings
+from .names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
+from .outcomes import SIGNATURE_PROPERTY
 from .probe import cuda_untouched
+from .worker import Group, group_message, run_child
 
-if TYPE_CHECKING:
-    from .config import Settings
-
-#: Seconds a worker may take to apply its order (the recipe creates a fresh CUDA context) before it
-#: counts as hung, when the test's own timeout is shorter. The driver serialises context creation:
-#: 16 processes creating one at once on an H100 waited up to 3.2 s, and a GPU machine running the
-#: plugin's own tests with 32 xdist workers went past a 1-s test timeout in this phase. Contention
-#: is not a hang, and a test's timeout is about the test.
+#: Seconds a worker may take to apply its order before it counts as hung, when the test's own
+#: timeout is shorter. Applying an order creates a CUDA context, which the driver serialises
+#: machine-wide: with many processes creating contexts at once this waits for the others, which
+#: is contention, not a hang; a test's timeout is about the test.
 ORDER_START_ALLOWANCE = 60.0
+#: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
+DUMP_WAIT = 2.0
 
 
 @dataclass
-class Group:
-    order: str | None
-    items: list[pytest.Item]
+class Spare:
+    """A worker forked ahead of time, waiting for its tests on ``ctrl``: the fork then overlaps
+    the test that runs meanwhile instead of standing between two tests."""
+
+    pid: int
+    ctrl: int  # the parent writes the group here, as one JSON line, then closes it
+    fd: int  # the worker's report pipe
+    dump_path: str
 
 
 @dataclass
 class Worker:
+    """A worker that has its group, as the parent sees it."""
+
     pid: int
     group: Group
     fd: int
@@ -74,182 +85,113 @@ class Worker:
     hung: bool = False
 
 
-@dataclass
-class Spare:
-    """A worker forked ahead of time, waiting for its tests on ``ctrl``: the fork (tens of
-    milliseconds for a parent with torch and the CUDA libraries mapped) then overlaps the test
-    that runs meanwhile instead of standing between two tests."""
+class Processes(Protocol):
+    """What the scheduler needs of worker processes."""
 
-    pid: int
-    ctrl: int  # the parent writes the group here, as one JSON line, then closes it
-    fd: int  # the worker's report pipe
-    dump_path: str
+    def spare(self) -> Spare | None:
+        """A new worker waiting for its group; None when forking is refused."""
+
+    def refusal(self) -> str:
+        """Why forking is refused."""
+
+    def assign(self, spare: Spare, message: bytes) -> None:
+        """Send the spare its group; from now on its report pipe is watched."""
+
+    def retire(self, spare: Spare) -> None:
+        """End a spare that never got a group."""
+
+    def ready(self, timeout: float | None) -> list[int]:
+        """Report pipes with something to read (or closed), waiting at most ``timeout``."""
+
+    def read(self, fd: int) -> bytes | None:
+        """What the pipe holds: None when nothing yet, ``b""`` when the worker closed it."""
+
+    def close(self, fd: int) -> None:
+        """Stop watching a report pipe and close it."""
+
+    def dump_stacks(self, worker: Worker) -> None:
+        """Ask a worker for its threads' stacks (faulthandler) and wait a little for them."""
+
+    def kill(self, pid: int) -> None: ...
+
+    def wait(self, pid: int, *, block: bool) -> int | None:
+        """The worker's exit status; None while it runs (``block`` False) or if unknown."""
+
+    def stacks(self, worker: Worker) -> str:
+        """What the worker's faulthandler wrote."""
+
+    def close_all(self) -> None:
+        """Release everything (the temp folder of stack dumps)."""
 
 
-def item_order(item: pytest.Item) -> str | None:
-    callspec = getattr(item, "callspec", None)
-    if callspec is None:
-        return None
-    order = callspec.params.get("trtctx_order")
-    return order if isinstance(order, str) else None
+class Sink(Protocol):
+    """Where the scheduler's results go."""
 
+    def start(self, item: Any) -> None: ...
 
-def item_timeout(item: pytest.Item, settings: Settings) -> tuple[float, str]:
-    """The hang timeout for ``item``: marker, then option, then ini, then the default."""
-    marker = item.get_closest_marker(MARK_TIMEOUT)
-    if marker is not None and marker.args:
-        return float(marker.args[0]), f"marker {MARK_TIMEOUT} on {item.nodeid}"
-    return settings.timeout.value, settings.timeout.source
+    def report(self, item: Any, data: dict[str, Any]) -> None:
+        """A report the worker serialized."""
+
+    def fail(self, item: Any, when: str, message: str, signature: str, stacks: str) -> None:
+        """A failed report of the scheduler's own: a crash, a hang, a refused fork."""
+
+    def finish(self, item: Any) -> None: ...
+
+    def stop_requested(self) -> bool:
+        """``-x`` / ``--maxfail`` reached: schedule nothing more."""
 
 
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     """Split the items into worker groups, keeping each group in collection order."""
-    single = settings.orders.value[0] if len(settings.orders.value) == 1 else None
     if settings.isolate.value == "test":
-        return [Group(item_order(item) or single, [item]) for item in items]
+        return [Group(plan.of(item).order, [item]) for item in items]
     by_order: dict[str | None, list[pytest.Item]] = {}
     for item in items:
-        by_order.setdefault(item_order(item) or single, []).append(item)
+        by_order.setdefault(plan.of(item).order, []).append(item)
     return [Group(order, group) for order, group in by_order.items()]
 
 
-# --------------------------------------------------------------------------------------------
-# The child side.
-
-
-class _Progress:
-    """Registered in a worker: tells the parent when each phase of each item starts."""
-
-    def __init__(self, send: Any) -> None:
-        self.send = send
-        self.index = -1
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.send({"event": "phase", "index": self.index, "phase": "setup"})
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        self.send({"event": "phase", "index": self.index, "phase": "call"})
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self.send({"event": "phase", "index": self.index, "phase": "teardown"})
-
-
-def _child(session: pytest.Session, settings: Settings, wfd: int, dump: str, ctrl: int) -> None:
-    """Body of a forked worker. Never returns.
-
-    Every worker is forked as a spare: it does everything that does not depend on its tests
-    first (and takes those page faults) while it waits for its group on ``ctrl``.
-    """
-    code = 0
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and kills us
-        dump_file = open(dump, "w")  # noqa: SIM115 - lives as long as the process
-        faulthandler.enable(file=dump_file, all_threads=True)
-        faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
-        out = os.fdopen(wfd, "w", buffering=1)
-
-        def send(message: dict[str, Any]) -> None:
-            out.write(json.dumps(message) + "\n")
-            out.flush()
-
-        from . import orders
-
-        orders.reset_for_child()
-        torch = sys.modules.get("torch")
-        if torch is not None:  # CPU references in many workers at once: don't oversubscribe
-            share = max(1, (os.cpu_count() or 1) // max(1, settings.workers.value))
-            torch.set_num_threads(share)
-        progress = _Progress(send)
-        session.config.pluginmanager.register(progress, "trtctx-progress")
-        hook = session.config.hook
-        group = _read_group(session, ctrl)
-        if group is None:
-            os._exit(0)  # retired without work
-        if group.order is not None:
-            from .plugin import apply_order
-
-            apply_order(session.config, group.order)
-        for index, item in enumerate(group.items):
-            progress.index = index
-            nextitem = group.items[index + 1] if index + 1 < len(group.items) else None
-            send({"event": "start", "index": index})
-            for report in runtestprotocol(item, log=False, nextitem=nextitem):
-                data = hook.pytest_report_to_serializable(config=session.config, report=report)
-                send({"event": "report", "index": index, "data": data})
-            send({"event": "done", "index": index})
-    except BaseException:  # anything here is the plugin's own failure: say it, then exit
-        import traceback
-
-        traceback.print_exc()
-        code = 70
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _read_group(session: pytest.Session, ctrl: int) -> Group | None:
-    """In a spare: the group the parent sends (item indices and order), or None at EOF."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(ctrl, 1 << 16)
-        if not chunk:
-            return None
-        data += chunk
-    os.close(ctrl)
-    message = json.loads(data)
-    return Group(message["order"], [session.items[i] for i in message["items"]])
-
-
-# --------------------------------------------------------------------------------------------
-# The parent side.
-
-
 class Scheduler:
-    """Fork workers for the groups, at most ``settings.workers`` at once, and log their reports."""
+    """Give the groups to workers, at most ``workers`` at once, and follow them to their end."""
 
-    def __init__(self, session: pytest.Session, settings: Settings) -> None:
-        self.session = session
-        self.settings = settings
-        self.config = session.config
-        self.queue: deque[Group] = deque(groups(list(session.items), settings))
+    def __init__(
+        self,
+        items: list[Any],
+        queue: list[Group],
+        workers: int,
+        processes: Processes,
+        sink: Sink,
+        timeout_of: Callable[[Any], tuple[float, str]],
+    ) -> None:
+        self.queue: deque[Group] = deque(queue)
+        self.workers = workers
+        self.processes = processes
+        self.sink = sink
+        self.timeout_of = timeout_of
         self.running: dict[int, Worker] = {}
-        self.selector = selectors.DefaultSelector()
-        self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
         self.spare: Spare | None = None
         self.exiting: list[int] = []  # workers done with their tests, not yet reaped
-        self.index = {id(item): i for i, item in enumerate(session.items)}
+        self.index = {id(item): i for i, item in enumerate(items)}
 
     def run(self) -> None:
-        # Objects alive now are never collected in a worker: a collection there would touch
-        # (and so copy) every page of the parent's heap.
-        gc.freeze()
         try:
             while self.queue or self.running:
-                if self.session.shouldfail or self.session.shouldstop:
+                if self.sink.stop_requested():
                     self.queue.clear()
-                while self.queue and self._busy() < self.settings.workers.value:
+                while self.queue and self._busy() < self.workers:
                     self._start(self.queue.popleft())
                 if self.running:  # a refused fork starts nothing: never wait on no worker
                     self._poll()
         except BaseException:
             for worker in list(self.running.values()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
+                self.processes.kill(worker.pid)
                 self._reap(worker, reason=None)
             raise
         finally:
-            self._retire_spare()
-            self._collect_exited(wait=True)
-            self.selector.close()
-            with contextlib.suppress(OSError):
-                for name in os.listdir(self.tmpdir):
-                    os.unlink(os.path.join(self.tmpdir, name))
-                os.rmdir(self.tmpdir)
+            if self.spare is not None:
+                self.processes.retire(self.spare)
+                self.spare = None
+            self._collect_exited(block=True)
 
     def _busy(self) -> int:
         """Workers still running tests. One that finished its last test is exiting (tearing
@@ -260,82 +202,35 @@ class Scheduler:
     def _start(self, group: Group) -> None:
         spare, self.spare = self.spare, None
         if spare is None:
-            spare = self._fork()
+            spare = self.processes.spare()
         if spare is None:
-            _ok, why = cuda_untouched()
-            message = MSG_CUDA_TOUCHED.format(why=why)
+            message = MSG_CUDA_TOUCHED.format(why=self.processes.refusal())
             for item in group.items:
-                self._synthetic(item, "setup", message, start=True, signature="worker: no fork")
+                self.sink.start(item)
+                self.sink.fail(item, "setup", message, "worker: no fork", "")
+                self.sink.finish(item)
             return
-        order = json.dumps(
-            {"order": group.order, "items": [self.index[id(i)] for i in group.items]}
-        )
-        with contextlib.suppress(OSError):  # a spare that died is reaped as a crash below
-            os.write(spare.ctrl, order.encode() + b"\n")
-        os.close(spare.ctrl)
+        indices = [self.index[id(i)] for i in group.items]
+        self.processes.assign(spare, group_message(group.order, indices))
         worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump_path=spare.dump_path)
         self._arm(worker, 0, applying_order=group.order is not None)
         self.running[spare.fd] = worker
-        self.selector.register(spare.fd, selectors.EVENT_READ, worker)
         if self.queue:
-            self.spare = self._fork()
+            self.spare = self.processes.spare()
 
-    def _fork(self) -> Spare | None:
-        """Fork a worker that waits for its group; None when the parent is not provably clean."""
-        ok, _why = cuda_untouched()
-        if not ok:
-            return None
-        rfd, wfd = os.pipe()
-        ctrl_r, ctrl_w = os.pipe()
-        fd, dump = tempfile.mkstemp(prefix="worker-", suffix=".dump", dir=self.tmpdir)
-        os.close(fd)
-        inherited = [*self.running, *((self.spare.ctrl, self.spare.fd) if self.spare else ())]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with warnings.catch_warnings():
-            # Python 3.12 warns about fork() in a multi-threaded process; the children run no
-            # thread of the parent's and exec nothing, which is the case the warning allows.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:
-            # Keep no end of another worker's pipes: a control pipe held open here would never
-            # reach end-of-file in the worker it belongs to.
-            for other in (rfd, ctrl_w, *inherited):
-                with contextlib.suppress(OSError):
-                    os.close(other)
-            _child(self.session, self.settings, wfd, dump, ctrl_r)
-        os.close(wfd)
-        os.close(ctrl_r)
-        os.set_blocking(rfd, False)
-        return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump_path=dump)
-
-    def _collect_exited(self, *, wait: bool = False) -> None:
-        """Reap workers that finished their tests and exited (all of them with ``wait``)."""
-        still = []
-        for pid in self.exiting:
-            try:
-                done, _status = os.waitpid(pid, 0 if wait else os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if done == 0:
-                still.append(pid)
-        self.exiting = still
-
-    def _retire_spare(self) -> None:
-        spare, self.spare = self.spare, None
-        if spare is None:
-            return
-        with contextlib.suppress(OSError):
-            os.close(spare.ctrl)
-            os.close(spare.fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(spare.pid, 0)
+    def _collect_exited(self, *, block: bool = False) -> None:
+        """Reap workers that finished their tests and exited (all of them with ``block``)."""
+        self.exiting = [
+            pid
+            for pid in self.exiting
+            if self.processes.wait(pid, block=block) is None and not block
+        ]
 
     def _arm(self, worker: Worker, index: int, *, applying_order: bool = False) -> None:
         if index >= len(worker.group.items):
             worker.deadline = None
             return
-        timeout, source = item_timeout(worker.group.items[index], self.settings)
+        timeout, source = self.timeout_of(worker.group.items[index])
         if applying_order and 0 < timeout < ORDER_START_ALLOWANCE:
             timeout = ORDER_START_ALLOWANCE
             source = f"{source}, raised to {ORDER_START_ALLOWANCE:g} s while the order is applied"
@@ -345,12 +240,13 @@ class Scheduler:
     # Polling ----------------------------------------------------------------------------------
     def _poll(self) -> None:
         deadlines = [w.deadline for w in self.running.values() if w.deadline is not None]
-        wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        for key, _mask in self.selector.select(timeout=wait if wait is None else min(wait, 1.0)):
-            worker: Worker = key.data
-            try:
-                chunk = os.read(worker.fd, 1 << 16)
-            except BlockingIOError:
+        wait = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else None
+        for fd in self.processes.ready(wait):
+            worker = self.running.get(fd)
+            if worker is None:
+                continue
+            chunk = self.processes.read(fd)
+            if chunk is None:
                 continue
             if chunk:
                 worker.buffer += chunk
@@ -373,31 +269,22 @@ class Scheduler:
             worker.index, worker.phase = index, "setup"
             worker.started.add(index)
             self._arm(worker, index)
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            self.sink.start(item)
         elif event == "phase":
             worker.phase = str(msg["phase"])
             self._arm(worker, index)
         elif event == "report" and item is not None:
-            data = msg["data"]
-            if isinstance(data.get("longrepr"), list):  # JSON made the skip tuple a list
-                data["longrepr"] = tuple(data["longrepr"])
-            report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
-            item.ihook.pytest_runtest_logreport(report=report)
+            self.sink.report(item, msg["data"])
         elif event == "done" and item is not None:
             worker.finished.add(index)
-            item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+            self.sink.finish(item)
 
     # Endings ----------------------------------------------------------------------------------
     def _hung(self, worker: Worker) -> None:
-        """Dump the worker's stacks (SIGUSR1 -> faulthandler), then kill it."""
+        """Dump the worker's stacks, then kill it."""
         worker.hung = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGUSR1)
-            end = time.monotonic() + 2.0
-            while time.monotonic() < end and os.path.getsize(worker.dump_path) == 0:
-                time.sleep(0.02)
-            time.sleep(0.05)
-            os.kill(worker.pid, signal.SIGKILL)
+        self.processes.dump_stacks(worker)
+        self.processes.kill(worker.pid)
         item = worker.group.items[max(worker.index, 0)]
         reason = MSG_HUNG.format(
             pid=worker.pid,
@@ -410,8 +297,7 @@ class Scheduler:
 
     def _reap(self, worker: Worker, reason: str | None) -> None:
         """The worker's pipe closed (or we killed it): collect it, report what it left undone."""
-        self.selector.unregister(worker.fd)
-        os.close(worker.fd)
+        self.processes.close(worker.fd)
         del self.running[worker.fd]
         items = worker.group.items
         undone = [i for i in range(len(items)) if i not in worker.finished]
@@ -421,68 +307,32 @@ class Scheduler:
             self.exiting.append(worker.pid)
             self._collect_exited()
             return
-        _pid, status = os.waitpid(worker.pid, 0)
+        status = self.processes.wait(worker.pid, block=True)
+        how = describe_status(status)
         first = undone[0]
+        stacks = self.processes.stacks(worker)
         if first in worker.started:
             if reason is None:
                 reason = MSG_CRASHED.format(
-                    pid=worker.pid,
-                    nodeid=items[first].nodeid,
-                    phase=worker.phase,
-                    how=_describe_status(status),
+                    pid=worker.pid, nodeid=items[first].nodeid, phase=worker.phase, how=how
                 )
-            dump = _read(worker.dump_path)
-            how = "hung" if worker.hung else _describe_status(status).split(" (")[-1].rstrip(")")
-            self._synthetic(
-                items[first],
-                worker.phase,
-                reason,
-                start=False,
-                dump=dump,
-                signature=f"worker: {'hung' if worker.hung else 'crashed'} in {worker.phase}"
-                + ("" if worker.hung else f" ({how})"),
-            )
-            rest = items[first + 1 :]
+            ending = "hung" if worker.hung else "crashed"
+            signature = f"worker: {ending} in {worker.phase}"
+            if not worker.hung:
+                signature += f" ({how.split(' (')[-1].rstrip(')')})"
+            self.sink.fail(items[first], _when(worker.phase), reason, signature, stacks)
         else:
             # Died before it started an item: the order's recipe or the worker itself failed.
-            dump = _read(worker.dump_path)
             message = reason or (
                 f"worker process (pid {worker.pid}) for order {worker.group.order} died before "
-                f"its first test: {_describe_status(status)}"
+                f"its first test: {how}"
             )
-            self._synthetic(
-                items[first], "setup", message, start=True, dump=dump, signature="worker: died"
-            )
-            rest = items[first + 1 :]
+            self.sink.start(items[first])
+            self.sink.fail(items[first], "setup", message, "worker: died", stacks)
+        self.sink.finish(items[first])
+        rest = items[first + 1 :]
         if rest:
             self.queue.appendleft(Group(worker.group.order, rest))
-
-    def _synthetic(
-        self,
-        item: pytest.Item,
-        phase: str,
-        message: str,
-        *,
-        start: bool,
-        signature: str,
-        dump: str = "",
-    ) -> None:
-        if start:
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        sections = [("worker stacks (faulthandler)", dump)] if dump.strip() else []
-        longrepr = message + (f"\n\n{dump.strip()}" if dump.strip() else "")
-        report = TestReport(
-            nodeid=item.nodeid,
-            location=item.location,
-            keywords={k: 1 for k in item.keywords},
-            outcome="failed",
-            longrepr=longrepr,
-            when=_when(phase),
-            sections=sections,
-        )
-        report.user_properties.append(("trtctx_signature", signature))
-        item.ihook.pytest_runtest_logreport(report=report)
-        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 
 def _when(phase: str) -> Literal["setup", "call", "teardown"]:
@@ -493,7 +343,10 @@ def _when(phase: str) -> Literal["setup", "call", "teardown"]:
     return "setup"
 
 
-def _describe_status(status: int) -> str:
+def describe_status(status: int | None) -> str:
+    """A wait status in words: ``killed by signal 11 (SIGSEGV)``, ``exited with status 70``."""
+    if status is None:
+        return "its exit status is unknown"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -504,7 +357,167 @@ def _describe_status(status: int) -> str:
     return f"exited with status {os.WEXITSTATUS(status)}"
 
 
-def _read(path: str) -> str:
-    with contextlib.suppress(OSError), open(path, errors="replace") as fh:
-        return fh.read()[-20000:]
-    return ""
+# ------------------------------------------------------------------------------------------------
+# The real processes and the real sink.
+
+
+class Forker:
+    """:class:`Processes` by ``os.fork`` of the pytest process, which must be CUDA-clean."""
+
+    def __init__(self, session: pytest.Session) -> None:
+        self.session = session
+        self.selector = selectors.DefaultSelector()
+        self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
+        self.fds: set[int] = set()  # every pipe end this parent holds
+
+    def refusal(self) -> str:
+        return cuda_untouched()[1]
+
+    def spare(self) -> Spare | None:
+        ok, _why = cuda_untouched()
+        if not ok:
+            return None
+        rfd, wfd = os.pipe()
+        ctrl_r, ctrl_w = os.pipe()
+        fd, dump = tempfile.mkstemp(prefix="worker-", suffix=".dump", dir=self.tmpdir)
+        os.close(fd)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with warnings.catch_warnings():
+            # Python 3.12 warns about fork() in a multi-threaded process; the children run no
+            # thread of the parent's and exec nothing, which is the case the warning allows.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            # Keep no end of another worker's pipes: a control pipe held open here would never
+            # reach end-of-file in the worker it belongs to.
+            for other in (rfd, ctrl_w, *self.fds):
+                with contextlib.suppress(OSError):
+                    os.close(other)
+            run_child(self.session, wfd, dump, ctrl_r)
+        os.close(wfd)
+        os.close(ctrl_r)
+        os.set_blocking(rfd, False)
+        self.fds |= {rfd, ctrl_w}
+        return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump_path=dump)
+
+    def assign(self, spare: Spare, message: bytes) -> None:
+        with contextlib.suppress(OSError):  # a spare that died is reaped as a crash
+            os.write(spare.ctrl, message)
+        self._close_fd(spare.ctrl)
+        self.selector.register(spare.fd, selectors.EVENT_READ)
+
+    def retire(self, spare: Spare) -> None:
+        self._close_fd(spare.ctrl)
+        self._close_fd(spare.fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(spare.pid, 0)
+
+    def ready(self, timeout: float | None) -> list[int]:
+        return [int(key.fd) for key, _mask in self.selector.select(timeout=timeout)]
+
+    def read(self, fd: int) -> bytes | None:
+        try:
+            return os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return None
+
+    def close(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(fd)
+        self._close_fd(fd)
+
+    def _close_fd(self, fd: int) -> None:
+        self.fds.discard(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def dump_stacks(self, worker: Worker) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGUSR1)
+            end = time.monotonic() + DUMP_WAIT
+            while time.monotonic() < end and os.path.getsize(worker.dump_path) == 0:
+                time.sleep(0.02)
+            time.sleep(0.05)
+
+    def kill(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def wait(self, pid: int, *, block: bool) -> int | None:
+        try:
+            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return status if done else None
+
+    def stacks(self, worker: Worker) -> str:
+        with contextlib.suppress(OSError), open(worker.dump_path, errors="replace") as fh:
+            return fh.read()[-20000:]
+        return ""
+
+    def close_all(self) -> None:
+        self.selector.close()
+        for fd in list(self.fds):
+            self._close_fd(fd)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.tmpdir):
+                os.unlink(os.path.join(self.tmpdir, name))
+            os.rmdir(self.tmpdir)
+
+
+class HookSink:
+    """:class:`Sink` into pytest's reporting hooks, as if the tests had run here."""
+
+    def __init__(self, session: pytest.Session) -> None:
+        self.session = session
+        self.config = session.config
+
+    def start(self, item: pytest.Item) -> None:
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+
+    def report(self, item: pytest.Item, data: dict[str, Any]) -> None:
+        if isinstance(data.get("longrepr"), list):  # JSON made the skip tuple a list
+            data["longrepr"] = tuple(data["longrepr"])
+        report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
+        item.ihook.pytest_runtest_logreport(report=report)
+
+    def fail(self, item: pytest.Item, when: str, message: str, signature: str, stacks: str) -> None:
+        sections = [("worker stacks (faulthandler)", stacks)] if stacks.strip() else []
+        report = TestReport(
+            nodeid=item.nodeid,
+            location=item.location,
+            keywords={k: 1 for k in item.keywords},
+            outcome="failed",
+            longrepr=message + (f"\n\n{stacks.strip()}" if stacks.strip() else ""),
+            when=_when(when),
+            sections=sections,
+        )
+        report.user_properties.append((SIGNATURE_PROPERTY, signature))
+        item.ihook.pytest_runtest_logreport(report=report)
+
+    def finish(self, item: pytest.Item) -> None:
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+    def stop_requested(self) -> bool:
+        return bool(self.session.shouldfail or self.session.shouldstop)
+
+
+def run_isolated(session: pytest.Session, settings: Settings) -> None:
+    """Run the session's items in forked workers, as the settings ask."""
+    items = list(session.items)
+    processes = Forker(session)
+    # Objects alive now are never collected in a worker: a collection there would touch (and
+    # so copy) every page of the parent's heap.
+    gc.freeze()
+    try:
+        Scheduler(
+            items,
+            groups(items, settings),
+            settings.workers.value,
+            processes,
+            HookSink(session),
+            lambda item: (plan.of(item).timeout.value, plan.of(item).timeout.source),
+        ).run()
+    finally:
+        processes.close_all()

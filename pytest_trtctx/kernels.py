@@ -11,7 +11,6 @@ a CUDA module, since which CUDA library gets loaded first is exactly what the pl
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import warnings
@@ -19,8 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_trtctx.engine_cache import digest, write_atomic
 from pytest_trtctx.errors import BackendUnavailable, KernelCompileError
+from pytest_trtctx.storage import CUBIN_SUBDIR, default_cache_dir, digest, write_atomic
 
 __all__ = [
     "BLOCK_SIZE",
@@ -31,7 +30,6 @@ __all__ = [
     "clear_memo",
     "compile_conv",
     "cubin_has_kernel",
-    "default_cache_dir",
     "grid_size",
     "nvrtc_options",
     "nvrtc_version",
@@ -259,17 +257,6 @@ def nvrtc_options(arch: str) -> list[str]:
     return [f"--gpu-architecture={arch}", "-default-device", "--std=c++17"]
 
 
-def default_cache_dir() -> Path:
-    """``$TRTCTX_CACHE_DIR``, else ``$XDG_CACHE_HOME/pytest-trtctx``, else ``~/.cache/...``."""
-    explicit = os.environ.get("TRTCTX_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "pytest-trtctx"
-    return Path.home() / ".cache" / "pytest-trtctx"
-
-
 def grid_size(total: int) -> int:
     """Blocks of :data:`BLOCK_SIZE` threads for a grid-stride loop over ``total`` elements.
 
@@ -371,7 +358,7 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     hit = _MEMO.get(memo_key)
     if hit is not None:
         return hit
-    path = root / "cubin" / f"{key}.cubin"
+    path = root / CUBIN_SUBDIR / f"{key}.cubin"
 
     try:
         cached: bytes | None = path.read_bytes()

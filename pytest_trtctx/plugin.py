@@ -1,26 +1,27 @@
-"""The pytest plugin: options, markers, fixtures, the isolated run loop, header and summary.
+"""The pytest plugin: options, markers, fixtures and short hooks over the plugin's modules.
 
 Importing this module imports no torch, TensorRT or CUDA module: pytest loads plugins before any
 test, so an eager import here would itself choose the CUDA init order. Heavy imports happen
 inside fixtures and in forked workers.
 
-Precedence of every setting: a marker on the test, then the command-line option, then the ini
-key, then the default (``pytest_trtctx.config``).
+Settings are resolved once (:mod:`.config`), each test's markers once (:mod:`.plan`); features
+are plugin objects registered at configure time: known failures (:mod:`.known`), the summary
+(:mod:`.summary`), and when asked for, the JSON report (:mod:`.report`) and the baseline
+(:mod:`.baseline`).
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import config as cfg
-from .checks import CheckFailure, Outputs, bitwise_failures, nonzero_failures
+from . import plan
+from .checks import Outputs, run_checked, sha256
 from .errors import ConfigError, MatrixError
+from .known import KnownFailures
 from .names import (
     BACKENDS,
     MARK_BACKEND,
@@ -29,26 +30,22 @@ from .names import (
     MARK_NONZERO,
     MARK_ORDERS,
     MARK_TIMEOUT,
-    MSG_KNOWN_FAILURE_GONE,
-    MSG_KNOWN_FAILURE_OTHER,
-    MSG_KNOWN_FAILURE_STALE,
     MSG_ONLY_ORDERS,
     ORDERS,
 )
-
-SETTINGS = pytest.StashKey["cfg.Settings"]()
-OUTPUTS = pytest.StashKey[Outputs]()
-#: The test's Runtime, so its report can carry what the backend said.
-RUNTIME = pytest.StashKey[Any]()
-#: Whether the test met its order fresh (the first test to use it in its process).
-FRESH = pytest.StashKey[bool]()
-SIGNATURE_PROPERTY = "trtctx_signature"
-BACKEND_PROPERTY = "trtctx_backend"
-OUTPUTS_PROPERTY = "trtctx_output_sha256"
-KNOWN_PROPERTY = "trtctx_known_failure"
-DRIFT_PROPERTY = "trtctx_baseline_drift"
-MESSAGES_PROPERTY = "trtctx_messages"
-KNOWN_PREFIX = "known failure under "
+from .outcomes import (
+    BACKEND_PROPERTY,
+    BACKEND_WHY_PROPERTY,
+    FRESH,
+    MESSAGES_PROPERTY,
+    OUTPUTS,
+    OUTPUTS_PROPERTY,
+    RUNTIME,
+    SIGNATURE_PROPERTY,
+    outputs_of,
+    signature_of,
+)
+from .summary import Summary
 
 MARKERS = (
     f"{MARK_ORDERS}(*orders): run this test only under these init orders ("
@@ -66,24 +63,11 @@ MARKERS = (
     f"{MARK_BACKEND}(name): engine backend for this test (" + ", ".join(BACKENDS) + "); "
     "overrides --trtctx-backend and the ini key trtctx_backend.",
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Options and configuration.
+MATRIX = pytest.StashKey[list[Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("trtctx", "CUDA context init orders (pytest-trtctx)")
-    for dest, ini, flag, help_text in cfg.OPTIONS:
-        if dest == "trtctx_order":
-            group.addoption(flag, dest=dest, action="append", default=[], help=help_text)
-        elif dest in ("trtctx_rebuild", "trtctx_baseline_keep"):
-            group.addoption(flag, dest=dest, action="store_true", default=False, help=help_text)
-            parser.addini(ini, help_text, type="bool", default=False)
-            continue
-        else:
-            group.addoption(flag, dest=dest, default=None, help=help_text)
-        parser.addini(ini, help_text, default=None)
+    cfg.add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,93 +77,32 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = cfg.resolve(config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if settings.isolate.value != "none" and (
-        getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput")
-    ):
-        raise pytest.UsageError(
-            f"{settings.isolate.source}: --trtctx-isolate={settings.isolate.value} runs its own "
-            "fresh processes in parallel (--trtctx-workers) and cannot run inside xdist's -n "
-            "workers; drop -n, or use --trtctx-isolate=none with -n (each xdist worker then "
-            "applies the order once)."
-        )
-    config.stash[SETTINGS] = settings
-    baseline = cfg.path_setting(config, "trtctx_baseline")
-    if baseline is not None:
-        keeper = BaselineKeeper(config, baseline.value, cfg.flag(config, "trtctx_baseline_keep"))
+    config.stash[cfg.SETTINGS] = settings
+    config.pluginmanager.register(KnownFailures(), "trtctx-known")
+    config.pluginmanager.register(Summary(), "trtctx-summary")
+    if settings.baseline is not None:
+        from .baseline import BaselineKeeper
+
+        keeper = BaselineKeeper(config, settings.baseline.value, settings.baseline_keep.value)
         config.pluginmanager.register(keeper, "trtctx-baseline")
-    report = cfg.path_setting(config, "trtctx_report")
-    if report is not None:
+    if settings.report is not None:
         from .report import ReportWriter
 
-        config.pluginmanager.register(ReportWriter(config, report.value), "trtctx-report")
-
-
-def settings_of(config: pytest.Config) -> cfg.Settings:
-    return config.stash[SETTINGS]
-
-
-def apply_order(config: pytest.Config, order: str) -> Any:
-    """Apply ``order``'s recipe in this process (a fresh worker, or the session at start)."""
-    from . import orders, probe
-
-    settings = settings_of(config)
-    info = probe.machine()
-    return orders.apply(
-        order,
-        settings.device.value,
-        len(info.devices),
-        "" if info.has_gpu else info.why_no_gpu,
-        names=", ".join(d.name for d in info.devices) or "none",
-    )
-
-
-#: Imported in the pytest process before the first fork, so that each worker starts with them
-#: loaded (about 9 ms a fork) instead of importing torch itself (about 5 s). Importing them does
-#: not initialise CUDA; probe.cuda_untouched() checks that before every fork.
-PRELOAD = ("torch", "cuda.bindings.driver", "cuda.bindings.nvrtc")
-
-
-def preload() -> list[str]:
-    import importlib
-
-    loaded = []
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # not installed here: the worker that needs it will say so
-            continue
-        loaded.append(name)
-    return loaded
-
-
-REBUILT = pytest.StashKey[int]()
-#: The cache subfolders this plugin owns (kernels.compile_conv, engine_cache).
-CACHE_SUBDIRS = ("cubin", "engines")
-
-
-def clear_caches(cache_dir: Path) -> int:
-    """Delete the plugin's cache entries under ``cache_dir`` (nothing else); count them."""
-    import shutil
-
-    removed = 0
-    for sub in CACHE_SUBDIRS:
-        folder = cache_dir / sub
-        if folder.is_dir():
-            removed += sum(1 for p in folder.iterdir() if p.is_file())
-            shutil.rmtree(folder)
-    return removed
+        writer = ReportWriter(config, settings, settings.report.value)
+        config.pluginmanager.register(writer, "trtctx-report")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from . import backends, probe
 
-    s = settings_of(config)
+    s = cfg.settings_of(config)
     why = backends.describe(s.backend.value)
+    workers = (
+        f", {s.workers.value} workers ({s.workers.source})" if s.isolate.value != "none" else ""
+    )
     lines = [
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
-        f"isolate {s.isolate.value} ({s.isolate.source}"
-        + (f", {s.workers.value} workers ({s.workers.source})" if s.isolate.value != "none" else "")
-        + f"); device {s.device.value}; "
+        f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
         f"backend {s.backend.value} ({s.backend.source}): {why}",
     ]
     if s.active:
@@ -191,53 +114,27 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    s = settings_of(session.config)
     config = session.config
-    if cfg.flag(config, "trtctx_rebuild"):
-        removed = clear_caches(s.cache_dir.value)
-        config.stash[REBUILT] = removed
+    s = cfg.settings_of(config)
+    if s.rebuild.value:
+        from .storage import clear_caches
+
+        clear_caches(s.cache_dir.value)
+    # The xdist controller runs no test: its workers apply the order, each in its own process.
     xdist_controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
         config, "workerinput"
-    )  # runs no test: its workers apply the order, each in its own process
-    if s.active and s.isolate.value == "none" and not config.option.collectonly:
-        if xdist_controller:
-            return
-        apply_order(config, s.orders.value[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Parametrisation: orders and the engine matrix.
-
-
-def _marker_orders(metafunc: pytest.Metafunc) -> tuple[str, ...] | None:
-    marker = metafunc.definition.get_closest_marker(MARK_ORDERS)
-    if marker is None:
-        return None
-    names = cfg.parse_orders(
-        list(marker.args), f"marker {MARK_ORDERS} on {metafunc.definition.nodeid}"
     )
-    return names
+    if s.active and s.isolate.value == "none" and not config.option.collectonly:
+        from .worker import apply_order
+
+        if not xdist_controller:
+            apply_order(config, s.orders.value[0])
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    s = settings_of(metafunc.config)
+    s = cfg.settings_of(metafunc.config)
     if "trtctx_order" in metafunc.fixturenames:
-        try:
-            wanted = _marker_orders(metafunc)
-        except ConfigError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        params = []
-        for order in s.orders.value:
-            marks = []
-            if wanted is not None and order not in wanted:
-                marks.append(
-                    pytest.mark.skip(
-                        reason=MSG_ONLY_ORDERS.format(
-                            wanted=", ".join(wanted), selected=", ".join(s.orders.value)
-                        )
-                    )
-                )
-            params.append(pytest.param(order, id=order, marks=marks))
+        params = [pytest.param(order, id=order) for order in s.orders.value]
         metafunc.parametrize("trtctx_order", params, indirect=True)
     if "trtctx_spec" in metafunc.fixturenames:
         specs = _matrix(metafunc.config)
@@ -247,85 +144,37 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _matrix(config: pytest.Config) -> list[Any]:
-    from .matrix import load_matrix
+    specs = config.stash.get(MATRIX, None)
+    if specs is None:
+        from .matrix import load_matrix
 
-    key = "_trtctx_matrix"
-    cached = getattr(config, key, None)
-    if cached is None:
-        s = settings_of(config)
+        s = cfg.settings_of(config)
         try:
-            cached = load_matrix(s.matrix.value)
+            specs = config.stash[MATRIX] = list(load_matrix(s.matrix.value))
         except MatrixError as exc:
             # A collection error with the message alone: the file, the entry and the field.
             pytest.fail(f"engine matrix ({s.matrix.source}): {exc}", pytrace=False)
-        setattr(config, key, cached)
-    return list(cached)
-
-
-def known_failures(item: pytest.Item) -> list[tuple[tuple[str, ...], str, str]]:
-    """The item's ``trtctx_known_failure`` declarations: (orders, signature regex, reason)."""
-    out = []
-    for marker in item.iter_markers(MARK_KNOWN_FAILURE):
-        where = f"marker {MARK_KNOWN_FAILURE} on {item.nodeid}"
-        args = list(marker.args)
-        order = marker.kwargs.get("order", args.pop(0) if args else None)
-        signature = marker.kwargs.get("signature", args.pop(0) if args else None)
-        reason = str(marker.kwargs.get("reason", args.pop(0) if args else ""))
-        if order is None or signature is None:
-            raise ConfigError(f"{where}: needs an order and a signature regex")
-        orders = cfg.parse_orders(order if isinstance(order, list | tuple) else [order], where)
-        try:
-            re.compile(str(signature))
-        except re.error as exc:
-            raise ConfigError(f"{where}: signature {signature!r} is not a regex: {exc}") from None
-        out.append((orders, str(signature), reason))
-    return out
+    return list(specs)
 
 
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    """Make every test's plan: its markers are read here, once; a bad one is a usage error."""
+    s = cfg.settings_of(config)
     problems = []
     for item in items:
         try:
-            known_failures(item)
-            _bitwise_runs(item)
-            _timeout_marker(item)
-            _backend_marker(item, settings_of(config))
+            planned = item.stash[plan.PLAN] = plan.make(item, s)
         except ConfigError as exc:
             problems.append(str(exc))
+            continue
+        if planned.only_orders is not None and planned.order not in planned.only_orders:
+            wanted, selected = ", ".join(planned.only_orders), ", ".join(s.orders.value)
+            reason = MSG_ONLY_ORDERS.format(wanted=wanted, selected=selected)
+            item.add_marker(pytest.mark.skip(reason=reason))
     if problems:
         raise pytest.UsageError("\n".join(dict.fromkeys(problems)))
-
-
-def _bitwise_runs(item: pytest.Item) -> int:
-    marker = item.get_closest_marker(MARK_BITWISE_STABLE)
-    if marker is None:
-        return 1
-    runs = marker.kwargs.get("runs", marker.args[0] if marker.args else 2)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 2:
-        raise ConfigError(
-            f"marker {MARK_BITWISE_STABLE} on {item.nodeid}: runs must be an integer >= 2, "
-            f"got {runs!r}"
-        )
-    return runs
-
-
-def _timeout_marker(item: pytest.Item) -> None:
-    marker = item.get_closest_marker(MARK_TIMEOUT)
-    if marker is not None:
-        if len(marker.args) != 1:
-            raise ConfigError(f"marker {MARK_TIMEOUT} on {item.nodeid}: takes one number (seconds)")
-        cfg.parse_timeout(marker.args[0], f"marker {MARK_TIMEOUT} on {item.nodeid}")
-
-
-def _backend_marker(item: pytest.Item, s: cfg.Settings) -> str:
-    marker = item.get_closest_marker(MARK_BACKEND)
-    if marker is None:
-        return s.backend.value
-    if len(marker.args) != 1:
-        raise ConfigError(f"marker {MARK_BACKEND} on {item.nodeid}: takes one backend name")
-    return cfg.parse_choice(marker.args[0], f"marker {MARK_BACKEND} on {item.nodeid}", BACKENDS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,27 +197,21 @@ def trtctx_spec(request: pytest.FixtureRequest) -> Any:
 def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
     """Hand outputs to the plugin: ``trtctx_outputs.add(name, tensor)``; ``.empty(...)``
     allocates a sentinel-filled output so a never-written buffer is caught."""
-    return _outputs(request.node)
-
-
-def _outputs(item: pytest.Item) -> Outputs:
-    if OUTPUTS not in item.stash:
-        item.stash[OUTPUTS] = Outputs()
-    return item.stash[OUTPUTS]
+    return outputs_of(request.node)
 
 
 @pytest.fixture
 def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
-    from . import orders
-    from .probe import cuda_untouched
+    from . import backends, orders, probe
+    from .errors import BackendUnavailable
     from .runtime import Runtime
+    from .worker import apply_order
 
     config = request.config
-    s = settings_of(config)
     state = orders.CURRENT
     if state is None:
-        ok, why = cuda_untouched(nvml_ok=True)
+        ok, why = probe.cuda_untouched(nvml_ok=True)
         if not ok:
             pytest.fail(
                 f"order {trtctx_order} cannot be applied: {why}. With --trtctx-isolate=none "
@@ -386,20 +229,19 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
         pytest.skip(state.skip_reason)
     if state.error:
         pytest.fail(state.error, pytrace=False)
-    from . import backends, probe
-    from .errors import BackendUnavailable
-
     request.node.stash[FRESH] = state.uses == 0
     state.uses += 1
-    devices = probe.machine().devices
-    engine_cc = next((d.cc for d in devices if d.index == state.engine_device), None)
+    engine_cc = next(
+        (d.cc for d in probe.machine().devices if d.index == state.engine_device), None
+    )
     try:
-        backend, why = backends.select(_backend_marker(request.node, s), engine_cc)
+        backend, why = backends.select(plan.of(request.node).backend.value, engine_cc)
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
     request.node.user_properties.append((BACKEND_PROPERTY, backend))
-    request.node.user_properties.append(("trtctx_backend_why", why))
-    runtime = Runtime(state, backend, s.cache_dir.value, _outputs(request.node))
+    request.node.user_properties.append((BACKEND_WHY_PROPERTY, why))
+    s = cfg.settings_of(config)
+    runtime = Runtime(state, backend, s.cache_dir.value, outputs_of(request.node))
     request.node.stash[RUNTIME] = runtime
     yield runtime
     runtime.close()
@@ -409,20 +251,13 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
 def trtctx_explore(request: pytest.FixtureRequest) -> Any:
     """``trtctx_explore(check)``: run ``check(spec)`` on specs generated by hypothesis
     (``--trtctx-explore=N``); a failure is shrunk and printed as a ready-to-paste matrix entry."""
-    config = request.config
-    raw = cfg.raw_setting(config, "trtctx_explore")
-    if raw is None or str(raw[0]).strip() == "0":
+    s = cfg.settings_of(request.config)
+    if s.explore.value == 0:
         pytest.skip("spec exploration is off: pass --trtctx-explore=N (N generated specs)")
-    try:
-        count = cfg.parse_int(raw[0], raw[1], minimum=1, what="a number of specs >= 1")
-    except ConfigError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    db = cfg.path_setting(config, "trtctx_explore_db")
-    database = db.value if db else Path(config.rootpath) / ".hypothesis" / "trtctx"
     from .explore import explore
 
     def run(check: Any) -> None:
-        explore(check, max_examples=count, database=database)
+        explore(check, max_examples=s.explore.value, database=s.explore_db.value)
 
     return run
 
@@ -436,59 +271,34 @@ def trtctx_fix_context(trtctx: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Running: markers on the call, known failures on the report, the isolated loop.
+# Running.
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    nonzero = pyfuncitem.get_closest_marker(MARK_NONZERO)
-    runs = _bitwise_runs(pyfuncitem)
-    if nonzero is None and runs == 1:
+    """Tests with output-check markers: the plugin runs the body and checks what it handed over."""
+    planned = plan.of(pyfuncitem)
+    if not planned.checks_outputs:
         return None
-    outputs = _outputs(pyfuncitem)
-    names = pyfuncitem._fixtureinfo.argnames
-    args = {name: pyfuncitem.funcargs[name] for name in names}
-    results = []
-    for run in range(runs):
-        if run:
-            outputs.next_run()
-        pyfuncitem.obj(**args)
-        if nonzero is not None:
-            results += [
-                r
-                if runs == 1
-                else type(r)(r.check, r.ok, f"run {run + 1}: {r.detail}", r.signature)
-                for r in nonzero_failures(outputs)
-            ]
-    if runs > 1:
-        results += bitwise_failures(outputs)
-    if not all(r.ok for r in results):
-        which = " and ".join(
-            m for m, on in ((MARK_NONZERO, nonzero), (MARK_BITWISE_STABLE, runs > 1)) if on
-        )
-        failure = CheckFailure(results)
-        raise CheckFailure(results, title=f"{which}: {failure.signature}")
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    run_checked(
+        lambda: pyfuncitem.obj(**args),
+        outputs_of(pyfuncitem),
+        runs=planned.bitwise_runs,
+        nonzero=planned.nonzero,
+    )
     return True
 
 
-def _signature(exc: BaseException) -> str:
-    if isinstance(exc, CheckFailure):
-        return exc.signature
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-
-
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """What the test left for its report: its failure signature, what the backend said, and
+    the hashes of its outputs (the baseline and known failures read these further out)."""
     report = yield
-    from .isolation import item_order
-
-    signature = None
     if call.excinfo is not None and report.failed:
-        signature = _signature(call.excinfo.value)
-        report.user_properties.append((SIGNATURE_PROPERTY, signature))
+        report.user_properties.append((SIGNATURE_PROPERTY, signature_of(call.excinfo.value)))
     if call.when != "call":
         return report
     runtime = item.stash.get(RUNTIME, None)
@@ -496,54 +306,14 @@ def pytest_runtest_makereport(
         report.user_properties.append((MESSAGES_PROPERTY, list(runtime.messages)))
     outputs = item.stash.get(OUTPUTS, None)
     if outputs is not None and outputs.current:
-        from .checks import sha256
-
         hashes = {name: sha256(t) for name, t in outputs.current.items()}
         report.user_properties.append((OUTPUTS_PROPERTY, hashes))
-        keeper = item.config.pluginmanager.get_plugin("trtctx-baseline")
-        if isinstance(keeper, BaselineKeeper) and report.passed:
-            keeper.check(item, report, dict(outputs.current), hashes)
-    s = settings_of(item.config)
-    order = item_order(item) or (s.orders.value[0] if s.active else None)
-    for orders, pattern, reason in known_failures(item):
-        if order not in orders:
-            continue
-        if not item.stash.get(FRESH, True):
-            status = "not enforced"
-            report.sections.append(
-                ("trtctx known failure", MSG_KNOWN_FAILURE_STALE.format(order=order))
-            )
-        elif report.passed:
-            status = "stopped reproducing"
-            report.outcome = "failed"
-            report.longrepr = MSG_KNOWN_FAILURE_GONE.format(
-                order=order, signature=pattern, reason=reason or "no reason given"
-            )
-            report.user_properties.append((SIGNATURE_PROPERTY, "known failure stopped reproducing"))
-        elif report.failed and signature is not None and re.search(pattern, signature):
-            status = "reproduced"
-            report.outcome = "skipped"
-            report.wasxfail = f"{KNOWN_PREFIX}{order}: {signature}"
-        elif report.failed:
-            status = "failed differently"
-            report.sections.append(
-                (
-                    "trtctx known failure",
-                    MSG_KNOWN_FAILURE_OTHER.format(order=order, signature=pattern, got=signature),
-                )
-            )
-        else:
-            status = "skipped"
-        report.user_properties.append(
-            (KNOWN_PROPERTY, {"order": order, "signature": pattern, "status": status})
-        )
-        break
     return report
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    s = settings_of(session.config)
+    s = cfg.settings_of(session.config)
     if s.isolate.value == "none" or session.config.option.collectonly:
         return None
     if session.testsfailed and not session.config.option.continue_on_collection_errors:
@@ -552,166 +322,10 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             "during collection"
         )
     from . import probe
-    from .isolation import Scheduler
+    from .isolation import run_isolated
+    from .worker import preload
 
     probe.machine()  # probe once here, in a child process; forked workers inherit the answer
     preload()
-    Scheduler(session, s).run()
+    run_isolated(session, s)
     return True
-
-
-# --------------------------------------------------------------------------------------------
-# Summary.
-
-
-ITEMS = pytest.StashKey[dict[str, pytest.Item]]()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config.stash[ITEMS] = {item.nodeid: item for item in session.items}
-
-
-class BaselineKeeper:
-    """``--trtctx-baseline``: compare outputs with their baseline, record new ones at the end."""
-
-    def __init__(self, config: pytest.Config, root: Path, keep: bool) -> None:
-        self.config = config
-        self.root = root
-        self.keep = keep
-        self.baseline: Any = None
-        self.env: dict[str, Any] = {}
-        self.results: dict[str, dict[str, str]] = {}
-        self.upgrade_drifts: list[str] = []
-        self.added = 0
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # In the pytest process, before any worker is forked: workers inherit the answer.
-        from .baseline import Baseline, fingerprint
-        from .report import environment
-
-        self.env = environment()
-        self.baseline = Baseline(self.root, fingerprint(self.env), self.keep)
-
-    def check(
-        self,
-        item: pytest.Item,
-        report: pytest.TestReport,
-        outputs: dict[str, Any],
-        hashes: dict[str, str],
-    ) -> None:
-        drifts = self.baseline.compare(item.nodeid, outputs, hashes)
-        same = [d.describe() for d in drifts if d.same_environment]
-        other = [d.describe() for d in drifts if not d.same_environment]
-        if same:
-            report.outcome = "failed"
-            report.longrepr = "trtctx baseline: outputs drifted in the same environment\n" + (
-                "\n".join(f"  {line}" for line in same)
-            )
-            report.user_properties.append((SIGNATURE_PROPERTY, "baseline: output drifted"))
-        if other:
-            report.sections.append(("trtctx baseline (another environment)", "\n".join(other)))
-            report.user_properties.append((DRIFT_PROPERTY, other))
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = {str(p[0]): p[1] for p in report.user_properties}
-        hashes = props.get(OUTPUTS_PROPERTY)
-        if report.when == "call" and report.passed and isinstance(hashes, dict):
-            self.results[report.nodeid] = hashes
-        drift = props.get(DRIFT_PROPERTY)
-        if isinstance(drift, list):
-            self.upgrade_drifts.extend(f"{report.nodeid}: {line}" for line in drift)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.baseline is not None and not hasattr(self.config, "workerinput"):
-            self.added = self.baseline.record(self.env, self.results)
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        tr = terminalreporter
-        if self.baseline is None:
-            return
-        tr.write_line(
-            f"trtctx baseline: {self.root / self.baseline.current} (+{self.added} new entries)"
-        )
-        if self.upgrade_drifts:
-            tr.write_line(
-                f"trtctx baseline: {len(self.upgrade_drifts)} output(s) differ from another "
-                "environment's baseline:"
-            )
-            for line in self.upgrade_drifts[:20]:
-                tr.write_line(f"  {line}")
-
-
-#: A test's outcome is the most severe of its phases' outcomes.
-OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "known-failure": 2, "failed": 3}
-OUTCOME_RANK["error"] = 3
-
-
-def classify(report: pytest.TestReport) -> str | None:
-    """One phase's outcome: passed, failed (in the call), error (in setup or teardown),
-    skipped, xfailed, known-failure; None for a passing setup or teardown."""
-    if hasattr(report, "wasxfail"):
-        return "known-failure" if str(report.wasxfail).startswith(KNOWN_PREFIX) else "xfailed"
-    if report.failed:
-        return "failed" if report.when == "call" else "error"
-    if report.skipped:
-        return "skipped"
-    if report.passed and report.when == "call":
-        return "passed"
-    return None
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    from .isolation import item_order
-
-    s = settings_of(config)
-    items = config.stash.get(ITEMS, {})
-    final: dict[str, tuple[str, str | None]] = {}
-    ran_on: dict[str, str] = {}  # the backend each test really ran on, as its process reported
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            if not isinstance(report, pytest.TestReport):
-                continue
-            kind = classify(report)
-            if kind is None:
-                continue
-            kind = "failed" if kind == "error" else kind
-            props = dict(report.user_properties)
-            sig = props.get(SIGNATURE_PROPERTY)
-            backend = props.get(BACKEND_PROPERTY)
-            if isinstance(backend, str):
-                ran_on[report.nodeid] = backend
-            old = final.get(report.nodeid)
-            if old is None or OUTCOME_RANK[kind] > OUTCOME_RANK[old[0]]:
-                final[report.nodeid] = (kind, sig if isinstance(sig, str) else old and old[1])
-    rows: dict[tuple[str, str], Counter[str]] = {}
-    signatures: Counter[tuple[str, str]] = Counter()
-    for nodeid, (kind, sig) in final.items():
-        item = items.get(nodeid)
-        if item is None:
-            continue
-        order = item_order(item)
-        if order is None:
-            continue
-        backend = ran_on.get(nodeid) or _backend_marker(item, s)
-        rows.setdefault((order, backend), Counter())[kind] += 1
-        if sig and kind in ("failed", "known-failure"):
-            signatures[(sig, kind)] += 1
-    if not rows:
-        return
-    tr = terminalreporter
-    tr.write_sep("=", "trtctx summary")
-    cols = ("passed", "failed", "known-failure", "skipped")
-    tr.write_line(f"{'order':<14} {'backend':<8} " + " ".join(f"{c:>13}" for c in cols))
-    for order in ORDERS:
-        for (o, backend), counts in sorted(rows.items()):
-            if o == order:
-                tr.write_line(
-                    f"{order:<14} {backend:<8} " + " ".join(f"{counts.get(c, 0):>13}" for c in cols)
-                )
-    if signatures:
-        tr.write_line("most frequent failure signatures:")
-        for (sig, kind), count in signatures.most_common(5):
-            tr.write_line(f"  {count:>5}  {sig}  [{kind}]")

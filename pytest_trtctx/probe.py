@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 CUDA_ERROR_NOT_INITIALIZED = 3
 
@@ -233,3 +235,23 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def environment() -> dict[str, Any]:
+    """The fingerprint a result depends on. Nothing here initialises CUDA."""
+    info = machine()
+    torch = sys.modules.get("torch")
+    cuda_runtime = getattr(getattr(torch, "version", None), "cuda", None) if torch else None
+    return {
+        "gpus": [
+            {"index": d.index, "name": d.name, "compute_capability": f"{d.cc[0]}.{d.cc[1]}"}
+            for d in info.devices
+        ],
+        "gpu_error": info.error,
+        "driver": info.driver,
+        "cuda_driver_api": info.driver_api,
+        "cuda_runtime_torch": cuda_runtime,
+        "versions": versions(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+    }

@@ -8,15 +8,28 @@ sent back, so it is complete whatever the isolation mode. The schema is document
 from __future__ import annotations
 
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import plan
+from .config import Settings
 from .errors import TrtctxError
+from .outcomes import (
+    BACKEND_PROPERTY,
+    BACKEND_WHY_PROPERTY,
+    KNOWN_PROPERTY,
+    MESSAGES_PROPERTY,
+    OUTCOME_RANK,
+    OUTPUTS_PROPERTY,
+    SIGNATURE_PROPERTY,
+    classify,
+    properties,
+)
+from .probe import environment
+from .storage import write_json
 
 SCHEMA_VERSION = 1
 TOOL = "pytest-trtctx"
@@ -26,37 +39,12 @@ class ReportError(TrtctxError):
     """A report file cannot be used: the message names the file and what is wrong."""
 
 
-def environment() -> dict[str, Any]:
-    """The fingerprint a result depends on. Nothing here initialises CUDA."""
-    from .probe import machine, versions
-
-    info = machine()
-    torch = sys.modules.get("torch")
-    cuda_runtime = getattr(getattr(torch, "version", None), "cuda", None) if torch else None
-    return {
-        "gpus": [
-            {"index": d.index, "name": d.name, "compute_capability": f"{d.cc[0]}.{d.cc[1]}"}
-            for d in info.devices
-        ],
-        "gpu_error": info.error,
-        "driver": info.driver,
-        "cuda_driver_api": info.driver_api,
-        "cuda_runtime_torch": cuda_runtime,
-        "versions": versions(),
-        "os": platform.platform(),
-        "python": sys.version.split()[0],
-    }
-
-
-def _props(report: pytest.TestReport) -> dict[str, Any]:
-    return {str(k): v for k, v in (tuple(p) for p in report.user_properties)}
-
-
 class ReportWriter:
     """Registered when ``--trtctx-report`` is given; collects reports, writes one JSON file."""
 
-    def __init__(self, config: pytest.Config, path: Path) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, path: Path) -> None:
         self.config = config
+        self.settings = settings
         self.path = path
         self.tests: dict[str, dict[str, Any]] = {}
         self.started = time.time()
@@ -79,33 +67,21 @@ class ReportWriter:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        from .isolation import item_order
-
         for item in items:
             rec = self._record(item.nodeid)
-            rec["order"] = item_order(item)
+            rec["order"] = plan.of(item).order
             spec = getattr(item, "callspec", None)
             spec = spec.params.get("trtctx_spec") if spec is not None else None
             if spec is not None and hasattr(spec, "to_dict"):
                 rec["spec"] = spec.to_dict()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .plugin import (
-            BACKEND_PROPERTY,
-            KNOWN_PROPERTY,
-            MESSAGES_PROPERTY,
-            OUTCOME_RANK,
-            OUTPUTS_PROPERTY,
-            SIGNATURE_PROPERTY,
-            classify,
-        )
-
         rec = self._record(report.nodeid)
         rec["durations"][report.when] = round(report.duration, 6)
-        props = _props(report)
+        props = properties(report)
         if isinstance(props.get(BACKEND_PROPERTY), str):
             rec["backend"] = props[BACKEND_PROPERTY]
-        why = props.get("trtctx_backend_why")
+        why = props.get(BACKEND_WHY_PROPERTY)
         said = [why] if isinstance(why, str) else []
         if isinstance(props.get(MESSAGES_PROPERTY), list):
             said += [str(m) for m in props[MESSAGES_PROPERTY]]
@@ -128,9 +104,8 @@ class ReportWriter:
 
     def data(self) -> dict[str, Any]:
         from . import __version__
-        from .plugin import settings_of
 
-        s = settings_of(self.config)
+        s = self.settings
         return {
             "tool": TOOL,
             "schema": SCHEMA_VERSION,
@@ -159,21 +134,6 @@ class ReportWriter:
 
 #: The first bytes of a gzip stream: how :func:`load` tells a compressed report from a plain one.
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees half a report. A path ending in ``.gz`` is written
-    gzip-compressed (a report of the whole matrix is ~0.4 MB of JSON, ~13x smaller compressed:
-    what a CI artifact store or a results folder keeps)."""
-    import gzip
-
-    from .engine_cache import write_atomic
-
-    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
-    blob = text.encode()
-    if Path(path).suffix == ".gz":
-        blob = gzip.compress(blob, mtime=0)  # mtime 0: the same report gives the same bytes
-    write_atomic(path, blob)
 
 
 def load(path: Path) -> dict[str, Any]:

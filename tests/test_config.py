@@ -268,9 +268,9 @@ def test_rebuild_empties_only_the_plugins_caches(pytester: pytest.Pytester) -> N
 
 
 def test_engine_cache_folder_is_the_one_rebuild_empties() -> None:
-    from pytest_trtctx import engine_cache, plugin
+    from pytest_trtctx import engine_cache, storage
 
-    assert engine_cache.entry_path(Path("/c"), "k").parent.name in plugin.CACHE_SUBDIRS
+    assert engine_cache.entry_path(Path("/c"), "k").parent.name in storage.CACHE_SUBDIRS
 
 
 def test_isolate_none_composes_with_xdist(pytester: pytest.Pytester) -> None:

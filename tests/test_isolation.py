@@ -158,7 +158,7 @@ def test_hang_is_killed_with_its_stack_and_the_run_goes_on(pytester: pytest.Pyte
                 nodeid=f"{name}::test_hangs[[]torch-first[]]",
                 timeout=1.5,
                 phase="call",
-                source=f"marker trtctx_timeout on {name}::test_hangs[[]torch-first[]]",
+                source=f"marker trtctx_timeout on {name}::test_hangs",
             ),
         ]
     )
@@ -184,7 +184,7 @@ def test_hang_timeout_from_the_option(pytester: pytest.Pytester) -> None:
 def test_a_slow_order_start_is_not_a_hang(pytester: pytest.Pytester) -> None:
     """Applying the order (a fresh CUDA context: seconds when many processes create one at once)
     gets ORDER_START_ALLOWANCE; the test's own timeout applies from its setup on. The slowness is
-    simulated by delaying the plugin's apply_order (no GPU needed): what is under test is the
+    simulated by delaying the worker's apply_order (no GPU needed): what is under test is the
     scheduler's timer, not CUDA."""
     from pytest_trtctx.isolation import ORDER_START_ALLOWANCE
 
@@ -192,15 +192,15 @@ def test_a_slow_order_start_is_not_a_hang(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
         import time
-        import pytest_trtctx.plugin as plugin
+        import pytest_trtctx.worker as worker
 
-        _apply = plugin.apply_order
+        _apply = worker.apply_order
 
         def slow_apply(config, order):
             time.sleep(3)
             return _apply(config, order)
 
-        plugin.apply_order = slow_apply
+        worker.apply_order = slow_apply
         """
     )
     pytester.makepyfile(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_trtctx.names import (
+    MARK_BACKEND,
     MARK_BITWISE_STABLE,
     MARK_KNOWN_FAILURE,
     MARK_NONZERO,
@@ -248,7 +249,42 @@ def test_orders_marker_with_an_unknown_order(pytester: pytest.Pytester) -> None:
         """
     )
     result = run_pytest(pytester, "--trtctx-order=torch-first")
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
         ["*marker trtctx_orders on *::test_some: unknown value 'gpu-first'; allowed: *"]
     )
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        (f"{MARK_TIMEOUT}('soon')", f"marker {MARK_TIMEOUT} on {{test}}: expected a number"),
+        (f"{MARK_TIMEOUT}(1, 2)", f"marker {MARK_TIMEOUT} on {{test}}: takes one number"),
+        (f"{MARK_BACKEND}('tensorrt9')", f"marker {MARK_BACKEND} on {{test}}: unknown value"),
+        (f"{MARK_BITWISE_STABLE}(runs=0)", f"marker {MARK_BITWISE_STABLE} on {{test}}: runs must"),
+        (f"{MARK_ORDERS}('gpu-first')", f"marker {MARK_ORDERS} on {{test}}: unknown value"),
+        (f"{MARK_KNOWN_FAILURE}('gpu-first', 'x')", f"marker {MARK_KNOWN_FAILURE} on {{test}}:"),
+    ],
+)
+def test_a_bad_marker_is_reported_once_at_collection_naming_the_test(
+    pytester: pytest.Pytester, marker: str, message: str
+) -> None:
+    """Every marker is read once, into the test's plan: a bad value stops the run before any
+    test runs (a usage error), in one line naming the test function, however many orders and
+    parameters multiply it."""
+    pytester.makepyfile(
+        f"""
+        import pytest
+        @pytest.mark.{marker}
+        @pytest.mark.parametrize("n", [1, 2, 3])
+        def test_multiplied(trtctx_order, n):
+            open("ran", "w").close()
+        """
+    )
+    result = run_pytest(pytester, "--trtctx-order=torch-first,trt-first")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    test = "test_a_bad_marker_is_reported_once_at_collection_naming_the_test.py::test_multiplied"
+    expected = message.format(test=test)
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: {expected}"), errors
+    assert not (pytester.path / "ran").exists()

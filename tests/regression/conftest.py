@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_trtctx.plugin import settings_of
+from pytest_trtctx.config import settings_of
 
 HOW = "the regression suite runs under explicit orders: pytest tests/regression --trtctx-order=all"
 

@@ -1,0 +1,162 @@
+"""One frozen plan per test, made once at collection.
+
+Every marker of the plugin is read here and nowhere else (:func:`make`): its order, backend,
+hang timeout, known-failure declarations, bitwise runs and output checks. Everything later (the
+worker, the scheduler, the known-failure verdict, the report, the summary) reads the plan from
+``item.stash``; a bad marker value is a usage error at collection that names the test, once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from . import config as cfg
+from .errors import ConfigError
+from .names import (
+    BACKENDS,
+    MARK_BACKEND,
+    MARK_BITWISE_STABLE,
+    MARK_KNOWN_FAILURE,
+    MARK_NONZERO,
+    MARK_ORDERS,
+    MARK_TIMEOUT,
+)
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """A ``trtctx_known_failure`` declaration: under ``orders`` the test is expected to fail
+    with a signature matching the regex ``signature``."""
+
+    orders: tuple[str, ...]
+    signature: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the plugin does with one test."""
+
+    #: The order applied in the process that runs the test: its ``trtctx_order`` parameter, else
+    #: the run's one selected order; None when the plugin applies no order for it.
+    order: str | None
+    #: ``trtctx_orders``: the orders the test may run under (None: any).
+    only_orders: tuple[str, ...] | None
+    backend: cfg.Setting[str]
+    timeout: cfg.Setting[float]
+    known_failures: tuple[KnownFailure, ...]
+    #: Runs of the test body (``trtctx_bitwise_stable``); 1 runs it once, as pytest does.
+    bitwise_runs: int
+    #: ``trtctx_nonzero``: check every output handed over after each run.
+    nonzero: bool
+
+    @property
+    def known_failure(self) -> KnownFailure | None:
+        """The declaration that applies under this test's order, if any (the first one)."""
+        for known in self.known_failures:
+            if self.order in known.orders:
+                return known
+        return None
+
+    @property
+    def checks_outputs(self) -> bool:
+        """Whether the plugin runs the test body itself (its markers check outputs)."""
+        return self.nonzero or self.bitwise_runs > 1
+
+
+PLAN = pytest.StashKey[Plan]()
+
+
+def name_of(item: pytest.Item) -> str:
+    """The test as messages name it: its node id without parameters (one message per test
+    function, not one per order and spec)."""
+    original = getattr(item, "originalname", None)
+    if original and item.parent is not None:
+        return f"{item.parent.nodeid}::{original}"
+    return item.nodeid
+
+
+def param_order(item: pytest.Item) -> str | None:
+    """The order the test was parametrised with (it takes the ``trtctx_order`` fixture)."""
+    callspec = getattr(item, "callspec", None)
+    order = callspec.params.get("trtctx_order") if callspec is not None else None
+    return order if isinstance(order, str) else None
+
+
+def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
+    """Read every marker of ``item`` and settle its precedence; ConfigError names the test."""
+    name = name_of(item)
+
+    def where(mark: str) -> str:
+        return f"marker {mark} on {name}"
+
+    only = item.get_closest_marker(MARK_ORDERS)
+    timeout = _one_arg(item, MARK_TIMEOUT, "takes one number (seconds)", where)
+    backend = _one_arg(item, MARK_BACKEND, "takes one backend name", where)
+    return Plan(
+        order=param_order(item) or settings.single_order,
+        only_orders=None if only is None else cfg.parse_orders(list(only.args), where(MARK_ORDERS)),
+        backend=cfg.with_marker(
+            settings.backend,
+            None if backend is None else cfg.parse_choice(backend, where(MARK_BACKEND), BACKENDS),
+            where(MARK_BACKEND),
+        ),
+        timeout=cfg.with_marker(
+            settings.timeout,
+            None if timeout is None else cfg.parse_timeout(timeout, where(MARK_TIMEOUT)),
+            where(MARK_TIMEOUT),
+        ),
+        known_failures=tuple(_known(m, where(MARK_KNOWN_FAILURE)) for m in _knowns(item)),
+        bitwise_runs=_bitwise_runs(item, where(MARK_BITWISE_STABLE)),
+        nonzero=item.get_closest_marker(MARK_NONZERO) is not None,
+    )
+
+
+def of(item: pytest.Item) -> Plan:
+    """The item's plan (made now for an item that was never collected as usual)."""
+    plan = item.stash.get(PLAN, None)
+    if plan is None:
+        plan = item.stash[PLAN] = make(item, cfg.settings_of(item.config))
+    return plan
+
+
+def _one_arg(item: pytest.Item, mark: str, rule: str, where: Any) -> Any:
+    marker = item.get_closest_marker(mark)
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or marker.kwargs:
+        raise ConfigError(f"{where(mark)}: {rule}")
+    return marker.args[0]
+
+
+def _knowns(item: pytest.Item) -> list[pytest.Mark]:
+    return list(item.iter_markers(MARK_KNOWN_FAILURE))
+
+
+def _known(marker: pytest.Mark, where: str) -> KnownFailure:
+    args = list(marker.args)
+    order = marker.kwargs.get("order", args.pop(0) if args else None)
+    signature = marker.kwargs.get("signature", args.pop(0) if args else None)
+    reason = str(marker.kwargs.get("reason", args.pop(0) if args else ""))
+    if order is None or signature is None:
+        raise ConfigError(f"{where}: needs an order and a signature regex")
+    orders = cfg.parse_orders(order if isinstance(order, list | tuple) else [order], where)
+    try:
+        re.compile(str(signature))
+    except re.error as exc:
+        raise ConfigError(f"{where}: signature {signature!r} is not a regex: {exc}") from None
+    return KnownFailure(orders, str(signature), reason)
+
+
+def _bitwise_runs(item: pytest.Item, where: str) -> int:
+    marker = item.get_closest_marker(MARK_BITWISE_STABLE)
+    if marker is None:
+        return 1
+    runs = marker.kwargs.get("runs", marker.args[0] if marker.args else 2)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 2:
+        raise ConfigError(f"{where}: runs must be an integer >= 2, got {runs!r}")
+    return runs

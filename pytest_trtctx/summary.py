@@ -1,0 +1,87 @@
+"""The ``trtctx summary`` at the end of the run: outcomes per order and backend, and the most
+frequent failure signatures.
+
+Registered as a plugin object (``trtctx-summary``) in the pytest process. A test's row is its
+plan's order and the backend its process reported (else its planned backend); its outcome is the
+most severe of its phases'.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from . import plan
+from .names import ORDERS
+from .outcomes import BACKEND_PROPERTY, OUTCOME_RANK, SIGNATURE_PROPERTY, classify, properties
+
+COLUMNS = ("passed", "failed", "known-failure", "skipped")
+
+
+class Summary:
+    """Counts the run's outcomes per (order, backend) and prints them."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, pytest.Item] = {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = {item.nodeid: item for item in session.items}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        rows, signatures = self.count(terminalreporter.stats)
+        if not rows:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "trtctx summary")
+        tr.write_line(f"{'order':<14} {'backend':<8} " + " ".join(f"{c:>13}" for c in COLUMNS))
+        for order in ORDERS:
+            for (o, backend), counts in sorted(rows.items()):
+                if o == order:
+                    tr.write_line(
+                        f"{order:<14} {backend:<8} "
+                        + " ".join(f"{counts.get(c, 0):>13}" for c in COLUMNS)
+                    )
+        if signatures:
+            tr.write_line("most frequent failure signatures:")
+            for (sig, kind), count in signatures.most_common(5):
+                tr.write_line(f"  {count:>5}  {sig}  [{kind}]")
+
+    def count(
+        self, stats: dict[str, list[Any]]
+    ) -> tuple[dict[tuple[str, str], Counter[str]], Counter[tuple[str, str]]]:
+        """Outcome counts per (order, backend), and (signature, outcome) counts."""
+        final: dict[str, tuple[str, str | None]] = {}
+        ran_on: dict[str, str] = {}  # the backend each test really ran on, as its process said
+        for reports in stats.values():
+            for report in reports:
+                if not isinstance(report, pytest.TestReport):
+                    continue
+                kind = classify(report)
+                if kind is None:
+                    continue
+                kind = "failed" if kind == "error" else kind
+                props = properties(report)
+                sig = props.get(SIGNATURE_PROPERTY)
+                backend = props.get(BACKEND_PROPERTY)
+                if isinstance(backend, str):
+                    ran_on[report.nodeid] = backend
+                old = final.get(report.nodeid)
+                if old is None or OUTCOME_RANK[kind] > OUTCOME_RANK[old[0]]:
+                    final[report.nodeid] = (kind, sig if isinstance(sig, str) else old and old[1])
+        rows: dict[tuple[str, str], Counter[str]] = {}
+        signatures: Counter[tuple[str, str]] = Counter()
+        for nodeid, (kind, sig) in final.items():
+            item = self.items.get(nodeid)
+            if item is None:
+                continue
+            planned = plan.of(item)
+            if planned.order is None:
+                continue
+            backend = ran_on.get(nodeid) or planned.backend.value
+            rows.setdefault((planned.order, backend), Counter())[kind] += 1
+            if sig and kind in ("failed", "known-failure"):
+                signatures[(sig, kind)] += 1
+        return rows, signatures
