@@ -16,43 +16,32 @@ goes on.
 
 The :class:`Scheduler` decides; it reaches processes only through :class:`Processes` and pytest
 only through :class:`Sink`, so that its rules are tested with fakes (as pytest-xdist tests its
-scheduler with ``MockNode``), and the real ones here fork and report.
+scheduler with ``MockNode``); the real ones, which fork and report, are in :mod:`.forking`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
-import selectors
 import signal
-import sys
-import tempfile
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import pytest
-from _pytest.reports import TestReport
 
 from . import plan
 from .config import Settings
 from .names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
-from .outcomes import SIGNATURE_PROPERTY
-from .probe import cuda_untouched
-from .worker import Group, group_message, run_child
+from .worker import Group, group_message
 
 #: Seconds a worker may take to apply its order before it counts as hung, when the test's own
 #: timeout is shorter. Applying an order creates a CUDA context, which the driver serialises
 #: machine-wide: with many processes creating contexts at once this waits for the others, which
 #: is contention, not a hang; a test's timeout is about the test.
 ORDER_START_ALLOWANCE = 60.0
-#: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
-DUMP_WAIT = 2.0
 
 
 @dataclass
@@ -320,7 +309,7 @@ class Scheduler:
             signature = f"worker: {ending} in {worker.phase}"
             if not worker.hung:
                 signature += f" ({how.split(' (')[-1].rstrip(')')})"
-            self.sink.fail(items[first], _when(worker.phase), reason, signature, stacks)
+            self.sink.fail(items[first], when_of(worker.phase), reason, signature, stacks)
         else:
             # Died before it started an item: the order's recipe or the worker itself failed.
             message = reason or (
@@ -335,7 +324,7 @@ class Scheduler:
             self.queue.appendleft(Group(worker.group.order, rest))
 
 
-def _when(phase: str) -> Literal["setup", "call", "teardown"]:
+def when_of(phase: str) -> Literal["setup", "call", "teardown"]:
     if phase == "call":
         return "call"
     if phase == "teardown":
@@ -355,169 +344,3 @@ def describe_status(status: int | None) -> str:
             name = f"signal {sig}"
         return f"killed by signal {sig} ({name})"
     return f"exited with status {os.WEXITSTATUS(status)}"
-
-
-# ------------------------------------------------------------------------------------------------
-# The real processes and the real sink.
-
-
-class Forker:
-    """:class:`Processes` by ``os.fork`` of the pytest process, which must be CUDA-clean."""
-
-    def __init__(self, session: pytest.Session) -> None:
-        self.session = session
-        self.selector = selectors.DefaultSelector()
-        self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
-        self.fds: set[int] = set()  # every pipe end this parent holds
-
-    def refusal(self) -> str:
-        return cuda_untouched()[1]
-
-    def spare(self) -> Spare | None:
-        ok, _why = cuda_untouched()
-        if not ok:
-            return None
-        rfd, wfd = os.pipe()
-        ctrl_r, ctrl_w = os.pipe()
-        fd, dump = tempfile.mkstemp(prefix="worker-", suffix=".dump", dir=self.tmpdir)
-        os.close(fd)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with warnings.catch_warnings():
-            # Python 3.12 warns about fork() in a multi-threaded process; the children run no
-            # thread of the parent's and exec nothing, which is the case the warning allows.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:
-            # Keep no end of another worker's pipes: a control pipe held open here would never
-            # reach end-of-file in the worker it belongs to.
-            for other in (rfd, ctrl_w, *self.fds):
-                with contextlib.suppress(OSError):
-                    os.close(other)
-            run_child(self.session, wfd, dump, ctrl_r)
-        os.close(wfd)
-        os.close(ctrl_r)
-        os.set_blocking(rfd, False)
-        self.fds |= {rfd, ctrl_w}
-        return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump_path=dump)
-
-    def assign(self, spare: Spare, message: bytes) -> None:
-        with contextlib.suppress(OSError):  # a spare that died is reaped as a crash
-            os.write(spare.ctrl, message)
-        self._close_fd(spare.ctrl)
-        self.selector.register(spare.fd, selectors.EVENT_READ)
-
-    def retire(self, spare: Spare) -> None:
-        self._close_fd(spare.ctrl)
-        self._close_fd(spare.fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(spare.pid, 0)
-
-    def ready(self, timeout: float | None) -> list[int]:
-        return [int(key.fd) for key, _mask in self.selector.select(timeout=timeout)]
-
-    def read(self, fd: int) -> bytes | None:
-        try:
-            return os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return None
-
-    def close(self, fd: int) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(fd)
-        self._close_fd(fd)
-
-    def _close_fd(self, fd: int) -> None:
-        self.fds.discard(fd)
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-    def dump_stacks(self, worker: Worker) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGUSR1)
-            end = time.monotonic() + DUMP_WAIT
-            while time.monotonic() < end and os.path.getsize(worker.dump_path) == 0:
-                time.sleep(0.02)
-            time.sleep(0.05)
-
-    def kill(self, pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-    def wait(self, pid: int, *, block: bool) -> int | None:
-        try:
-            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return None
-        return status if done else None
-
-    def stacks(self, worker: Worker) -> str:
-        with contextlib.suppress(OSError), open(worker.dump_path, errors="replace") as fh:
-            return fh.read()[-20000:]
-        return ""
-
-    def close_all(self) -> None:
-        self.selector.close()
-        for fd in list(self.fds):
-            self._close_fd(fd)
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.tmpdir):
-                os.unlink(os.path.join(self.tmpdir, name))
-            os.rmdir(self.tmpdir)
-
-
-class HookSink:
-    """:class:`Sink` into pytest's reporting hooks, as if the tests had run here."""
-
-    def __init__(self, session: pytest.Session) -> None:
-        self.session = session
-        self.config = session.config
-
-    def start(self, item: pytest.Item) -> None:
-        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-
-    def report(self, item: pytest.Item, data: dict[str, Any]) -> None:
-        if isinstance(data.get("longrepr"), list):  # JSON made the skip tuple a list
-            data["longrepr"] = tuple(data["longrepr"])
-        report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
-        item.ihook.pytest_runtest_logreport(report=report)
-
-    def fail(self, item: pytest.Item, when: str, message: str, signature: str, stacks: str) -> None:
-        sections = [("worker stacks (faulthandler)", stacks)] if stacks.strip() else []
-        report = TestReport(
-            nodeid=item.nodeid,
-            location=item.location,
-            keywords={k: 1 for k in item.keywords},
-            outcome="failed",
-            longrepr=message + (f"\n\n{stacks.strip()}" if stacks.strip() else ""),
-            when=_when(when),
-            sections=sections,
-        )
-        report.user_properties.append((SIGNATURE_PROPERTY, signature))
-        item.ihook.pytest_runtest_logreport(report=report)
-
-    def finish(self, item: pytest.Item) -> None:
-        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-
-    def stop_requested(self) -> bool:
-        return bool(self.session.shouldfail or self.session.shouldstop)
-
-
-def run_isolated(session: pytest.Session, settings: Settings) -> None:
-    """Run the session's items in forked workers, as the settings ask."""
-    items = list(session.items)
-    processes = Forker(session)
-    # Objects alive now are never collected in a worker: a collection there would touch (and
-    # so copy) every page of the parent's heap.
-    gc.freeze()
-    try:
-        Scheduler(
-            items,
-            groups(items, settings),
-            settings.workers.value,
-            processes,
-            HookSink(session),
-            lambda item: (plan.of(item).timeout.value, plan.of(item).timeout.source),
-        ).run()
-    finally:
-        processes.close_all()

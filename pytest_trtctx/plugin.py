@@ -322,7 +322,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             "during collection"
         )
     from . import probe
-    from .isolation import run_isolated
+    from .forking import run_isolated
     from .worker import preload
 
     probe.machine()  # probe once here, in a child process; forked workers inherit the answer
