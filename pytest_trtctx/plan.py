@@ -24,6 +24,25 @@ from .names import (
     MARK_NONZERO,
     MARK_ORDERS,
     MARK_TIMEOUT,
+    ORDERS,
+)
+
+#: The markers' ``pytest --markers`` lines: what each one means and takes.
+MARKERS = (
+    f"{MARK_ORDERS}(*orders): run this test only under these init orders ("
+    + ", ".join(ORDERS)
+    + "); under the others it is skipped with the reason.",
+    f"{MARK_KNOWN_FAILURE}(order, signature, reason=''): under ORDER (a name or a list) the test "
+    "is expected to fail with a failure signature matching the regex SIGNATURE; it is reported "
+    "as xfailed while it does, and FAILS the day it passes or fails differently.",
+    f"{MARK_NONZERO}: every output handed to trtctx_outputs (or made by trtctx.run) must be "
+    "written (no sentinel left where the plugin owns the buffer), finite and not all zero.",
+    f"{MARK_BITWISE_STABLE}(runs=2): run the test body RUNS times; every output must be bitwise "
+    "identical across runs; a failure shows the first differing index and the hashes.",
+    f"{MARK_TIMEOUT}(seconds): hang timeout for this test in an isolated process "
+    "(overrides --trtctx-timeout and the ini key trtctx_timeout).",
+    f"{MARK_BACKEND}(name): engine backend for this test (" + ", ".join(BACKENDS) + "); "
+    "overrides --trtctx-backend and the ini key trtctx_backend.",
 )
 
 

@@ -23,15 +23,7 @@ from .checks import Outputs, run_checked, sha256
 from .errors import ConfigError, MatrixError
 from .known import KnownFailures
 from .names import (
-    BACKENDS,
-    MARK_BACKEND,
-    MARK_BITWISE_STABLE,
-    MARK_KNOWN_FAILURE,
-    MARK_NONZERO,
-    MARK_ORDERS,
-    MARK_TIMEOUT,
     MSG_ONLY_ORDERS,
-    ORDERS,
 )
 from .outcomes import (
     BACKEND_PROPERTY,
@@ -45,24 +37,8 @@ from .outcomes import (
     outputs_of,
     signature_of,
 )
-from .summary import Summary
+from .summary import Summary, header_lines
 
-MARKERS = (
-    f"{MARK_ORDERS}(*orders): run this test only under these init orders ("
-    + ", ".join(ORDERS)
-    + "); under the others it is skipped with the reason.",
-    f"{MARK_KNOWN_FAILURE}(order, signature, reason=''): under ORDER (a name or a list) the test "
-    "is expected to fail with a failure signature matching the regex SIGNATURE; it is reported "
-    "as xfailed while it does, and FAILS the day it passes or fails differently.",
-    f"{MARK_NONZERO}: every output handed to trtctx_outputs (or made by trtctx.run) must be "
-    "written (no sentinel left where the plugin owns the buffer), finite and not all zero.",
-    f"{MARK_BITWISE_STABLE}(runs=2): run the test body RUNS times; every output must be bitwise "
-    "identical across runs; a failure shows the first differing index and the hashes.",
-    f"{MARK_TIMEOUT}(seconds): hang timeout for this test in an isolated process "
-    "(overrides --trtctx-timeout and the ini key trtctx_timeout).",
-    f"{MARK_BACKEND}(name): engine backend for this test (" + ", ".join(BACKENDS) + "); "
-    "overrides --trtctx-backend and the ini key trtctx_backend.",
-)
 MATRIX = pytest.StashKey[list[Any]]()
 
 
@@ -71,7 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for line in MARKERS:
+    for line in plan.MARKERS:
         config.addinivalue_line("markers", line)
     try:
         settings = cfg.resolve(config)
@@ -93,24 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    from . import backends, probe
-
-    s = cfg.settings_of(config)
-    why = backends.describe(s.backend.value)
-    workers = (
-        f", {s.workers.value} workers ({s.workers.source})" if s.isolate.value != "none" else ""
-    )
-    lines = [
-        f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
-        f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
-        f"backend {s.backend.value} ({s.backend.source}): {why}",
-    ]
-    if s.active:
-        lines.append("trtctx: " + probe.machine().describe())
-    else:
-        lines.append("trtctx: no order selected; the plugin only serves tests that ask for it")
-    lines.append("trtctx: " + ", ".join(f"{k} {v}" for k, v in probe.versions().items()))
-    return lines
+    return header_lines(cfg.settings_of(config))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -203,28 +162,16 @@ def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
 @pytest.fixture
 def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
-    from . import backends, orders, probe
-    from .errors import BackendUnavailable
+    from . import backends, probe
+    from .errors import BackendUnavailable, OrderError
     from .runtime import Runtime
-    from .worker import apply_order
+    from .worker import order_state
 
     config = request.config
-    state = orders.CURRENT
-    if state is None:
-        ok, why = probe.cuda_untouched(nvml_ok=True)
-        if not ok:
-            pytest.fail(
-                f"order {trtctx_order} cannot be applied: {why}. With --trtctx-isolate=none "
-                "an order is applied once, before CUDA is used; select it with --trtctx-order, "
-                "or isolate (--trtctx-isolate=order or test).",
-                pytrace=False,
-            )
-        state = apply_order(config, trtctx_order)
-    elif state.order != trtctx_order:
-        pytest.fail(
-            f"this process runs order {state.order}, the test asks for {trtctx_order}",
-            pytrace=False,
-        )
+    try:
+        state = order_state(config, trtctx_order)
+    except OrderError as exc:
+        pytest.fail(str(exc), pytrace=False)
     if state.skip_reason:
         pytest.skip(state.skip_reason)
     if state.error:

@@ -1,5 +1,5 @@
-"""The ``trtctx summary`` at the end of the run: outcomes per order and backend, and the most
-frequent failure signatures.
+"""What the plugin prints: its header lines, and the ``trtctx summary`` at the end of the run
+(outcomes per order and backend, and the most frequent failure signatures).
 
 Registered as a plugin object (``trtctx-summary``) in the pytest process. A test's row is its
 plan's order and the backend its process reported (else its planned backend); its outcome is the
@@ -14,8 +14,31 @@ from typing import Any
 import pytest
 
 from . import plan
+from .config import Settings
 from .names import ORDERS
 from .outcomes import BACKEND_PROPERTY, OUTCOME_RANK, SIGNATURE_PROPERTY, classify, properties
+
+
+def header_lines(s: Settings) -> list[str]:
+    """The lines the plugin adds to pytest's header: what is in force, the machine, versions."""
+    from . import backends, probe
+
+    why = backends.describe(s.backend.value)
+    workers = (
+        f", {s.workers.value} workers ({s.workers.source})" if s.isolate.value != "none" else ""
+    )
+    lines = [
+        f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
+        f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
+        f"backend {s.backend.value} ({s.backend.source}): {why}",
+    ]
+    if s.active:
+        lines.append("trtctx: " + probe.machine().describe())
+    else:
+        lines.append("trtctx: no order selected; the plugin only serves tests that ask for it")
+    lines.append("trtctx: " + ", ".join(f"{k} {v}" for k, v in probe.versions().items()))
+    return lines
+
 
 COLUMNS = ("passed", "failed", "known-failure", "skipped")
 

@@ -25,6 +25,7 @@ from _pytest.runner import runtestprotocol
 
 from . import orders, probe
 from .config import settings_of
+from .errors import OrderError
 
 #: Imported in the pytest process before the first fork, so that each worker starts with them
 #: loaded instead of importing torch itself (a fork costs milliseconds, importing torch seconds:
@@ -59,6 +60,25 @@ def apply_order(config: pytest.Config, order: str) -> orders.OrderState:
         "" if info.has_gpu else info.why_no_gpu,
         names=", ".join(d.name for d in info.devices) or "none",
     )
+
+
+def order_state(config: pytest.Config, order: str) -> orders.OrderState:
+    """The order state a test that asks for ``order`` runs under in this process: the one
+    applied here, or (with ``--trtctx-isolate=none``, where none was yet) applied now.
+    OrderError when this process runs another order or can no longer apply one."""
+    state = orders.CURRENT
+    if state is None:
+        ok, why = probe.cuda_untouched(nvml_ok=True)
+        if not ok:
+            raise OrderError(
+                f"order {order} cannot be applied: {why}. With --trtctx-isolate=none "
+                "an order is applied once, before CUDA is used; select it with --trtctx-order, "
+                "or isolate (--trtctx-isolate=order or test)."
+            )
+        return apply_order(config, order)
+    if state.order != order:
+        raise OrderError(f"this process runs order {state.order}, the test asks for {order}")
+    return state
 
 
 @dataclass
