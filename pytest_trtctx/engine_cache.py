@@ -42,7 +42,7 @@ from pytest_trtctx.errors import TrtctxError
 from pytest_trtctx.storage import ENGINE_SUBDIR, digest, write_atomic
 
 if TYPE_CHECKING:
-    from pytest_trtctx.matrix import ConvSpec
+    from pytest_trtctx.spec import ConvSpec
 
 __all__ = [
     "FORMAT_VERSION",

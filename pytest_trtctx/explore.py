@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .matrix import DTYPES, ConvSpec
+from .spec import DTYPES, ConvSpec
 
 ENTRY_TITLE = "trtctx: minimal failing spec, ready to paste into engines/conv_matrix.toml:"
 

@@ -18,7 +18,7 @@ from .names import MULTI_DEVICE
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Engine, ExecResult
-    from .matrix import ConvSpec
+    from .spec import ConvSpec
     from .orders import OrderState
 
 

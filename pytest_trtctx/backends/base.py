@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..driver import ContextInfo
-    from ..matrix import ConvSpec
+    from ..spec import ConvSpec
 
 
 @dataclass

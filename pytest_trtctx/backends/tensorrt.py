@@ -33,7 +33,7 @@ from .base import Engine, ExecResult
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..matrix import ConvSpec
+    from ..spec import ConvSpec
 
 __all__ = [
     "CONV_LAYER_NAME",
