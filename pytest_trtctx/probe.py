@@ -2,7 +2,7 @@
 
 pytest loads plugins before any test runs; if the plugin called ``cuInit`` here it would itself
 choose the init order, and a process forked afterwards would inherit a broken driver state. So the
-device probe runs in a separate, bare Python (about 80 ms plus the driver's own start), speaks to
+device probe runs in a separate, bare Python (a fraction of a second), speaks to
 ``libcuda`` through :mod:`ctypes` only, and reports a plain dict. :func:`cuda_untouched` proves, in
 this process, that CUDA was never initialised, which is what makes forking safe.
 """
@@ -158,10 +158,10 @@ def cuda_untouched(*, nvml_ok: bool = False) -> tuple[bool, str]:
     Returns ``(True, how)`` when proven, ``(False, why)`` otherwise. Three facts make the proof:
     torch says it did not initialise CUDA; ``cuInit`` was never called (if ``libcuda`` is mapped,
     ``cuCtxGetCurrent`` answers ``CUDA_ERROR_NOT_INITIALIZED`` until someone calls it; loading the
-    library does not initialise it, so asking is safe); NVML was never loaded (a worker forked
-    after ``torch.cuda.is_available()`` had used NVML crashed in torch's CUDA init on the H100
-    machine, docs/isolation.md); and no NVIDIA device file is open (any live driver client).
-    ``nvml_ok`` skips the NVML facts where nothing will be forked.
+    library does not initialise it, so asking is safe); NVML was never loaded (its state does
+    not survive a fork: a worker forked after ``torch.cuda.is_available()`` had used NVML can
+    crash in torch's CUDA init, docs/isolation.md); and no NVIDIA device file is open (any live
+    driver client). ``nvml_ok`` skips the NVML facts where nothing will be forked.
     """
     if sys.platform != "linux":
         return False, f"per-process proof needs Linux (/proc), this is {sys.platform}"
@@ -195,7 +195,8 @@ def cuda_untouched(*, nvml_ok: bool = False) -> tuple[bool, str]:
         return False, (
             "NVML was loaded in this process (libnvidia-ml.so is mapped: torch.cuda."
             "is_available() or device_count() with PYTORCH_NVML_BASED_CUDA_CHECK=1, or pynvml); "
-            "a worker forked after it crashed in torch's CUDA init (SIGSEGV, H100 machine)"
+            "its state does not survive a fork (a worker forked after it can crash in torch's CUDA "
+            "init)"
         )
     files = [] if nvml_ok else _nvidia_files()
     if files:

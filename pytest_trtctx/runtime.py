@@ -18,8 +18,8 @@ from .names import MULTI_DEVICE
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Engine, ExecResult
-    from .spec import ConvSpec
     from .orders import OrderState
+    from .spec import ConvSpec
 
 
 def _dtype(name: str) -> Any:
@@ -103,9 +103,8 @@ class Runtime:
         Under multi-device the engine's device is selected first (its primary context pushed
         around the build), as TensorRT's documentation asks before deserializing: torch's work
         on its own device makes that device current again, and an engine built then would land
-        on torch's device (seen on two H100s: test_conv_fixed's rebuilt engine landed on device
-        0 and its kernel read device 1's tensors, an illegal memory access). The retained primary
-        is not released: the order holds it for the whole process anyway.
+        on torch's device and read the other device's tensors (an illegal memory access). The
+        retained primary is not released: the order holds it for the whole process anyway.
         """
         from . import driver
 
