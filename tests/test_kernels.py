@@ -132,17 +132,6 @@ def test_unwritable_cache_dir_still_returns_cubin(tmp_path: Path) -> None:
     assert kernels.cubin_has_kernel(cubin.data, "trtctx_conv2d_bf16")
 
 
-def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TRTCTX_CACHE_DIR", str(tmp_path / "explicit"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert kernels.default_cache_dir() == tmp_path / "explicit"
-    monkeypatch.delenv("TRTCTX_CACHE_DIR")
-    assert kernels.default_cache_dir() == tmp_path / "xdg" / "pytest-trtctx"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert kernels.default_cache_dir() == tmp_path / "home" / ".cache" / "pytest-trtctx"
-
-
 def test_default_cache_dir_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRTCTX_CACHE_DIR", str(tmp_path / "env-cache"))
     cubin = kernels.compile_conv("sm_80")

@@ -58,7 +58,7 @@ def test_unknown_backend() -> None:
 
 
 def test_header_says_what_auto_means_and_what_is_installed(pytester: pytest.Pytester) -> None:
-    from .conftest import run_pytest
+    from ..conftest import run_pytest
 
     pytester.makepyfile("def test_x(): pass")
     result = run_pytest(pytester, "--trtctx-order=torch-first")
