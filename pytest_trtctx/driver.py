@@ -27,9 +27,18 @@ def api() -> Any:
 
 
 def result_name(err: Any) -> str:
+    """The driver's name for a result (``CUDA_ERROR_INVALID_HANDLE``). The bindings' enum names
+    are the driver's own, and reading them needs no driver; a code the bindings do not know is
+    asked of the driver, and shown as ``CUresult(n)`` where that fails too."""
     drv = api()
-    code = drv.CUresult(int(err))
-    rc, name = drv.cuGetErrorName(code)
+    try:
+        return str(drv.CUresult(int(err)).name)
+    except ValueError:
+        pass
+    try:
+        rc, name = drv.cuGetErrorName(int(err))
+    except Exception:  # no driver library: nothing more to learn
+        return f"CUresult({int(err)})"
     if int(rc) == 0 and name:
         return str(name.decode() if isinstance(name, bytes) else name)
     return f"CUresult({int(err)})"
