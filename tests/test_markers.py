@@ -11,8 +11,6 @@ from pytest_trtctx.names import (
     MARK_NONZERO,
     MARK_ORDERS,
     MARK_TIMEOUT,
-    MSG_KNOWN_FAILURE_GONE,
-    MSG_KNOWN_FAILURE_OTHER,
     MSG_ONLY_ORDERS,
 )
 
@@ -137,84 +135,6 @@ def test_bitwise_stable_bad_runs(pytester: pytest.Pytester, runs: str) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [f"*marker {MARK_BITWISE_STABLE} on *::test_x: runs must be an integer >= 2, got*"]
-    )
-
-
-KNOWN_SUITE = """
-import pytest
-
-
-@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 1")
-def test_reproduces(trtctx_order):
-    if trtctx_order == "trt-first":
-        raise RuntimeError("launch failed: invalid handle")
-
-@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 2")
-def test_stopped(trtctx_order):
-    pass
-
-@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="bug 3")
-def test_other_failure(trtctx_order):
-    if trtctx_order == "trt-first":
-        raise ValueError("something else")
-"""
-
-
-@pytest.mark.parametrize("isolate", ["none", "test"])
-def test_known_failure(pytester: pytest.Pytester, isolate: str) -> None:
-    pytester.makepyfile(KNOWN_SUITE)
-    orders = ["--trtctx-order=trt-first"] + (
-        ["--trtctx-order=torch-first"] if isolate != "none" else []
-    )
-    result = run_pytest(pytester, *orders, f"--trtctx-isolate={isolate}", "-rxf")
-    if isolate == "none":
-        result.assert_outcomes(failed=2, xfailed=1)
-    else:  # under torch-first the declarations do not apply: all three pass there
-        result.assert_outcomes(passed=3, failed=2, xfailed=1)
-    result.stdout.fnmatch_lines(
-        [
-            MSG_KNOWN_FAILURE_GONE.format(
-                order="trt-first", signature="RuntimeError: launch failed", reason="bug 2"
-            ),
-            "XFAIL *test_reproduces[[]trt-first[]] - known failure under trt-first: "
-            "RuntimeError: launch failed: invalid handle",
-        ],
-        consecutive=False,
-    )
-    result.stdout.fnmatch_lines(
-        [
-            "*"
-            + MSG_KNOWN_FAILURE_OTHER.format(
-                order="trt-first",
-                signature="RuntimeError: launch failed",
-                got="ValueError: something else",
-            )
-        ]
-    )
-
-
-def test_known_failure_bad_declarations(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-        @pytest.mark.trtctx_known_failure("gpu-first", "x")
-        def test_a(): pass
-        @pytest.mark.trtctx_known_failure("torch-first", "(unclosed")
-        def test_b(): pass
-        @pytest.mark.trtctx_known_failure("torch-first")
-        def test_c(): pass
-        """
-    )
-    result = run_pytest(
-        pytester,
-    )
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "*marker trtctx_known_failure on *::test_a: unknown value 'gpu-first'*",
-            "*marker trtctx_known_failure on *::test_b: signature '(unclosed' is not a regex*",
-            "*marker trtctx_known_failure on *::test_c: needs an order and a signature regex*",
-        ]
     )
 
 
