@@ -35,7 +35,7 @@ def test_summary_counts_each_test_once_per_order_and_lists_signatures(
     result.stdout.fnmatch_lines(
         [
             "*= trtctx summary =*",
-            "order * backend * passed * failed * known-failure * skipped",
+            "order*backend*passed*failed*known-failure*skipped",
             "torch-first * auto * 2 * 1 * 0 * 1",
             "trt-first * auto * 2 * 0 * 1 * 1",
             "most frequent failure signatures:",
