@@ -2,7 +2,8 @@
 
 An engine is built once per spec and worker in every run unless it is cached, and building costs
 orders of magnitude more than reading a plan back (``benchmarks/bench_engine_cache.py``). The
-cache is keyed by everything that makes one plan differ from another (:func:`key_parts_for`), hashed with sha256.
+cache is keyed by everything that makes one plan differ from another (:func:`key_parts_for`),
+hashed with sha256.
 
 Each entry is ``<cache_dir>/engines/<key>.plan``: a small header, then the plan::
 
