@@ -61,9 +61,8 @@ def _leaves_cuda_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fails the first test after which this process is no longer provably CUDA-clean.
 
     These tests run in xdist workers that serve many tests: one that initialises CUDA here
-    changes what every later test in the worker sees (on two H100s an in-process check of the
-    worker's cleanliness failed on whichever worker had also drawn an NVRTC compile or a refused
-    TensorRT-RTX build: both call cuInit there). Only a test that found the process clean is
+    changes what every later test in the worker sees (NVRTC compiles and refused TensorRT-RTX
+    builds call cuInit: docs/isolation.md). Only a test that found the process clean is
     blamed, so the report names the culprit once; a test marked initialises_cuda is exempt.
     """
     clean_before, _ = cuda_untouched()

@@ -95,8 +95,8 @@ def test_is_available_at_import_time_is_refused_with_the_way_out(
     pytester: pytest.Pytester,
 ) -> None:
     """skipif(not torch.cuda.is_available()) at import initialises CUDA (or NVML) in the parent;
-    a worker forked after NVML crashed in torch's CUDA init on the H100 machine. The plugin
-    refuses to fork and says what to use instead."""
+    NVML's state does not survive a fork (docs/isolation.md). The plugin refuses to fork and says
+    what to use instead."""
     pytester.makepyfile(
         """
         import pytest, torch

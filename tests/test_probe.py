@@ -40,9 +40,9 @@ def test_probe_never_initialises_cuda_here() -> None:
 @requires_gpu
 def test_cuda_untouched_refuses_after_cuinit() -> None:
     """The proof's other half: once cuInit has run, it must refuse and say so. In a child, as is
-    the clean case above: an xdist worker that runs these tests is not a fresh process (on two
-    H100s an in-process version of this check failed on a worker that had also run an NVRTC
-    compile or a refused TensorRT-RTX build: both call cuInit there)."""
+    the clean case above: an xdist worker that runs these tests is not a fresh process (another
+    test in it may have run an NVRTC compile or a refused TensorRT-RTX build, which call cuInit:
+    docs/isolation.md)."""
     code = (
         "from pytest_trtctx.probe import cuda_untouched\n"
         "ok, how = cuda_untouched()\n"

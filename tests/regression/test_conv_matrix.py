@@ -32,8 +32,8 @@ from pytest_trtctx.names import CONTEXT_MISMATCH, DRIVER_FIRST, MULTI_DEVICE, TH
 @pytest.mark.trtctx_known_failure(
     MULTI_DEVICE,
     CONTEXT_MISMATCH,
-    reason="torch's device is current while the engine lives on another (ultralytics#21300); "
-    "seen on two H100s: CUDA_ERROR_INVALID_HANDLE, output never written",
+    reason="torch's device is current while the engine lives on another (ultralytics#21300): "
+    "CUDA_ERROR_INVALID_HANDLE, output never written",
 )
 @pytest.mark.trtctx_nonzero
 def test_conv(trtctx, trtctx_spec):
