@@ -53,8 +53,12 @@ class CheckResult:
 class CheckFailure(AssertionError):
     """A run's outputs failed a check. The first failed check gives the signature."""
 
-    def __init__(self, results: list[CheckResult], diagnosis: str = "", title: str = "") -> None:
+    def __init__(
+        self, results: list[CheckResult], diagnosis: str = "", title: str = "", plain: bool = False
+    ) -> None:
         self.results = results
+        #: Raised after the test body returned (the markers' checks): shown without a traceback.
+        self.plain = plain
         failed = [r for r in results if not r.ok]
         self.signature = failed[0].signature or failed[0].check if failed else ""
         self.diagnosis = diagnosis
@@ -305,4 +309,5 @@ def run_checked(body: Callable[[], object], outputs: Outputs, *, runs: int, nonz
         which = " and ".join(
             m for m, on in ((MARK_NONZERO, nonzero), (MARK_BITWISE_STABLE, runs > 1)) if on
         )
-        raise CheckFailure(results, title=f"{which}: {CheckFailure(results).signature}")
+        title = f"{which}: {CheckFailure(results).signature}"
+        raise CheckFailure(results, title=title, plain=True)

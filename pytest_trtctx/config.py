@@ -358,8 +358,13 @@ def _optional_path(config: pytest.Config, name: str) -> Setting[Path] | None:
     return None if raw is None else Setting(_path_parser(config)(raw[0], raw[1]), raw[1])
 
 
+def xdist_controller(config: pytest.Config) -> bool:
+    """This process is pytest-xdist's controller: it hands tests to its workers, runs none."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
 def _in_xdist(config: pytest.Config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput")
+    return xdist_controller(config) or hasattr(config, "workerinput")
 
 
 def resolve(config: pytest.Config) -> Settings:
@@ -387,12 +392,12 @@ def resolve(config: pytest.Config) -> Settings:
                 where=isolate.source, count=len(orders.value), orders=", ".join(orders.value)
             )
         )
-    if isolate.value != "none" and _in_xdist(config):
+    if isolate.value == "order" and _in_xdist(config):
         raise ConfigError(
-            f"{isolate.source}: --trtctx-isolate={isolate.value} runs its own "
-            "fresh processes in parallel (--trtctx-workers) and cannot run inside xdist's -n "
-            "workers; drop -n, or use --trtctx-isolate=none with -n (each xdist worker then "
-            "applies the order once)."
+            f"{isolate.source}: --trtctx-isolate=order runs each order's tests in one process, "
+            "but xdist hands each -n worker tests of any order; use --trtctx-isolate=test with "
+            "-n (each test forked from its xdist worker), or drop -n (--trtctx-workers runs "
+            "processes in parallel)."
         )
     path = _path_parser(config)
     workers = _setting(config, "trtctx_workers", _workers, _workers("auto", "default"))

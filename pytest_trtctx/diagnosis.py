@@ -12,6 +12,7 @@ from .names import DRIVER_FIRST, MULTI_DEVICE, THREAD_HOP
 
 if TYPE_CHECKING:
     from .backends.base import Engine, ExecResult
+    from .contexts import Snapshot
     from .orders import OrderState
 
 FIX = (
@@ -69,3 +70,68 @@ def diagnose(state: OrderState | None, engine: Engine, result: ExecResult, fixed
         lines.append("backend errors: " + " | ".join(result.errors))
     lines.append("likely cause: " + likely_cause(state, engine, result))
     return "\n".join("  " + line for line in lines)
+
+
+SWITCH_CAUSE = (
+    "torch's first CUDA call (an allocation, .to('cuda'), torch.cuda.set_device) makes the "
+    "device's primary context current, as a new thread's first CUDA runtime call does; kernels "
+    "loaded while {old} was current (an engine deserialized then) belong to {old} and cannot be "
+    "launched while {new} is current: the launch fails (CUDA_ERROR_INVALID_HANDLE; TensorRT says "
+    "'invalid resource handle' or 'Cask convolution execution') and the outputs are never written."
+)
+CONTEXT_FIX = (
+    "fix: push the engine's context around its execution (cuCtxPushCurrent/cuCtxPopCurrent; "
+    "pycuda: ctx.push()/ctx.pop()), or initialise torch before anything creates a context "
+    "(--trtctx-order=torch-first passes)"
+)
+
+
+def context_diagnosis(
+    order: str | None,
+    steps: list[str],
+    start: Snapshot | None,
+    end: Snapshot | None,
+    owners: dict[str, int | None],
+) -> str:
+    """What was current when, in plain words, with short names for the contexts (#1, #2)."""
+    names: dict[int, str] = {}
+
+    def name(handle: int) -> str:
+        return names.setdefault(handle, f"#{len(names) + 1}")
+
+    def describe(snap: Snapshot | None) -> str:
+        if snap is None:
+            return "none: CUDA was not initialised in this process"
+        if snap.handle == 0:
+            return "none"
+        kind = (
+            f"the primary context of device {snap.device}"
+            if snap.primary
+            else f"a context of its own on device {snap.device} (not the device's primary)"
+        )
+        return f"{name(snap.handle)}, {kind}"
+
+    seen = end or start
+    thread = seen.thread if seen is not None else "?"
+    lines = [
+        f"order: {order or 'none'}" + (f" ({'; '.join(steps)})" if steps else ""),
+        f"current context on thread {thread} at the start of the call: {describe(start)}",
+        f"at its end: {describe(end)}",
+    ]
+    for output, owner in owners.items():
+        held = "unknown (not device memory of this process)" if owner is None else name(owner)
+        lines.append(f"output {output!r}: memory of context {held}")
+    if start is not None and end is not None and start.handle and start.handle != end.handle:
+        old, new = name(start.handle), name(end.handle)
+        what = f"the current context changed during the test, from {old} to {new}"
+        if start.device is not None and end.device is not None and start.device != end.device:
+            what += f" (device {start.device} to device {end.device})"
+        lines.append(f"what happened: {what}. " + SWITCH_CAUSE.format(old=old, new=new))
+        lines.append(CONTEXT_FIX)
+    elif start is not None and start.handle and end is not None:
+        lines.append(
+            "the same context was current at the start and the end of the call on this thread; "
+            "work launched on another thread runs in that thread's context, which a new thread "
+            "does not have until its first CUDA runtime call makes the primary context current"
+        )
+    return "\n".join(lines)

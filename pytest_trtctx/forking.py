@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from _pytest.reports import TestReport
 from . import plan
 from .config import Settings
 from .isolation import Scheduler, Spare, Worker, groups, when_of
-from .outcomes import SIGNATURE_PROPERTY
+from .names import MSG_CUDA_TOUCHED
+from .outcomes import ORDER_PROPERTY, PLAN_PROPERTY, SIGNATURE_PROPERTY
 from .probe import cuda_untouched
-from .worker import run_child
+from .worker import Group, run_child, unserialize_warning
 
 #: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
 DUMP_WAIT = 2.0
@@ -33,14 +35,15 @@ DUMP_WAIT = 2.0
 class Forker:
     """:class:`Processes` by ``os.fork`` of the pytest process, which must be CUDA-clean."""
 
-    def __init__(self, session: pytest.Session) -> None:
+    def __init__(self, session: pytest.Session, culprit: Callable[[], str]) -> None:
         self.session = session
+        self.culprit = culprit
         self.selector = selectors.DefaultSelector()
         self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
         self.fds: set[int] = set()  # every pipe end this parent holds
 
     def refusal(self) -> str:
-        return cuda_untouched()[1]
+        return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
 
     def spare(self) -> Spare | None:
         ok, _why = cuda_untouched()
@@ -161,9 +164,36 @@ class HookSink:
             longrepr=message + (f"\n\n{stacks.strip()}" if stacks.strip() else ""),
             when=when_of(when),
             sections=sections,
+            user_properties=[(PLAN_PROPERTY, plan.record(item)), (SIGNATURE_PROPERTY, signature)],
         )
-        report.user_properties.append((SIGNATURE_PROPERTY, signature))
         item.ihook.pytest_runtest_logreport(report=report)
+
+    def skip(self, item: pytest.Item, message: str) -> None:
+        path, lineno, _name = item.location
+        report = TestReport(
+            nodeid=item.nodeid,
+            location=item.location,
+            keywords={k: 1 for k in item.keywords},
+            outcome="skipped",
+            longrepr=(str(path), (lineno or 0) + 1, f"Skipped: {message}"),
+            when="setup",
+            user_properties=[
+                (PLAN_PROPERTY, plan.record(item)),
+                (ORDER_PROPERTY, {"applied": False, "fresh": False, "why_not": message}),
+            ],
+        )
+        item.ihook.pytest_runtest_logreport(report=report)
+
+    def warning(self, item: pytest.Item | None, data: dict[str, Any]) -> None:
+        location = data.get("location")
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": unserialize_warning(data["warning"]),
+                "when": data.get("when", "runtest"),
+                "nodeid": data.get("nodeid", item.nodeid if item is not None else ""),
+                "location": tuple(location) if location else None,
+            }
+        )
 
     def finish(self, item: pytest.Item) -> None:
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -172,21 +202,52 @@ class HookSink:
         return bool(self.session.shouldfail or self.session.shouldstop)
 
 
-def run_isolated(session: pytest.Session, settings: Settings) -> None:
+def timeout_of(item: pytest.Item) -> tuple[float, str]:
+    planned = plan.of(item)
+    return planned.timeout.value, planned.timeout.source
+
+
+def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[[], str]) -> None:
     """Run the session's items in forked workers, as the settings ask."""
     items = list(session.items)
-    processes = Forker(session)
+    processes = Forker(session, culprit)
     # Objects alive now are never collected in a worker: a collection there would touch (and
     # so copy) every page of the parent's heap.
     gc.freeze()
     try:
-        Scheduler(
-            items,
-            groups(items, settings),
-            settings.workers.value,
-            processes,
-            HookSink(session),
-            lambda item: (plan.of(item).timeout.value, plan.of(item).timeout.source),
-        ).run()
+        queue = groups(items, settings)
+        workers = settings.workers.value
+        Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
     finally:
         processes.close_all()
+
+
+class ForkEachTest:
+    """Inside an xdist worker (a fresh interpreter that never touched CUDA): each test the
+    controller hands over runs in a process forked from it, as pytest-forked does under xdist.
+    Registered as ``trtctx-fork-each-test`` there when tests are isolated."""
+
+    def __init__(self, session: pytest.Session, culprit: Callable[[], str]) -> None:
+        self.session = session
+        self.forker: Forker | None = None
+        self.culprit = culprit
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        if self.forker is None:
+            from . import probe
+            from .worker import preload
+
+            probe.machine()  # once, in a child process; the forked tests inherit the answer
+            preload()
+            self.forker = Forker(self.session, self.culprit)
+            gc.freeze()
+        planned = plan.of(item)
+        items = list(self.session.items)
+        queue = [Group(planned.order, [item])]
+        Scheduler(items, queue, 1, self.forker, HookSink(self.session), timeout_of).run()
+        return True
+
+    def pytest_sessionfinish(self) -> None:
+        if self.forker is not None:
+            self.forker.close_all()

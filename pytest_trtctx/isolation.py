@@ -34,7 +34,7 @@ import pytest
 
 from . import plan
 from .config import Settings
-from .names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
+from .names import MSG_CRASHED, MSG_HUNG, MSG_STICKY, MSG_WORKER_REPLACED
 from .worker import Group, group_message
 
 #: Seconds a worker may take to apply its order before it counts as hung, when the test's own
@@ -72,6 +72,8 @@ class Worker:
     timeout: float = 0.0
     timeout_source: str = ""
     hung: bool = False
+    #: Set when the worker retired itself after a sticky CUDA error (what, and in which test).
+    retired: str | None = None
 
 
 class Processes(Protocol):
@@ -81,7 +83,7 @@ class Processes(Protocol):
         """A new worker waiting for its group; None when forking is refused."""
 
     def refusal(self) -> str:
-        """Why forking is refused."""
+        """Why forking is refused, as the skip reason of the tests that cannot run."""
 
     def assign(self, spare: Spare, message: bytes) -> None:
         """Send the spare its group; from now on its report pipe is watched."""
@@ -122,7 +124,13 @@ class Sink(Protocol):
         """A report the worker serialized."""
 
     def fail(self, item: Any, when: str, message: str, signature: str, stacks: str) -> None:
-        """A failed report of the scheduler's own: a crash, a hang, a refused fork."""
+        """A failed report of the scheduler's own: a crash, a hang."""
+
+    def skip(self, item: Any, message: str) -> None:
+        """A skipped report of the scheduler's own: the test cannot run in a fresh process."""
+
+    def warning(self, item: Any, data: dict[str, Any]) -> None:
+        """A warning the worker recorded (serialized)."""
 
     def finish(self, item: Any) -> None: ...
 
@@ -193,14 +201,14 @@ class Scheduler:
         if spare is None:
             spare = self.processes.spare()
         if spare is None:
-            message = MSG_CUDA_TOUCHED.format(why=self.processes.refusal())
+            message = self.processes.refusal()
             for item in group.items:
                 self.sink.start(item)
-                self.sink.fail(item, "setup", message, "worker: no fork", "")
+                self.sink.skip(item, message)
                 self.sink.finish(item)
             return
         indices = [self.index[id(i)] for i in group.items]
-        self.processes.assign(spare, group_message(group.order, indices))
+        self.processes.assign(spare, group_message(group.order, indices, group.note))
         worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump_path=spare.dump_path)
         self._arm(worker, 0, applying_order=group.order is not None)
         self.running[spare.fd] = worker
@@ -267,6 +275,11 @@ class Scheduler:
         elif event == "done" and item is not None:
             worker.finished.add(index)
             self.sink.finish(item)
+        elif event == "warning":
+            self.sink.warning(item, msg)
+        elif event == "retire" and item is not None:
+            what = MSG_STICKY.format(error=msg["reason"])
+            worker.retired = MSG_WORKER_REPLACED.format(what=what, nodeid=item.nodeid)
 
     # Endings ----------------------------------------------------------------------------------
     def _hung(self, worker: Worker) -> None:
@@ -290,6 +303,13 @@ class Scheduler:
         del self.running[worker.fd]
         items = worker.group.items
         undone = [i for i in range(len(items)) if i not in worker.finished]
+        if worker.retired is not None and undone and undone[0] not in worker.started:
+            # It stopped on purpose after a sticky CUDA error: the rest go to a fresh worker.
+            self.exiting.append(worker.pid)
+            self._collect_exited()
+            rest = [items[i] for i in undone]
+            self.queue.appendleft(Group(worker.group.order, rest, worker.retired))
+            return
         if not undone:
             # A worker that did all its tests may still be releasing its CUDA context (the driver
             # does that when the process closes its device files): don't wait for it here.
@@ -308,6 +328,7 @@ class Scheduler:
             ending = "hung" if worker.hung else "crashed"
             signature = f"worker: {ending} in {worker.phase}"
             if not worker.hung:
+                ending += f" ({how.split(' (')[-1].rstrip(')')})"
                 signature += f" ({how.split(' (')[-1].rstrip(')')})"
             self.sink.fail(items[first], when_of(worker.phase), reason, signature, stacks)
         else:
@@ -318,10 +339,12 @@ class Scheduler:
             )
             self.sink.start(items[first])
             self.sink.fail(items[first], "setup", message, "worker: died", stacks)
+            ending = "died before its first test"
         self.sink.finish(items[first])
         rest = items[first + 1 :]
         if rest:
-            self.queue.appendleft(Group(worker.group.order, rest))
+            note = MSG_WORKER_REPLACED.format(what=ending, nodeid=items[first].nodeid)
+            self.queue.appendleft(Group(worker.group.order, rest, note))
 
 
 def when_of(phase: str) -> Literal["setup", "call", "teardown"]:

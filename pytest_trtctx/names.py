@@ -46,10 +46,26 @@ MSG_NONE_ONE_ORDER: Final = (
     "{count} orders were selected ({orders}). Use --trtctx-isolate=order or test."
 )
 MSG_CUDA_TOUCHED: Final = (
-    "cannot fork a process where CUDA was never initialised: {why}. "
-    "Something initialised CUDA in the pytest process at import or collection time; the usual "
-    "culprit is skipif(not torch.cuda.is_available()): use pytest_trtctx.cuda_available() "
-    "(it asks a child process), and move other CUDA work into tests or fixtures."
+    "not run: the pytest process initialised CUDA ({why}; {culprit}), and a test runs under an "
+    "order only in a process where CUDA was never initialised before the order's recipe. "
+    "The usual cause is skipif(not torch.cuda.is_available()) at import time: use "
+    "pytest_trtctx.cuda_available() (it asks a child process), and move other CUDA work into "
+    "tests or fixtures."
+)
+#: Where CUDA got initialised in the pytest process, for MSG_CUDA_TOUCHED's culprit.
+MSG_CULPRIT_MODULE: Final = "importing or collecting {module} did it"
+MSG_CULPRIT_STARTUP: Final = (
+    "it happened before collection: a conftest.py, a plugin or pytest's startup did it"
+)
+MSG_CULPRIT_UNKNOWN: Final = "it happened after collection, at session start or in a hook"
+MSG_WORKER_REPLACED: Final = "ran in a fresh worker: the one before {what} in {nodeid}"
+MSG_STICKY: Final = "was retired after a sticky CUDA error ({error})"
+MSG_NO_ORDER_SELECTED: Final = (
+    "no init order selected: this test asks for one (trtctx_order); run with "
+    "--trtctx-order=ORDER (one of {orders}, or all)"
+)
+MSG_ORDER_NOT_APPLIED: Final = (
+    "order {order} was not applied in this process (it runs {applied}): the test cannot meet it"
 )
 MSG_CRASHED: Final = (
     "worker process (pid {pid}) died while running {nodeid} in phase '{phase}': {how}"

@@ -76,6 +76,11 @@ class OrderState:
     uses: int = 0
 
     @property
+    def applied(self) -> bool:
+        """Whether the recipe ran to its end here (else the tests under it skip or fail)."""
+        return self.skip_reason is None and self.error is None
+
+    @property
     def hops_thread(self) -> bool:
         return self.order == THREAD_HOP
 
@@ -135,11 +140,13 @@ def apply(
     device_count: int | None = None,
     why_no_gpu: str = "",
     names: str = "",
+    blocked: str = "",
 ) -> OrderState:
     """Run ``order``'s recipe in this process and remember it in :data:`CURRENT`.
 
     Never raises for a machine that cannot run the order: the state carries the skip reason, and
-    every test that needs the order skips with it.
+    every test that needs the order skips with it. ``blocked`` is such a reason known beforehand
+    (this process initialised CUDA already): the recipe is not run at all.
     """
     global CURRENT
     if order not in ORDERS:
@@ -156,6 +163,9 @@ def apply(
         engine_device = (device + 1) % max(device_count, 1)
     state = OrderState(order, device, torch_device=device, engine_device=engine_device)
     CURRENT = state
+    if blocked:
+        state.skip_reason = blocked
+        return state
     if why_no_gpu:
         state.skip_reason = MSG_NO_DRIVER.format(why=why_no_gpu)
         return state

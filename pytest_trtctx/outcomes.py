@@ -15,6 +15,14 @@ import pytest
 
 from .checks import CheckFailure, Outputs
 
+#: What the plan says of the test, for readers that have no item (an xdist controller): its
+#: ``order``, planned ``backend`` and conv ``spec``.
+PLAN_PROPERTY = "trtctx_plan"
+#: Whether the test's order was applied in its process (``applied``), and met ``fresh``.
+ORDER_PROPERTY = "trtctx_order"
+#: Why the test ran in a fresh worker instead of the one it was given to (that one crashed, hung
+#: or was retired after a sticky CUDA error).
+NOTE_PROPERTY = "trtctx_worker_note"
 #: The failure signature of a failed phase (``backend: CUDA_ERROR_INVALID_HANDLE``).
 SIGNATURE_PROPERTY = "trtctx_signature"
 #: The backend the test really ran on, and why that one.

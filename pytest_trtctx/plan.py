@@ -135,6 +135,18 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
     )
 
 
+def record(item: pytest.Item) -> dict[str, Any]:
+    """What the plan says of ``item``, as plain data for its reports."""
+    planned = of(item)
+    callspec = getattr(item, "callspec", None)
+    spec = callspec.params.get("trtctx_spec") if callspec is not None else None
+    return {
+        "order": planned.order,
+        "backend": planned.backend.value,
+        "spec": spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None,
+    }
+
+
 def of(item: pytest.Item) -> Plan:
     """The item's plan (made now for an item that was never collected as usual)."""
     plan = item.stash.get(PLAN, None)

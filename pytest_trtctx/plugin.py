@@ -12,32 +12,33 @@ are plugin objects registered at configure time: known failures (:mod:`.known`),
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 
 from . import config as cfg
 from . import plan
-from .checks import Outputs, run_checked, sha256
+from .checks import Outputs, run_checked
+from .culprit import CudaWatch
 from .errors import ConfigError, MatrixError
 from .known import KnownFailures
 from .names import (
+    MSG_CULPRIT_STARTUP,
+    MSG_CULPRIT_UNKNOWN,
+    MSG_NO_ORDER_SELECTED,
     MSG_ONLY_ORDERS,
+    ORDERS,
 )
 from .outcomes import (
     BACKEND_PROPERTY,
     BACKEND_WHY_PROPERTY,
-    FRESH,
-    MESSAGES_PROPERTY,
-    OUTPUTS,
-    OUTPUTS_PROPERTY,
+    PLAN_PROPERTY,
     RUNTIME,
-    SIGNATURE_PROPERTY,
     outputs_of,
-    signature_of,
 )
 from .summary import Summary, header_lines
+from .testrun import TestRun
 
 MATRIX = pytest.StashKey[list[Any]]()
 
@@ -54,8 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[cfg.SETTINGS] = settings
+    config.pluginmanager.register(TestRun(watch=settings.active), "trtctx-run")
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
+    if settings.active and settings.isolate.value != "none":
+        config.pluginmanager.register(CudaWatch(), "trtctx-cuda-watch")
     if settings.baseline is not None:
         from .baseline import BaselineKeeper
 
@@ -79,21 +83,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         from .storage import clear_caches
 
         clear_caches(s.cache_dir.value)
-    # The xdist controller runs no test: its workers apply the order, each in its own process.
-    xdist_controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
-        config, "workerinput"
-    )
-    if s.active and s.isolate.value == "none" and not config.option.collectonly:
+    if not s.active or config.option.collectonly or cfg.xdist_controller(config):
+        return  # the xdist controller runs no test: its workers do, each in its own process
+    if s.isolate.value == "none":
         from .worker import apply_order
 
-        if not xdist_controller:
-            apply_order(config, s.orders.value[0])
+        apply_order(config, s.orders.value[0], culprit=MSG_CULPRIT_STARTUP)
+    elif hasattr(config, "workerinput"):
+        from .forking import ForkEachTest
+
+        config.pluginmanager.register(ForkEachTest(session, _culprit(config)), "trtctx-fork")
+
+
+def _culprit(config: pytest.Config) -> Callable[[], str]:
+    watch = config.pluginmanager.get_plugin("trtctx-cuda-watch")
+    return watch.describe if isinstance(watch, CudaWatch) else lambda: MSG_CULPRIT_UNKNOWN
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     s = cfg.settings_of(metafunc.config)
     if "trtctx_order" in metafunc.fixturenames:
-        params = [pytest.param(order, id=order) for order in s.orders.value]
+        if s.active:
+            params = [pytest.param(order, id=order) for order in s.orders.value]
+        else:  # no test id may name an order that is not applied
+            why = MSG_NO_ORDER_SELECTED.format(orders=", ".join(ORDERS))
+            params = [pytest.param(None, id="no-order", marks=pytest.mark.skip(reason=why))]
         metafunc.parametrize("trtctx_order", params, indirect=True)
     if "trtctx_spec" in metafunc.fixturenames:
         specs = _matrix(metafunc.config)
@@ -128,6 +142,7 @@ def pytest_collection_modifyitems(
         except ConfigError as exc:
             problems.append(str(exc))
             continue
+        item.user_properties.append((PLAN_PROPERTY, plan.record(item)))
         if planned.only_orders is not None and planned.order not in planned.only_orders:
             wanted, selected = ", ".join(planned.only_orders), ", ".join(s.orders.value)
             reason = MSG_ONLY_ORDERS.format(wanted=wanted, selected=selected)
@@ -165,19 +180,13 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
     from . import backends, probe
     from .errors import BackendUnavailable, OrderError
     from .runtime import Runtime
-    from .worker import order_state
+    from .worker import state_for
 
     config = request.config
-    try:
-        state = order_state(config, trtctx_order)
+    try:  # the order gate (testrun.py) let the test through: its order was applied here
+        state = state_for(trtctx_order)
     except OrderError as exc:
         pytest.fail(str(exc), pytrace=False)
-    if state.skip_reason:
-        pytest.skip(state.skip_reason)
-    if state.error:
-        pytest.fail(state.error, pytrace=False)
-    request.node.stash[FRESH] = state.uses == 0
-    state.uses += 1
     engine_cc = next(
         (d.cc for d in probe.machine().devices if d.index == state.engine_device), None
     )
@@ -237,32 +246,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """What the test left for its report: its failure signature, what the backend said, and
-    the hashes of its outputs (the baseline and known failures read these further out)."""
-    report = yield
-    if call.excinfo is not None and report.failed:
-        report.user_properties.append((SIGNATURE_PROPERTY, signature_of(call.excinfo.value)))
-    if call.when != "call":
-        return report
-    runtime = item.stash.get(RUNTIME, None)
-    if runtime is not None and runtime.messages:
-        report.user_properties.append((MESSAGES_PROPERTY, list(runtime.messages)))
-    outputs = item.stash.get(OUTPUTS, None)
-    if outputs is not None and outputs.current:
-        hashes = {name: sha256(t) for name, t in outputs.current.items()}
-        report.user_properties.append((OUTPUTS_PROPERTY, hashes))
-    return report
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     s = cfg.settings_of(session.config)
     if s.isolate.value == "none" or session.config.option.collectonly:
         return None
+    if cfg.xdist_controller(session.config) or hasattr(session.config, "workerinput"):
+        return None  # xdist runs the loop; in its workers each test is forked (ForkEachTest)
     if session.testsfailed and not session.config.option.continue_on_collection_errors:
         raise session.Interrupted(
             f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
@@ -274,5 +264,5 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 
     probe.machine()  # probe once here, in a child process; forked workers inherit the answer
     preload()
-    run_isolated(session, s)
+    run_isolated(session, s, _culprit(session.config))
     return True

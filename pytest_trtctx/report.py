@@ -22,8 +22,11 @@ from .outcomes import (
     BACKEND_WHY_PROPERTY,
     KNOWN_PROPERTY,
     MESSAGES_PROPERTY,
+    NOTE_PROPERTY,
+    ORDER_PROPERTY,
     OUTCOME_RANK,
     OUTPUTS_PROPERTY,
+    PLAN_PROPERTY,
     SIGNATURE_PROPERTY,
     classify,
     properties,
@@ -59,6 +62,8 @@ class ReportWriter:
                 "outcome": None,
                 "signature": None,
                 "known_failure": None,
+                "order_applied": None,
+                "fresh": None,
                 "messages": [],
                 "outputs_sha256": {},
                 "durations": {},
@@ -79,12 +84,22 @@ class ReportWriter:
         rec = self._record(report.nodeid)
         rec["durations"][report.when] = round(report.duration, 6)
         props = properties(report)
+        planned = props.get(PLAN_PROPERTY)
+        if isinstance(planned, dict):  # from the test's process: an xdist controller has no items
+            rec["order"] = planned.get("order")
+            rec["spec"] = planned.get("spec") or rec["spec"]
+        state = props.get(ORDER_PROPERTY)
+        if isinstance(state, dict):
+            rec["order_applied"] = bool(state.get("applied"))
+            rec["fresh"] = bool(state.get("fresh"))
         if isinstance(props.get(BACKEND_PROPERTY), str):
             rec["backend"] = props[BACKEND_PROPERTY]
         why = props.get(BACKEND_WHY_PROPERTY)
         said = [why] if isinstance(why, str) else []
         if isinstance(props.get(MESSAGES_PROPERTY), list):
             said += [str(m) for m in props[MESSAGES_PROPERTY]]
+        if isinstance(props.get(NOTE_PROPERTY), str):
+            said.append(props[NOTE_PROPERTY])
         rec["messages"] += [m for m in said if m not in rec["messages"]]
         if isinstance(props.get(OUTPUTS_PROPERTY), dict):
             rec["outputs_sha256"] = props[OUTPUTS_PROPERTY]

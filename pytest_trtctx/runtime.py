@@ -127,6 +127,7 @@ class Runtime:
 
     def run(self, engine: Engine, x: Any, name: str | None = None) -> Any:
         """Execute ``engine`` on ``x`` as the order prescribes, check everything, return y."""
+        __tracebackhide__ = True  # a failure shows the test's line and the verdict
         import torch
 
         from . import driver
@@ -176,6 +177,7 @@ class Runtime:
 
     def check_conv(self, spec: ConvSpec) -> Any:
         """Build, feed and run ``spec``'s engine: the regression suite's one step."""
+        __tracebackhide__ = True  # a failure shows the test's line and the verdict
         engine = self.build(spec)
         x = self.make_input(spec)
         return self.run(engine, x)

@@ -3,7 +3,7 @@
 
 Registered as a plugin object (``trtctx-summary``) in the pytest process. A test's row is its
 plan's order and the backend its process reported (else its planned backend); its outcome is the
-most severe of its phases'.
+most severe of its phases'. An order that could not be applied says why, once.
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ from typing import Any
 
 import pytest
 
-from . import plan
 from .config import Settings
 from .names import ORDERS
-from .outcomes import BACKEND_PROPERTY, OUTCOME_RANK, SIGNATURE_PROPERTY, classify, properties
+from .outcomes import (
+    BACKEND_PROPERTY,
+    ORDER_PROPERTY,
+    OUTCOME_RANK,
+    PLAN_PROPERTY,
+    SIGNATURE_PROPERTY,
+    classify,
+    properties,
+)
 
 
 def header_lines(s: Settings) -> list[str]:
@@ -44,17 +51,12 @@ COLUMNS = ("passed", "failed", "known-failure", "skipped")
 
 
 class Summary:
-    """Counts the run's outcomes per (order, backend) and prints them."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, pytest.Item] = {}
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.items = {item.nodeid: item for item in session.items}
+    """Counts the run's outcomes per (order, backend) and prints them. It reads what each test's
+    process put in its reports (so it works in an xdist controller, which holds no items)."""
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        rows, signatures = self.count(terminalreporter.stats)
+        rows, signatures, not_applied = count(terminalreporter.stats)
         if not rows:
             return
         tr = terminalreporter
@@ -67,44 +69,52 @@ class Summary:
                         f"{order:<14} {backend:<8} "
                         + " ".join(f"{counts.get(c, 0):>13}" for c in COLUMNS)
                     )
+        for order in ORDERS:
+            for why in sorted(not_applied.get(order, ())):
+                tr.write_line(f"{order}: not applied here, its tests skipped: {why}")
         if signatures:
             tr.write_line("most frequent failure signatures:")
-            for (sig, kind), count in signatures.most_common(5):
-                tr.write_line(f"  {count:>5}  {sig}  [{kind}]")
+            for (sig, kind), count_ in signatures.most_common(5):
+                tr.write_line(f"  {count_:>5}  {sig}  [{kind}]")
 
-    def count(
-        self, stats: dict[str, list[Any]]
-    ) -> tuple[dict[tuple[str, str], Counter[str]], Counter[tuple[str, str]]]:
-        """Outcome counts per (order, backend), and (signature, outcome) counts."""
-        final: dict[str, tuple[str, str | None]] = {}
-        ran_on: dict[str, str] = {}  # the backend each test really ran on, as its process said
-        for reports in stats.values():
-            for report in reports:
-                if not isinstance(report, pytest.TestReport):
-                    continue
-                kind = classify(report)
-                if kind is None:
-                    continue
-                kind = "failed" if kind == "error" else kind
-                props = properties(report)
-                sig = props.get(SIGNATURE_PROPERTY)
-                backend = props.get(BACKEND_PROPERTY)
-                if isinstance(backend, str):
-                    ran_on[report.nodeid] = backend
-                old = final.get(report.nodeid)
-                if old is None or OUTCOME_RANK[kind] > OUTCOME_RANK[old[0]]:
-                    final[report.nodeid] = (kind, sig if isinstance(sig, str) else old and old[1])
-        rows: dict[tuple[str, str], Counter[str]] = {}
-        signatures: Counter[tuple[str, str]] = Counter()
-        for nodeid, (kind, sig) in final.items():
-            item = self.items.get(nodeid)
-            if item is None:
+
+def count(
+    stats: dict[str, list[Any]],
+) -> tuple[dict[tuple[str, str], Counter[str]], Counter[tuple[str, str]], dict[str, set[str]]]:
+    """Outcome counts per (order, backend); (signature, outcome) counts; per order, why it was
+    not applied where it was not."""
+    final: dict[str, tuple[str, str | None]] = {}
+    row_of: dict[str, tuple[str, str]] = {}
+    ran_on: dict[str, str] = {}  # the backend each test really ran on, as its process said
+    not_applied: dict[str, set[str]] = {}
+    for reports in stats.values():
+        for report in reports:
+            if not isinstance(report, pytest.TestReport):
                 continue
-            planned = plan.of(item)
-            if planned.order is None:
+            props = properties(report)
+            planned = props.get(PLAN_PROPERTY)
+            if not isinstance(planned, dict) or planned.get("order") is None:
                 continue
-            backend = ran_on.get(nodeid) or planned.backend.value
-            rows.setdefault((planned.order, backend), Counter())[kind] += 1
-            if sig and kind in ("failed", "known-failure"):
-                signatures[(sig, kind)] += 1
-        return rows, signatures
+            order = str(planned["order"])
+            row_of[report.nodeid] = (order, str(planned.get("backend")))
+            state = props.get(ORDER_PROPERTY)
+            if isinstance(state, dict) and state.get("why_not"):
+                not_applied.setdefault(order, set()).add(str(state["why_not"]))
+            if isinstance(props.get(BACKEND_PROPERTY), str):
+                ran_on[report.nodeid] = props[BACKEND_PROPERTY]
+            kind = classify(report)
+            if kind is None:
+                continue
+            kind = "failed" if kind == "error" else kind
+            sig = props.get(SIGNATURE_PROPERTY)
+            old = final.get(report.nodeid)
+            if old is None or OUTCOME_RANK[kind] > OUTCOME_RANK[old[0]]:
+                final[report.nodeid] = (kind, sig if isinstance(sig, str) else old and old[1])
+    rows: dict[tuple[str, str], Counter[str]] = {}
+    signatures: Counter[tuple[str, str]] = Counter()
+    for nodeid, (kind, sig) in final.items():
+        order, planned_backend = row_of[nodeid]
+        rows.setdefault((order, ran_on.get(nodeid) or planned_backend), Counter())[kind] += 1
+        if sig and kind in ("failed", "known-failure"):
+            signatures[(sig, kind)] += 1
+    return rows, signatures, not_applied

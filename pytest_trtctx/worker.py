@@ -17,15 +17,18 @@ import json
 import os
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from _pytest.runner import runtestprotocol
 
-from . import orders, probe
+from . import contexts, orders, probe
 from .config import settings_of
 from .errors import OrderError
+from .names import MSG_CUDA_TOUCHED, MSG_ORDER_NOT_APPLIED
+from .outcomes import NOTE_PROPERTY
 
 #: Imported in the pytest process before the first fork, so that each worker starts with them
 #: loaded instead of importing torch itself (a fork costs milliseconds, importing torch seconds:
@@ -49,36 +52,42 @@ def preload() -> list[str]:
     return loaded
 
 
-def apply_order(config: pytest.Config, order: str) -> orders.OrderState:
-    """Apply ``order``'s recipe in this process (a fresh worker, or the session at start)."""
+def apply_order(config: pytest.Config, order: str, culprit: str = "") -> orders.OrderState:
+    """Apply ``order``'s recipe in this process (a fresh worker, or the session at start).
+
+    The recipe must be the first CUDA work of the process: where CUDA was initialised already
+    (``culprit`` says by what), the order is not applied and its tests skip with the reason.
+    """
     settings = settings_of(config)
     info = probe.machine()
+    clean, why = probe.cuda_untouched(nvml_ok=True)
+    blocked = "" if clean else MSG_CUDA_TOUCHED.format(why=why, culprit=culprit or "unknown")
     return orders.apply(
         order,
         settings.device.value,
         len(info.devices),
         "" if info.has_gpu else info.why_no_gpu,
         names=", ".join(d.name for d in info.devices) or "none",
+        blocked=blocked,
     )
 
 
-def order_state(config: pytest.Config, order: str) -> orders.OrderState:
-    """The order state a test that asks for ``order`` runs under in this process: the one
-    applied here, or (with ``--trtctx-isolate=none``, where none was yet) applied now.
-    OrderError when this process runs another order or can no longer apply one."""
+def state_for(order: str) -> orders.OrderState:
+    """The state of ``order`` in this process; OrderError when it applied none or another."""
     state = orders.CURRENT
-    if state is None:
-        ok, why = probe.cuda_untouched(nvml_ok=True)
-        if not ok:
-            raise OrderError(
-                f"order {order} cannot be applied: {why}. With --trtctx-isolate=none "
-                "an order is applied once, before CUDA is used; select it with --trtctx-order, "
-                "or isolate (--trtctx-isolate=order or test)."
-            )
-        return apply_order(config, order)
-    if state.order != order:
-        raise OrderError(f"this process runs order {state.order}, the test asks for {order}")
+    if state is None or state.order != order:
+        applied = state.order if state is not None else "no order"
+        raise OrderError(MSG_ORDER_NOT_APPLIED.format(order=order, applied=applied))
     return state
+
+
+def enter(order: str) -> tuple[orders.OrderState, bool]:
+    """A test under ``order`` starts: its state, and whether the test meets it fresh (the first
+    test of the process to run under it: after that, torch and the engine share a context)."""
+    state = state_for(order)
+    fresh = state.uses == 0
+    state.uses += 1
+    return state, fresh
 
 
 @dataclass
@@ -87,11 +96,45 @@ class Group:
 
     order: str | None
     items: list[pytest.Item]
+    #: Why these items run in this worker and not the one they were meant for (a worker retired
+    #: after a sticky CUDA error); the reports carry it.
+    note: str | None = None
 
 
-def group_message(order: str | None, indices: list[int]) -> bytes:
-    """What the parent writes to a spare's control pipe: its order and item indices."""
-    return json.dumps({"order": order, "items": indices}).encode() + b"\n"
+def group_message(order: str | None, indices: list[int], note: str | None = None) -> bytes:
+    """What the parent writes to a spare's control pipe: its order, item indices and note."""
+    return json.dumps({"order": order, "items": indices, "note": note}).encode() + b"\n"
+
+
+def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
+    """A recorded warning as plain data (category by import path), as pytest-xdist sends it."""
+    category = message.category
+    return {
+        "message": str(message.message),
+        "category": f"{category.__module__}:{category.__qualname__}",
+        "filename": message.filename,
+        "lineno": message.lineno,
+    }
+
+
+def unserialize_warning(data: dict[str, Any]) -> warnings.WarningMessage:
+    """The warning back, its category imported by path (UserWarning where it cannot be)."""
+    module, _, qualname = str(data.get("category", "")).partition(":")
+    category: Any = UserWarning
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        if isinstance(found, type) and issubclass(found, Warning):
+            category = found
+    except Exception:  # a category the parent cannot import: keep the text, say UserWarning
+        pass
+    return warnings.WarningMessage(
+        category(str(data.get("message", ""))),
+        category,
+        str(data.get("filename", "")),
+        int(data.get("lineno", 0)),
+    )
 
 
 class _Progress:
@@ -112,6 +155,38 @@ class _Progress:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
         self.send({"event": "phase", "index": self.index, "phase": "teardown"})
+
+    def pytest_warning_recorded(
+        self,
+        warning_message: warnings.WarningMessage,
+        when: str,
+        nodeid: str,
+        location: tuple[str, int, str] | None,
+    ) -> None:
+        self.send(
+            {
+                "event": "warning",
+                "index": self.index,
+                "warning": serialize_warning(warning_message),
+                "when": when,
+                "nodeid": nodeid,
+                "location": list(location) if location else None,
+            }
+        )
+
+
+def _sticky(reports: list[pytest.TestReport]) -> str | None:
+    """What left this process's CUDA context unusable during the test just run, if anything:
+    the current context's own sticky error, else one named in the test's failure."""
+    found = contexts.sticky_error()
+    if found is not None:
+        return found
+    for report in reports:
+        if report.failed:
+            words = contexts.sticky_in(str(report.longrepr))
+            if words is not None:
+                return words
+    return None
 
 
 def run_child(session: pytest.Session, wfd: int, dump: str, ctrl: int) -> None:
@@ -149,11 +224,22 @@ def run_child(session: pytest.Session, wfd: int, dump: str, ctrl: int) -> None:
             apply_order(session.config, group.order)
         for index, item in enumerate(group.items):
             progress.index = index
-            nextitem = group.items[index + 1] if index + 1 < len(group.items) else None
+            last = index + 1 == len(group.items)
+            nextitem = None if last else group.items[index + 1]
             send({"event": "start", "index": index})
-            for report in runtestprotocol(item, log=False, nextitem=nextitem):
+            if group.note:
+                item.user_properties.append((NOTE_PROPERTY, group.note))
+            reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
                 send({"event": "report", "index": index, "data": data})
+            sticky = None if last else _sticky(reports)
+            if sticky is not None:
+                # The context is unusable: every later test here would fail with it. Finish
+                # this one, take no more; the parent gives the rest to a fresh worker.
+                send({"event": "retire", "index": index, "reason": sticky})
+                send({"event": "done", "index": index})
+                break
             send({"event": "done", "index": index})
     except BaseException:  # anything here is the plugin's own failure: say it, then exit
         import traceback
@@ -177,4 +263,5 @@ def _read_group(session: pytest.Session, ctrl: int) -> Group | None:
         data += chunk
     os.close(ctrl)
     message = json.loads(data)
-    return Group(message["order"], [session.items[i] for i in message["items"]])
+    items = [session.items[i] for i in message["items"]]
+    return Group(message["order"], items, message.get("note"))

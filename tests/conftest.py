@@ -81,6 +81,30 @@ def in_child(work: Callable[..., Any], *args: Any) -> Any:
     return race(work, 1, *args)[0]
 
 
+#: A plugin for runs under pytester that marks an order applied without running its recipe. It
+#: stands in for a GPU where there is none, so that what the plugin does after the recipe (the
+#: order gate, forked workers, known failures, the summary, the report) runs for real on CPU-only
+#: tests, in CI too. The recipes themselves run on the GPU (test_orders.py, test_runtime.py).
+CPU_ORDERS = """
+import pytest_trtctx.orders as orders
+import pytest_trtctx.worker as worker
+
+def apply_without_cuda(config, order, culprit=""):
+    state = orders.OrderState(order, 0, torch_device=0, engine_device=0)
+    state.steps.append("recipe not run: a CPU-only test of the plugin")
+    orders.CURRENT = state
+    return state
+
+worker.apply_order = apply_without_cuda
+"""
+
+
+def cpu_orders(pytester: pytest.Pytester) -> tuple[str, str]:
+    """Arguments that load :data:`CPU_ORDERS` into a run under pytester."""
+    pytester.makepyfile(trtctx_cpu_orders=CPU_ORDERS)
+    return ("-p", "trtctx_cpu_orders")
+
+
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """``runpytest_subprocess`` with this plugin and a timeout: a hang fails, never waits."""
     return pytester.runpytest_subprocess(

@@ -10,7 +10,19 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_trtctx"
 #: The worker imports nothing of the plugin's machinery: the order recipes, the device probe, the
 #: settings and what those stand on.
-WORKER_MAY_IMPORT = {"orders", "probe", "config", "errors", "names", "matrix", "spec", "storage"}
+WORKER_MAY_IMPORT = {
+    "orders",
+    "probe",
+    "contexts",
+    "config",
+    "outcomes",
+    "checks",
+    "errors",
+    "names",
+    "matrix",
+    "spec",
+    "storage",
+}
 MAX_LINES = 450
 PLUGIN_MAX_LINES = 300
 

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_trtctx.baseline import fingerprint
 
-from .conftest import run_pytest
+from .conftest import cpu_orders, run_pytest
 
 pytest.importorskip("torch", reason="torch is not installed: outputs are torch tensors")
 
@@ -27,6 +27,7 @@ def _run(pytester: pytest.Pytester, nudge: str = "0", *extra: str) -> pytest.Run
     pytester._monkeypatch.setenv("NUDGE", nudge)
     return run_pytest(
         pytester,
+        *cpu_orders(pytester),
         "--trtctx-order=torch-first",
         "--trtctx-baseline=bl",
         "-p",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pytest_trtctx.names import (
     ORDERS,
 )
 
-from .conftest import run_pytest
+from .conftest import cpu_orders, run_pytest
 
 ALLOWED_ORDERS = ", ".join((*ORDERS, ALL_ORDERS))
 
@@ -107,7 +108,7 @@ def test_all_expands_to_every_order_in_order(pytester: pytest.Pytester) -> None:
 def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrtctx_order = trt-first\ntrtctx_isolate = order\n")
     pytester.makepyfile("def test_o(trtctx_order): pass")
-    result = run_pytest(pytester, "--trtctx-order=driver-first", "-v")
+    result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=driver-first", "-v")
     result.stdout.fnmatch_lines(
         [
             "trtctx: orders driver-first (option --trtctx-order); "
@@ -122,7 +123,7 @@ def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> No
 def test_ini_used_when_no_option(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrtctx_order = trt-first\n")
     pytester.makepyfile("def test_o(trtctx_order): pass")
-    result = run_pytest(pytester, "-v")
+    result = run_pytest(pytester, *cpu_orders(pytester), "-v")
     result.stdout.fnmatch_lines(
         ["trtctx: orders trt-first (ini key trtctx_order in tox.ini); isolate test (default, *"]
     )
@@ -182,12 +183,53 @@ def test_backend_marker_beats_option(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_xdist_with_isolation_is_refused(pytester: pytest.Pytester) -> None:
+def test_xdist_with_one_process_per_order_is_refused(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile("def test_x(): pass")
-    result = run_pytest(pytester, "-p", "xdist", "-n", "2", "--trtctx-order=torch-first")
+    result = run_pytest(
+        pytester, "-p", "xdist", "-n", "2", "--trtctx-order=torch-first", "--trtctx-isolate=order"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*cannot run inside xdist's -n workers*"])
+    result.stderr.fnmatch_lines(
+        ["*--trtctx-isolate=order runs each order's tests in one process, but xdist hands*"]
+    )
+
+
+def test_xdist_workers_fork_each_test(pytester: pytest.Pytester) -> None:
+    """pytest -n N --trtctx-order=...: each xdist worker is a fresh interpreter that never
+    touched CUDA, and forks every test it is handed, as pytest-forked does under xdist."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
+    pytester.makepyfile(
+        """
+        import os
+        from pytest_trtctx import orders
+
+        def test_a(trtctx_order, record_property):
+            assert orders.CURRENT.order == trtctx_order
+            record_property("pids", [os.getpid(), os.getppid()])
+
+        def test_b(trtctx_order, record_property):
+            record_property("pids", [os.getpid(), os.getppid()])
+        """
+    )
+    result = run_pytest(
+        pytester,
+        *cpu_orders(pytester),
+        "-p",
+        "xdist",
+        "-n",
+        "2",
+        "--trtctx-order=torch-first,trt-first",
+        "--junitxml=out.xml",
+    )
+    result.assert_outcomes(passed=4)
+    pids = re.findall(
+        r'name="pids" value="\[(\d+), (\d+)\]"', (pytester.path / "out.xml").read_text()
+    )
+    assert len(pids) == 4 and len({pid for pid, _parent in pids}) == 4, pids
+    parents = {parent for _pid, parent in pids}
+    assert len(parents) <= 2 and not {pid for pid, _ in pids} & parents  # forked from the workers
+    result.stdout.fnmatch_lines(["*= trtctx summary =*", "torch-first * 2 * 0 * 0 * 0"])
 
 
 def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
@@ -299,7 +341,14 @@ def test_isolate_none_composes_with_xdist(pytester: pytest.Pytester) -> None:
         """
     )
     result = run_pytest(
-        pytester, "-p", "xdist", "-n", "2", "--trtctx-order=trt-first", "--trtctx-isolate=none"
+        pytester,
+        *cpu_orders(pytester),
+        "-p",
+        "xdist",
+        "-n",
+        "2",
+        "--trtctx-order=trt-first",
+        "--trtctx-isolate=none",
     )
     result.assert_outcomes(passed=2)
     result.stderr.fnmatch_lines(["CONTROLLER APPLIED: False"])

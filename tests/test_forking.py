@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
+from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_CULPRIT_UNKNOWN, MSG_HUNG
 
-from .conftest import run_pytest
+from .conftest import cpu_orders, run_pytest
 
 PIDS = """
 import os, pytest
@@ -34,6 +34,7 @@ def test_isolate_test_gives_every_test_its_own_process(pytester: pytest.Pytester
     )
     result = run_pytest(
         pytester,
+        *cpu_orders(pytester),
         "--trtctx-order=torch-first,trt-first",
         "--trtctx-isolate=test",
         "--trtctx-workers=2",
@@ -52,7 +53,10 @@ def test_isolate_order_gives_every_order_one_process(pytester: pytest.Pytester) 
         """
     )
     result = run_pytest(
-        pytester, "--trtctx-order=torch-first,trt-first,driver-first", "--trtctx-isolate=order"
+        pytester,
+        *cpu_orders(pytester),
+        "--trtctx-order=torch-first,trt-first,driver-first",
+        "--trtctx-isolate=order",
     )
     result.assert_outcomes(passed=6)
     assert len(set(_pids(pytester))) == 3
@@ -68,7 +72,7 @@ def test_isolated_processes_are_not_the_pytest_process(pytester: pytest.Pytester
             assert os.getppid() == PARENT
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=trt-first")
+    result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=trt-first")
     result.assert_outcomes(passed=1)
 
 
@@ -97,6 +101,7 @@ def test_crash_becomes_a_failed_report_and_the_run_goes_on(
     pytester.makepyfile(CRASH)
     result = run_pytest(
         pytester,
+        *cpu_orders(pytester),
         "--trtctx-order=torch-first",
         f"--trtctx-isolate={isolate}",
         "-p",
@@ -146,7 +151,11 @@ def test_hang_is_killed_with_its_stack_and_the_run_goes_on(pytester: pytest.Pyte
         """
     )
     result = run_pytest(
-        pytester, "--trtctx-order=torch-first", "--trtctx-timeout=120", "--trtctx-isolate=order"
+        pytester,
+        *cpu_orders(pytester),
+        "--trtctx-order=torch-first",
+        "--trtctx-timeout=120",
+        "--trtctx-isolate=order",
     )
     result.assert_outcomes(passed=1, failed=1)
     name = "test_hang_is_killed_with_its_stack_and_the_run_goes_on.py"
@@ -174,7 +183,9 @@ def test_hang_timeout_from_the_option(pytester: pytest.Pytester) -> None:
             time.sleep(60)
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=trt-first", "--trtctx-timeout=1")
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-timeout=1"
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*made no progress for 1 s in phase 'call' (*option --trtctx-timeout)*"]
@@ -211,7 +222,9 @@ def test_a_slow_order_start_is_not_a_hang(pytester: pytest.Pytester) -> None:
             time.sleep(60)
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=trt-first", "--trtctx-timeout=1")
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-timeout=1"
+    )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         ["*test_hangs[[]trt-first[]] made no progress for 1 s in phase 'call'*"]
@@ -227,7 +240,9 @@ def test_maxfail_stops_scheduling(pytester: pytest.Pytester) -> None:
             assert False
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=torch-first", "--trtctx-workers=1", "-x")
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=torch-first", "--trtctx-workers=1", "-x"
+    )
     result.assert_outcomes(failed=1)
 
 
@@ -243,7 +258,9 @@ def test_output_and_reports_survive_the_trip(pytester: pytest.Pytester) -> None:
             pytest.skip("not today")
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs", "--junitxml=out.xml")
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=torch-first", "-rs", "--junitxml=out.xml"
+    )
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*hello from the worker*", "*assert 1 == 2*"], consecutive=False)
     result.stdout.fnmatch_lines(["SKIPPED * not today"])
@@ -271,15 +288,20 @@ def test_the_forking_parent_is_still_cuda_clean_after_a_run(pytester: pytest.Pyt
         """
     )
     result = run_pytest(
-        pytester, "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=test", "-s"
+        pytester,
+        *cpu_orders(pytester),
+        "--trtctx-order=torch-first,trt-first",
+        "--trtctx-isolate=test",
+        "-s",
     )
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["PARENT-CLEAN True: *"])
 
 
-def test_a_refused_fork_fails_each_test_and_the_run_ends(pytester: pytest.Pytester) -> None:
-    """When the parent is not provably clean, no worker is forked: every test fails with the
-    reason, and the run ends instead of waiting on workers that were never started."""
+def test_a_refused_fork_skips_each_test_and_the_run_ends(pytester: pytest.Pytester) -> None:
+    """When the parent is not provably clean, no worker is forked: every test is skipped with the
+    reason (no test may run under an order that was not met), and the run ends instead of
+    waiting on workers that were never started."""
     pytester.makeconftest(
         """
         import pytest_trtctx.forking as iso
@@ -294,8 +316,13 @@ def test_a_refused_fork_fails_each_test_and_the_run_ends(pytester: pytest.Pytest
         def test_b(trtctx_order): pass
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=torch-first", "-p", "no:cacheprovider")
-    result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(
-        ["*" + MSG_CUDA_TOUCHED.format(why="cuInit was already called in this process (test)")]
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=torch-first", "-p", "no:cacheprovider"
     )
+    result.assert_outcomes(skipped=2)
+    why = MSG_CUDA_TOUCHED.format(
+        why="cuInit was already called in this process (test)", culprit=MSG_CULPRIT_UNKNOWN
+    )
+    result.stdout.fnmatch_lines([f"torch-first: not applied here, its tests skipped: {why}"])
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs")
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *:1: " + why, "SKIPPED [[]1[]] *:2: " + why])

@@ -89,7 +89,7 @@ class FakeProcesses:
         return Spare(pid=self.next, ctrl=-self.next, fd=self.next, dump_path=f"dump-{self.next}")
 
     def refusal(self) -> str:
-        return "cuInit was already called in this process (fake)"
+        return MSG_CUDA_TOUCHED.format(why="cuInit was already called (fake)", culprit="a test")
 
     def assign(self, spare: Spare, message: bytes) -> None:
         msg = json.loads(message)
@@ -187,6 +187,13 @@ class FakeSink:
         self.events.append(("fail", item.nodeid, when, signature))
         self.messages[item.nodeid] = message + ("\n" + stacks if stacks else "")
 
+    def skip(self, item: FakeItem, message: str) -> None:
+        self.events.append(("skip", item.nodeid))
+        self.messages[item.nodeid] = message
+
+    def warning(self, item: FakeItem | None, data: dict[str, Any]) -> None:
+        self.events.append(("warning", item.nodeid if item else None, data["warning"]["message"]))
+
     def finish(self, item: FakeItem) -> None:
         self.events.append(("finish", item.nodeid))
 
@@ -201,6 +208,8 @@ class FakeSink:
                 out[e[1]] = e[2]
             elif e[0] == "fail":
                 out[e[1]] = e[3]
+            elif e[0] == "skip":
+                out[e[1]] = "skipped"
         return out
 
 
@@ -356,12 +365,11 @@ def test_applying_the_order_gets_its_allowance_before_the_test_timeout_applies()
     assert "made no progress for 0.1 s in phase 'start'" in sink.messages["a"]
 
 
-def test_a_refused_fork_fails_every_test_of_the_group_and_the_run_ends() -> None:
+def test_a_refused_fork_skips_every_test_of_the_group_and_the_run_ends() -> None:
     procs = FakeProcesses(refuse=True)
     sink, _ = schedule([["a", "b"], ["c"]], procs, workers=2)
-    message = MSG_CUDA_TOUCHED.format(why=procs.refusal())
-    assert sink.outcomes() == dict.fromkeys("abc", "worker: no fork")
-    assert all(sink.messages[n] == message for n in "abc")
+    assert sink.outcomes() == dict.fromkeys("abc", "skipped")
+    assert all(sink.messages[n] == procs.refusal() for n in "abc")
     assert procs.forked == [] and procs.assigned == []
 
 

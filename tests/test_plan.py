@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_pytest
+from .conftest import cpu_orders, run_pytest
 
 PRINT_PLANS = """
 from pytest_trtctx import plan
@@ -75,6 +75,8 @@ def test_the_orders_marker_skips_the_others_with_the_reason(pytester: pytest.Pyt
         def test_some(trtctx_order): pass
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=trt-first,torch-first", "-rs")
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first,torch-first", "-rs"
+    )
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED * runs only under trt-first; selected: *"])

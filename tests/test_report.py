@@ -13,7 +13,7 @@ import pytest
 from pytest_trtctx.cli import main as cli_main
 from pytest_trtctx.report import GZIP_MAGIC, SCHEMA_VERSION, ReportError, load
 
-from .conftest import run_pytest
+from .conftest import cpu_orders, run_pytest
 
 pytest.importorskip("torch", reason="torch is not installed: outputs are torch tensors")
 
@@ -48,7 +48,12 @@ def _run(pytester: pytest.Pytester, name: str, **env: str) -> Path:
     for key, value in env.items():
         pytester._monkeypatch.setenv(key, value)
     path = pytester.path / name
-    run_pytest(pytester, "--trtctx-order=torch-first,trt-first", f"--trtctx-report={name}")
+    run_pytest(
+        pytester,
+        *cpu_orders(pytester),
+        "--trtctx-order=torch-first,trt-first",
+        f"--trtctx-report={name}",
+    )
     return path
 
 
@@ -256,7 +261,9 @@ def test_merge_combines_one_environments_reports(pytester: pytest.Pytester, tmp_
     paths = []
     for order in ("torch-first", "trt-first"):
         name = f"{order}.json"
-        run_pytest(pytester, f"--trtctx-order={order}", f"--trtctx-report={name}")
+        run_pytest(
+            pytester, *cpu_orders(pytester), f"--trtctx-order={order}", f"--trtctx-report={name}"
+        )
         paths.append(pytester.path / name)
     out = tmp_path / "all.json"
     assert cli_main(["merge", *map(str, paths), "-o", str(out)]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_pytest
+from .conftest import cpu_orders, run_pytest
 
 SUITE = """
 import pytest
@@ -30,7 +30,12 @@ def test_summary_counts_each_test_once_per_order_and_lists_signatures(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(SUITE)
-    result = run_pytest(pytester, "--trtctx-order=torch-first,trt-first", "--trtctx-isolate=order")
+    result = run_pytest(
+        pytester,
+        *cpu_orders(pytester),
+        "--trtctx-order=torch-first,trt-first",
+        "--trtctx-isolate=order",
+    )
     result.assert_outcomes(passed=5, failed=1, skipped=2, xfailed=1)
     result.stdout.fnmatch_lines(
         [
@@ -50,7 +55,7 @@ def test_summary_counts_each_test_once_per_order_and_lists_signatures(
 
 def test_no_summary_when_no_test_ran_under_an_order(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain(): pass")
-    result = run_pytest(pytester)
+    result = run_pytest(pytester, *cpu_orders(pytester))
     result.assert_outcomes(passed=1)
     assert "trtctx summary" not in result.stdout.str()
     result.stdout.fnmatch_lines(

@@ -16,7 +16,8 @@ from pytest_trtctx.errors import OrderError
 def test_the_group_message_is_one_json_line() -> None:
     blob = worker.group_message("driver-first", [3, 4])
     assert blob.endswith(b"\n") and blob.count(b"\n") == 1
-    assert json.loads(blob) == {"order": "driver-first", "items": [3, 4]}
+    assert json.loads(blob) == {"order": "driver-first", "items": [3, 4], "note": None}
+    assert json.loads(worker.group_message(None, [0], "why"))["note"] == "why"
 
 
 def test_preload_imports_what_is_installed_and_initialises_nothing() -> None:
@@ -33,11 +34,41 @@ def test_preload_imports_what_is_installed_and_initialises_nothing() -> None:
     assert clean.startswith("True"), clean
 
 
-def test_a_test_asking_for_another_order_than_the_one_applied_is_refused(
+def test_only_the_first_test_under_an_order_meets_it_fresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     applied = orders.OrderState("trt-first", 0, torch_device=0, engine_device=0)
     monkeypatch.setattr(orders, "CURRENT", applied)
-    assert worker.order_state(None, "trt-first") is applied  # type: ignore[arg-type]
-    with pytest.raises(OrderError, match="this process runs order trt-first, the test asks for"):
-        worker.order_state(None, "driver-first")  # type: ignore[arg-type]
+    assert worker.enter("trt-first") == (applied, True)
+    assert worker.enter("trt-first") == (applied, False)
+    assert worker.state_for("trt-first") is applied and applied.uses == 2
+
+
+def test_a_test_under_an_order_this_process_did_not_apply_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(orders, "CURRENT", None)
+    with pytest.raises(
+        OrderError, match=r"order trt-first was not applied in this process \(it runs no order\)"
+    ):
+        worker.enter("trt-first")
+    monkeypatch.setattr(orders, "CURRENT", orders.OrderState("torch-first", 0, 0, 0))
+    with pytest.raises(OrderError, match=r"\(it runs torch-first\)"):
+        worker.state_for("trt-first")
+
+
+def test_warnings_cross_as_plain_data_with_their_category() -> None:
+    import warnings
+
+    message = warnings.WarningMessage(DeprecationWarning("old"), DeprecationWarning, "f.py", 3)
+    data = worker.serialize_warning(message)
+    assert json.loads(json.dumps(data)) == data
+    back = worker.unserialize_warning(data)
+    assert (back.category, str(back.message), back.filename, back.lineno) == (
+        DeprecationWarning,
+        "old",
+        "f.py",
+        3,
+    )
+    unknown = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
+    assert unknown.category is UserWarning and str(unknown.message) == "old"

@@ -1,0 +1,126 @@
+"""Around each test, in the process that runs it: the order gate, the context watch, the record.
+
+* **The order is a promise.** At setup, a test under an order runs only if this process applied
+  that order's recipe first; where the order could not be applied here (no driver, too few
+  devices, a library missing, CUDA initialised before the recipe) the test is skipped with the
+  reason. Its report says whether the order was applied and whether the test met it fresh.
+* **Which context ran it.** Around the call, the context current on the calling thread is read at
+  the start and at the end (without initialising CUDA), and so is the context that owns each
+  output handed to the plugin; a failed call gets the diagnosis in plain words.
+* **The record.** Every report carries what the plan said (order, backend, spec), the failure
+  signature, what the backend said and the hashes of the outputs; the baseline, the known
+  failures, the report and the summary read these further out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import pytest
+
+from . import contexts, plan
+from .checks import CheckFailure, sha256
+from .diagnosis import context_diagnosis
+from .errors import OrderError
+from .outcomes import (
+    FRESH,
+    MESSAGES_PROPERTY,
+    ORDER_PROPERTY,
+    OUTPUTS,
+    OUTPUTS_PROPERTY,
+    RUNTIME,
+    SIGNATURE_PROPERTY,
+    signature_of,
+)
+
+SECTION = "trtctx contexts"
+
+
+@dataclass
+class _Watch:
+    start: contexts.Snapshot | None
+    end: contexts.Snapshot | None = None
+
+
+WATCH = pytest.StashKey[_Watch]()
+
+
+class TestRun:
+    """Registered as ``trtctx-run``; ``watch`` turns the context watch on (an order selected)."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, watch: bool) -> None:
+        self.watch = watch
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # After skip marks were honoured (the skipping plugin runs first), before the fixtures:
+        # a test skipped by a mark does not use up its process's fresh order.
+        order = plan.of(item).order
+        if order is None:
+            return
+        from .worker import enter
+
+        try:
+            state, fresh = enter(order)
+        except OrderError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        item.stash[FRESH] = fresh
+        why = state.skip_reason or state.error
+        item.user_properties.append(
+            (ORDER_PROPERTY, {"applied": state.applied, "fresh": fresh, "why_not": why})
+        )
+        if state.skip_reason:
+            pytest.skip(state.skip_reason)
+        if state.error:
+            pytest.fail(state.error, pytrace=False)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        if not self.watch:
+            return (yield)
+        watch = item.stash[WATCH] = _Watch(contexts.current())
+        try:
+            return (yield)
+        finally:
+            watch.end = contexts.current()
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        excinfo = call.excinfo
+        if excinfo is not None and report.failed:
+            report.user_properties.append((SIGNATURE_PROPERTY, signature_of(excinfo.value)))
+            if isinstance(excinfo.value, CheckFailure) and excinfo.value.plain:
+                # The markers' checks ran after the body returned: no line of the test to show,
+                # and the plugin's own frames would say nothing. The verdict says it all.
+                path, lineno, _name = item.location
+                report.longrepr = f"{path}:{(lineno or 0) + 1}: {excinfo.value}"
+        if call.when != "call":
+            return report
+        runtime = item.stash.get(RUNTIME, None)
+        if runtime is not None and runtime.messages:
+            report.user_properties.append((MESSAGES_PROPERTY, list(runtime.messages)))
+        outputs = item.stash.get(OUTPUTS, None)
+        if outputs is not None and outputs.current:
+            hashes = {name: sha256(t) for name, t in outputs.current.items()}
+            report.user_properties.append((OUTPUTS_PROPERTY, hashes))
+        watch = item.stash.get(WATCH, None)
+        if report.failed and watch is not None and (watch.start or watch.end):
+            report.sections.append((SECTION, self._diagnosis(item, watch)))
+        return report
+
+    def _diagnosis(self, item: pytest.Item, watch: _Watch) -> str:
+        from . import orders
+
+        outputs = item.stash.get(OUTPUTS, None)
+        owners = {
+            name: contexts.owner(int(t.data_ptr())) if getattr(t, "is_cuda", False) else None
+            for name, t in (outputs.current.items() if outputs is not None else ())
+        }
+        state = orders.CURRENT
+        steps = state.steps if state is not None else []
+        return context_diagnosis(plan.of(item).order, steps, watch.start, watch.end, owners)
