@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from _pytest.runner import runtestprotocol
+from _pytest.warnings import catch_warnings_for_item
 
 from . import contexts, orders, probe
 from .config import settings_of
@@ -229,7 +230,9 @@ def run_child(session: pytest.Session, wfd: int, dump: str, ctrl: int) -> None:
             send({"event": "start", "index": index})
             if group.note:
                 item.user_properties.append((NOTE_PROPERTY, group.note))
-            reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            # As pytest's own protocol does: the test's warnings are recorded (and so sent up).
+            with catch_warnings_for_item(session.config, item.ihook, "runtest", item):
+                reports = runtestprotocol(item, log=False, nextitem=nextitem)
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
                 send({"event": "report", "index": index, "data": data})

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_trtctx.names import MSG_CUDA_TOUCHED, MSG_NO_DRIVER, ORDERS
+from pytest_trtctx.names import (
+    MSG_CUDA_TOUCHED,
+    MSG_CULPRIT_MODULE,
+    MSG_CULPRIT_STARTUP,
+    MSG_NO_DRIVER,
+    ORDERS,
+)
 from pytest_trtctx.probe import machine
 
 from .conftest import gpu_skip_reason, requires_gpu, run_pytest
@@ -76,18 +82,25 @@ def test_failure_message_diagnoses_and_the_fix_fixes(pytester: pytest.Pytester, 
             "E*engine built in: a context of its own on device 0 (not the primary)*",
             "E*ran in: the primary context of device 0*",
             "E*likely cause: *",
+            "*- trtctx contexts -*",
+            f"order: {order} (cuCtxCreate on device 0*",
+            "current context on thread MainThread at the start of the call: #1, a context of its "
+            "own on device 0 (not the device's primary)",
+            "at its end: #2, the primary context of device 0",
         ],
         consecutive=False,
     )
+    assert "def run(self" not in result.stdout.str()  # the runtime's frames are hidden
 
 
 @requires_gpu
 def test_a_parent_that_initialised_cuda_is_never_forked(pytester: pytest.Pytester) -> None:
     pytester.makeconftest("import torch\ntorch.cuda.init()\n")
     pytester.makepyfile("def test_x(trtctx_order): pass")
-    result = run_pytest(pytester, "--trtctx-order=torch-first")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*" + MSG_CUDA_TOUCHED.split(":")[0] + "*"])
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs")
+    result.assert_outcomes(skipped=1)
+    why = MSG_CUDA_TOUCHED.format(why="*", culprit=MSG_CULPRIT_STARTUP)
+    result.stdout.fnmatch_lines(["SKIPPED *" + why])
 
 
 @requires_gpu
@@ -105,9 +118,11 @@ def test_is_available_at_import_time_is_refused_with_the_way_out(
             pass
         """
     )
-    result = run_pytest(pytester, "--trtctx-order=torch-first")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*pytest_trtctx.cuda_available()*"])
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs")
+    result.assert_outcomes(skipped=1)
+    module = "test_is_available_at_import_time_is_refused_with_the_way_out.py"
+    culprit = MSG_CULPRIT_MODULE.format(module=module)
+    result.stdout.fnmatch_lines(["SKIPPED *" + MSG_CUDA_TOUCHED.format(why="*", culprit=culprit)])
 
 
 @requires_gpu
