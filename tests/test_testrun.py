@@ -19,7 +19,7 @@ from pytest_trtctx.names import (
     ORDERS,
 )
 
-from .conftest import cpu_orders, gpu_skip_reason, run_pytest
+from .conftest import cpu_orders, gpu_skip_reason, requires_gpu, run_pytest
 
 #: The README's shapes: an own engine with trtctx_outputs, a CPU-only test asking for an order,
 #: a plain test.
