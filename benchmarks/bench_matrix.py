@@ -6,6 +6,10 @@ and compares the wall time with the serial sum of the tests' own durations (juni
 
 Usage: python benchmarks/bench_matrix.py [--workers auto] [--isolate test] [--json out.json]
                                          [--out DIR]
+
+``--compare-xdist N`` instead times the two ways to run N tests at once, each with an empty
+cache, in one run: the plugin's own workers (``--trtctx-workers=N``) and pytest-xdist's
+(``-n N``, each xdist worker forking every test it is handed), with their ratio.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ def run(
     log: Path | None = None,
     report: Path | None = None,
     durations: int = 0,
+    xdist: int = 0,
 ) -> dict[str, float | int | str]:
     cmd = [
         sys.executable, "-m", "pytest", "tests/regression", "-q", "-rxs", "-p", "no:cacheprovider",
-        "--trtctx-order=all", f"--trtctx-workers={workers}", f"--trtctx-isolate={isolate}",
+        "--trtctx-order=all", f"--trtctx-isolate={isolate}",
         f"--trtctx-cache-dir={cache}", f"--junitxml={xml}",
     ]  # fmt: skip
+    cmd += ["-p", "xdist", "-n", str(xdist)] if xdist else [f"--trtctx-workers={workers}"]
     if report is not None:
         cmd.append(f"--trtctx-report={report}")
     if durations:
@@ -72,6 +78,7 @@ def main() -> int:
     )
     ap.add_argument("--cold-only", action="store_true", help="one run, with an empty cache")
     ap.add_argument("--durations", type=int, default=0, help="pytest --durations=N")
+    ap.add_argument("--compare-xdist", type=int, default=0, metavar="N")
     args = ap.parse_args()
 
     def saved(name: str) -> Path | None:
@@ -80,6 +87,21 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, float | int | str]] = {}
+    if args.compare_xdist:
+        n = args.compare_xdist
+        for label, workers, xdist in (("trtctx-workers", str(n), 0), ("xdist", "1", n)):
+            with tempfile.TemporaryDirectory() as tmp:
+                xml = saved(f"matrix-{label}.xml") or Path(tmp) / f"{label}.xml"
+                runs[label] = run(
+                    Path(tmp) / "cache", workers, "test", xml, saved(f"matrix-{label}.log"),
+                    saved(f"report-{label}.json"), 0, xdist,
+                )  # fmt: skip
+        ratio = float(runs["xdist"]["wall_s"]) / float(runs["trtctx-workers"]["wall_s"])
+        text = json.dumps({"n": n, **runs, "xdist_over_trtctx_workers": round(ratio, 3)}, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+        return 1 if any(r["exit"] != 0 for r in runs.values()) else 0
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         for label in ("cold", "warm")[: 1 if args.cold_only else 2]:
