@@ -279,7 +279,7 @@ def test_a_users_engine_fails_under_driver_first_naming_the_context_switch(
             "current context on thread MainThread at the start of the call: #1, a context of its "
             "own on device 0 (not the device's primary)",
             "at its end: #2, the primary context of device 0",
-            "output 'y': memory of context #2",
+            "output 'y': memory of context #1",
             "what happened: the current context changed during the test, from #1 to #2. *",
             "fix: push the engine's context around its execution*",
         ]
