@@ -285,3 +285,54 @@ def test_a_users_engine_fails_under_driver_first_naming_the_context_switch(
         ]
     )
     assert "pytest_pyfunc_call" not in result.stdout.str()
+
+
+STICKY_GPU_SUITE = """
+import os
+import torch
+from test_own_engine import MyEngine
+
+class Nowhere:
+    def data_ptr(self):
+        return 0x10  # no memory there: the kernel's write is an illegal address
+
+def test_poisons(trtctx_order, record_property):
+    record_property("pid", os.getpid())
+    MyEngine().run(torch.ones(1024, device="cuda"), Nowhere(), 1024, push=False)
+    # The launch's error is ignored, as users ignore execute_v2's: the test passes, and leaves
+    # its context with a sticky CUDA_ERROR_ILLEGAL_ADDRESS.
+
+def test_after(trtctx_order, record_property):
+    record_property("pid", os.getpid())
+    assert torch.ones(4, device="cuda").sum().item() == 4
+
+def test_last(trtctx_order, record_property):
+    record_property("pid", os.getpid())
+"""
+
+
+@requires_gpu
+def test_a_worker_left_with_a_sticky_error_takes_no_more_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_own_engine=EXAMPLE.read_text(), test_sticky=STICKY_GPU_SUITE)
+    result = run_pytest(
+        pytester,
+        "test_sticky.py",
+        "--trtctx-order=torch-first",
+        "--trtctx-isolate=order",
+        "--trtctx-report=r.json",
+        "--junitxml=out.xml",
+    )
+    result.assert_outcomes(passed=3)
+    xml = (pytester.path / "out.xml").read_text()
+    pids = dict(
+        re.findall(r'name="(test_\w+)\[torch-first\]".*?name="pid" value="(\d+)"', xml, re.S)
+    )
+    assert pids["test_poisons"] != pids["test_after"] == pids["test_last"], pids
+    tests = {
+        t["nodeid"].split("::")[1]: t
+        for t in json.loads((pytester.path / "r.json").read_text())["tests"]
+    }
+    assert any(
+        "retired after a sticky CUDA error (CUDA_ERROR_ILLEGAL_ADDRESS)" in m
+        for m in tests["test_after[torch-first]"]["messages"]
+    ), tests["test_after[torch-first]"]["messages"]
