@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -39,8 +39,8 @@ class Forker:
         self.session = session
         self.culprit = culprit
         self.selector = selectors.DefaultSelector()
-        self.tmpdir = tempfile.mkdtemp(prefix="trtctx-")
-        self.fds: set[int] = set()  # every pipe end this parent holds
+        self.fds: set[int] = set()  # every pipe end and dump file this parent holds
+        self.pid = os.getpid()
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
@@ -51,8 +51,10 @@ class Forker:
             return None
         rfd, wfd = os.pipe()
         ctrl_r, ctrl_w = os.pipe()
-        fd, dump = tempfile.mkstemp(prefix="worker-", suffix=".dump", dir=self.tmpdir)
-        os.close(fd)
+        # The worker's stacks go to a file with no name (unlinked at once): nothing is left on
+        # disk whatever happens to either process.
+        with tempfile.TemporaryFile(prefix="trtctx-stacks-") as named:
+            dump = os.dup(named.fileno())
         sys.stdout.flush()
         sys.stderr.flush()
         with warnings.catch_warnings():
@@ -66,12 +68,12 @@ class Forker:
             for other in (rfd, ctrl_w, *self.fds):
                 with contextlib.suppress(OSError):
                     os.close(other)
-            run_child(self.session, wfd, dump, ctrl_r)
+            run_child(self.session, wfd, dump, ctrl_r, self.pid)
         os.close(wfd)
         os.close(ctrl_r)
         os.set_blocking(rfd, False)
-        self.fds |= {rfd, ctrl_w}
-        return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump_path=dump)
+        self.fds |= {rfd, ctrl_w, dump}
+        return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump=dump)
 
     def assign(self, spare: Spare, message: bytes) -> None:
         with contextlib.suppress(OSError):  # a spare that died is reaped as a crash
@@ -82,6 +84,8 @@ class Forker:
     def retire(self, spare: Spare) -> None:
         self._close_fd(spare.ctrl)
         self._close_fd(spare.fd)
+        self._close_fd(spare.dump)
+        self.kill(spare.pid)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(spare.pid, 0)
 
@@ -108,13 +112,24 @@ class Forker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGUSR1)
             end = time.monotonic() + DUMP_WAIT
-            while time.monotonic() < end and os.path.getsize(worker.dump_path) == 0:
+            while time.monotonic() < end and os.fstat(worker.dump).st_size == 0:
                 time.sleep(0.02)
             time.sleep(0.05)
 
     def kill(self, pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        """End the worker and everything its tests started: its process group."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def end_test(self, pid: int) -> None:
+        """A test of worker ``pid`` ended: end what it started (the rest of the worker's group)."""
+        for other in group_members(pid):
+            if other != pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(other, signal.SIGKILL)
 
     def wait(self, pid: int, *, block: bool) -> int | None:
         try:
@@ -124,18 +139,52 @@ class Forker:
         return status if done else None
 
     def stacks(self, worker: Worker) -> str:
-        with contextlib.suppress(OSError), open(worker.dump_path, errors="replace") as fh:
-            return fh.read()[-20000:]
-        return ""
+        try:
+            size = os.fstat(worker.dump).st_size
+            return os.pread(worker.dump, size, max(0, size - 20000)).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def release(self, worker: Worker) -> None:
+        self._close_fd(worker.dump)
 
     def close_all(self) -> None:
         self.selector.close()
         for fd in list(self.fds):
             self._close_fd(fd)
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.tmpdir):
-                os.unlink(os.path.join(self.tmpdir, name))
-            os.rmdir(self.tmpdir)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (Linux: read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+@contextlib.contextmanager
+def ended_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as ^C does: workers are killed, results so far kept."""
+
+    def stop(signum: int, _frame: object) -> None:
+        pytest.exit(f"pytest-trtctx: {signal.Signals(signum).name} received", returncode=2)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 class HookSink:
@@ -217,7 +266,8 @@ def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[
     try:
         queue = groups(items, settings)
         workers = settings.workers.value
-        Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
+        with ended_by_signals():
+            Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
     finally:
         processes.close_all()
 

@@ -52,7 +52,7 @@ class Spare:
     pid: int
     ctrl: int  # the parent writes the group here, as one JSON line, then closes it
     fd: int  # the worker's report pipe
-    dump_path: str
+    dump: Any  # where the worker's faulthandler writes its stacks
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Worker:
     pid: int
     group: Group
     fd: int
-    dump_path: str
+    dump: Any
     buffer: bytes = b""
     index: int = -1  # the item in progress
     phase: str = "start"
@@ -103,7 +103,14 @@ class Processes(Protocol):
     def dump_stacks(self, worker: Worker) -> None:
         """Ask a worker for its threads' stacks (faulthandler) and wait a little for them."""
 
-    def kill(self, pid: int) -> None: ...
+    def kill(self, pid: int) -> None:
+        """End the worker and every process its tests started."""
+
+    def end_test(self, pid: int) -> None:
+        """A test of the worker ended: end the processes it started (not the worker)."""
+
+    def release(self, worker: Worker) -> None:
+        """The worker was reaped: free what was kept for it."""
 
     def wait(self, pid: int, *, block: bool) -> int | None:
         """The worker's exit status; None while it runs (``block`` False) or if unknown."""
@@ -112,7 +119,7 @@ class Processes(Protocol):
         """What the worker's faulthandler wrote."""
 
     def close_all(self) -> None:
-        """Release everything (the temp folder of stack dumps)."""
+        """Release everything still held."""
 
 
 class Sink(Protocol):
@@ -182,7 +189,10 @@ class Scheduler:
         except BaseException:
             for worker in list(self.running.values()):
                 self.processes.kill(worker.pid)
-                self._reap(worker, reason=None)
+                self.processes.close(worker.fd)
+                self.processes.wait(worker.pid, block=True)
+                self.processes.release(worker)
+            self.running.clear()
             raise
         finally:
             if self.spare is not None:
@@ -209,7 +219,7 @@ class Scheduler:
             return
         indices = [self.index[id(i)] for i in group.items]
         self.processes.assign(spare, group_message(group.order, indices, group.note))
-        worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump_path=spare.dump_path)
+        worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump=spare.dump)
         self._arm(worker, 0, applying_order=group.order is not None)
         self.running[spare.fd] = worker
         if self.queue:
@@ -275,6 +285,12 @@ class Scheduler:
         elif event == "done" and item is not None:
             worker.finished.add(index)
             self.sink.finish(item)
+            if len(worker.finished) == len(worker.group.items):
+                self.processes.kill(worker.pid)  # with whatever its last test left running
+            else:
+                self.processes.end_test(worker.pid)
+        elif event == "interrupt":
+            raise KeyboardInterrupt(f"in {item.nodeid if item is not None else 'a worker'}")
         elif event == "warning":
             self.sink.warning(item, msg)
         elif event == "retire" and item is not None:
@@ -305,8 +321,10 @@ class Scheduler:
         undone = [i for i in range(len(items)) if i not in worker.finished]
         if worker.retired is not None and undone and undone[0] not in worker.started:
             # It stopped on purpose after a sticky CUDA error: the rest go to a fresh worker.
+            self.processes.kill(worker.pid)
             self.exiting.append(worker.pid)
             self._collect_exited()
+            self.processes.release(worker)
             rest = [items[i] for i in undone]
             self.queue.appendleft(Group(worker.group.order, rest, worker.retired))
             return
@@ -315,8 +333,14 @@ class Scheduler:
             # does that when the process closes its device files): don't wait for it here.
             self.exiting.append(worker.pid)
             self._collect_exited()
+            self.processes.release(worker)
             return
-        status = self.processes.wait(worker.pid, block=True)
+        # Its pipe closed with tests undone: it died, or closed the pipe and lives on (a test
+        # that closed its file descriptors); either way it can report nothing more.
+        status = self.processes.wait(worker.pid, block=False)
+        if status is None:
+            self.processes.kill(worker.pid)
+            status = self.processes.wait(worker.pid, block=True)
         how = describe_status(status)
         first = undone[0]
         stacks = self.processes.stacks(worker)
@@ -341,6 +365,7 @@ class Scheduler:
             self.sink.fail(items[first], "setup", message, "worker: died", stacks)
             ending = "died before its first test"
         self.sink.finish(items[first])
+        self.processes.release(worker)
         rest = items[first + 1 :]
         if rest:
             note = MSG_WORKER_REPLACED.format(what=ending, nodeid=items[first].nodeid)

@@ -190,22 +190,44 @@ def _sticky(reports: list[pytest.TestReport]) -> str | None:
     return None
 
 
-def run_child(session: pytest.Session, wfd: int, dump: str, ctrl: int) -> None:
+#: prctl(PR_SET_PDEATHSIG): the kernel sends the child a signal when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the pytest process ends, however it ends (even by SIGKILL)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request was made
+        os._exit(EXIT_INTERNAL)
+
+
+def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: int) -> None:
     """Body of a forked worker. Never returns.
 
     Every worker is forked as a spare: it does everything that does not depend on its tests
-    first (and takes those page faults) while it waits for its group on ``ctrl``.
+    first (and takes those page faults) while it waits for its group on ``ctrl``. It leads a
+    process group of its own, so that the parent can end whatever its tests start, and it dies
+    with the parent.
     """
     code = 0
     try:
+        os.setpgid(0, 0)
+        _die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and kills us
-        dump_file = open(dump, "w")  # noqa: SIM115 - lives as long as the process
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        dump_file = os.fdopen(dump, "w")
         faulthandler.enable(file=dump_file, all_threads=True)
         faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
         out = os.fdopen(wfd, "w", buffering=1)
 
         def send(message: dict[str, Any]) -> None:
-            out.write(json.dumps(message) + "\n")
+            # default=str: a property a test recorded (a Path, a numpy integer) is sent as text,
+            # which is what pytest's JUnit XML makes of it too.
+            out.write(json.dumps(message, default=str) + "\n")
             out.flush()
 
         orders.reset_for_child()
@@ -231,8 +253,12 @@ def run_child(session: pytest.Session, wfd: int, dump: str, ctrl: int) -> None:
             if group.note:
                 item.user_properties.append((NOTE_PROPERTY, group.note))
             # As pytest's own protocol does: the test's warnings are recorded (and so sent up).
-            with catch_warnings_for_item(session.config, item.ihook, "runtest", item):
-                reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            try:
+                with catch_warnings_for_item(session.config, item.ihook, "runtest", item):
+                    reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            except KeyboardInterrupt:  # the test raised it: stop the run, as pytest would
+                send({"event": "interrupt", "index": index})
+                break
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
                 send({"event": "report", "index": index, "data": data})

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_CULPRIT_UNKNOWN, MSG_HUNG
@@ -326,3 +332,162 @@ def test_a_refused_fork_skips_each_test_and_the_run_ends(pytester: pytest.Pytest
     result.stdout.fnmatch_lines([f"torch-first: not applied here, its tests skipped: {why}"])
     result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs")
     result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *:1: " + why, "SKIPPED [[]1[]] *:2: " + why])
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for a reaper (a container's first process may reap nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _wait_for(path: Path, seconds: float = 60) -> str:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_what_a_test_leaves_running_is_ended_with_it(pytester: pytest.Pytester) -> None:
+    """A test that forks a child which keeps the report pipe open (as a multiprocessing daemon
+    does) neither stalls the run nor outlives it."""
+    pytester.makepyfile(
+        """
+        import os, time
+        def test_leaves_a_child(trtctx_order):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(120)
+                os._exit(0)
+            open("child.pid", "w").write(str(pid))
+        def test_next(trtctx_order): pass
+        """
+    )
+    start = time.monotonic()
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-isolate=order"
+    )
+    result.assert_outcomes(passed=2)
+    assert time.monotonic() - start < 60
+    child = int((pytester.path / "child.pid").read_text())
+    assert _dead(child)
+
+
+def test_a_worker_that_closes_its_pipe_and_sleeps_does_not_block_the_run(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import os, time
+        def test_closes(trtctx_order):
+            os.closerange(3, 1024)
+            time.sleep(120)
+        def test_after(trtctx_order): pass
+        """
+    )
+    start = time.monotonic()
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-isolate=order"
+    )
+    assert time.monotonic() - start < 60
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*worker process (pid *) died while running *test_closes*"])
+
+
+def _pytest_process(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
+    """A pytest run under trt-first in the background, to be signalled."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "pytest_trtctx.plugin", *args,
+         "--trtctx-order=trt-first", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_ends_the_run_and_its_workers(pytester: pytest.Pytester, sig: int) -> None:
+    pytester.makepyfile(
+        """
+        import os, time
+        def test_sleeps(trtctx_order):
+            open("worker.pid", "w").write(str(os.getpid()))
+            time.sleep(120)
+        """
+    )
+    proc = _pytest_process(pytester, *cpu_orders(pytester))
+    try:
+        worker = int(_wait_for(pytester.path / "worker.pid"))
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, out
+    assert f"{signal.Signals(sig).name} received".encode() in out
+    deadline = time.monotonic() + 10
+    while not _dead(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _dead(worker)
+
+
+def test_a_dead_pytest_process_takes_its_workers_with_it(pytester: pytest.Pytester) -> None:
+    """SIGKILL cannot be handled: the workers die with their parent (PR_SET_PDEATHSIG)."""
+    pytester.makepyfile(
+        """
+        import os, time
+        def test_sleeps(trtctx_order):
+            open("worker.pid", "w").write(str(os.getpid()))
+            time.sleep(120)
+        """
+    )
+    proc = _pytest_process(pytester, *cpu_orders(pytester))
+    try:
+        worker = int(_wait_for(pytester.path / "worker.pid"))
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 10
+    while not _dead(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _dead(worker)
+
+
+def test_keyboardinterrupt_in_a_test_stops_the_run_as_pytest_does(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_interrupts(trtctx_order):
+            raise KeyboardInterrupt
+        def test_never(trtctx_order):
+            open("ran", "w").close()
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-workers=1"
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    assert "status 70" not in result.stdout.str()
+    assert not (pytester.path / "ran").exists()
+
+
+def test_properties_of_any_type_cross_as_pytest_writes_them(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pathlib
+        def test_records(trtctx_order, record_property):
+            record_property("where", pathlib.Path("a/b"))
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--junitxml=out.xml"
+    )
+    result.assert_outcomes(passed=1)
+    assert 'name="where" value="a/b"' in (pytester.path / "out.xml").read_text()

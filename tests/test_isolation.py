@@ -78,6 +78,8 @@ class FakeProcesses:
         self.assigned: list[tuple[int, str | None, list[int]]] = []
         self.retired: list[int] = []
         self.killed: list[int] = []
+        self.tests_ended: list[int] = []
+        self.released: list[int] = []
         self.closed: list[int] = []
         self.running_max = 0
 
@@ -86,7 +88,7 @@ class FakeProcesses:
             return None
         self.next += 1
         self.forked.append(self.next)
-        return Spare(pid=self.next, ctrl=-self.next, fd=self.next, dump_path=f"dump-{self.next}")
+        return Spare(pid=self.next, ctrl=-self.next, fd=self.next, dump=f"dump-{self.next}")
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why="cuInit was already called (fake)", culprit="a test")
@@ -154,6 +156,12 @@ class FakeProcesses:
         proc = self._proc(pid)
         if proc.status is None:
             proc.status = killed(signal.SIGKILL)
+
+    def end_test(self, pid: int) -> None:
+        self.tests_ended.append(pid)
+
+    def release(self, worker: Worker) -> None:
+        self.released.append(worker.pid)
 
     def wait(self, pid: int, *, block: bool) -> int | None:
         return self._proc(pid).status
@@ -339,7 +347,7 @@ def test_a_hang_is_dumped_killed_and_reported_with_its_stacks() -> None:
     sink, _ = schedule([["a", "b"]], procs, workers=1, order=None, timeout=0.2)
     assert time.monotonic() - start < 5
     hung_pid = procs.assigned[0][0]
-    assert procs.killed == [hung_pid]
+    assert procs._proc(hung_pid).dumped and hung_pid in procs.killed
     assert ("fail", "a", "call", "worker: hung in call") in sink.events
     assert sink.messages["a"].startswith(
         MSG_HUNG.format(
@@ -382,3 +390,47 @@ def test_an_error_in_the_loop_kills_the_running_workers() -> None:
     with pytest.raises(KeyboardInterrupt):
         schedule([["a"], ["b"]], procs, workers=2, sink=Interrupting())
     assert sorted(procs.killed) == sorted(pid for pid, _o, _i in procs.assigned)
+
+
+def test_every_worker_is_ended_with_its_group_and_released() -> None:
+    """When a worker's last test is done its whole process group is ended (what the test left
+    running dies with it); between two tests of one worker, what the first started is ended."""
+    procs = FakeProcesses()
+    schedule([["a", "b", "c"], ["d"]], procs, workers=1)
+    first, second = (pid for pid, _o, _i in procs.assigned)
+    assert procs.tests_ended == [first, first]  # after a and after b; c was its last
+    assert sorted(procs.killed) == sorted([first, second])
+    assert sorted(procs.released) == sorted([first, second])
+
+
+def test_a_test_raising_keyboardinterrupt_stops_the_run() -> None:
+    procs = FakeProcesses(
+        lambda o, i: [{"event": "start", "index": 0}, {"event": "interrupt", "index": 0}, "hang"]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        schedule([["a"], ["b"]], procs, workers=1)
+    assert procs.killed == [procs.assigned[0][0]] and len(procs.assigned) == 1
+
+
+def test_a_worker_that_closed_its_pipe_but_lives_is_killed_not_waited_on() -> None:
+    """A test that closes its inherited descriptors and sleeps: the pipe reads end-of-file while
+    the process lives. The parent must not block in waitpid: it kills the group and goes on."""
+
+    class Lingers(FakeProcesses):
+        def read(self, fd: int) -> bytes | None:
+            proc = self.procs[fd]
+            if proc.steps and proc.steps[0] == ("closed", 0):
+                proc.steps.pop(0)
+                return b""  # end-of-file, the process still running (status None)
+            return super().read(fd)
+
+    procs = Lingers(
+        lambda o, i: (
+            [{"event": "start", "index": 0}, ("closed", 0)] if len(i) == 2 else passes(o, i)
+        )
+    )
+    start = time.monotonic()
+    sink, _ = schedule([["a", "b"]], procs, workers=1, timeout=30)
+    assert time.monotonic() - start < 5
+    assert sink.outcomes()["a"] == "worker: crashed in setup (SIGKILL)"
+    assert sink.outcomes()["b"] == "passed"
