@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from .errors import TrtctxError
 from .outcomes import (
     DRIFT_PROPERTY,
     OUTPUTS,
@@ -35,7 +36,12 @@ from .outcomes import (
     properties,
 )
 from .probe import environment
-from .storage import write_json
+from .storage import save_json
+
+
+class BaselineError(TrtctxError):
+    """A baseline file cannot be used: the message names it and what is wrong."""
+
 
 FINGERPRINT_KEYS = ("gpus", "driver", "cuda_driver_api", "versions", "python")
 
@@ -85,11 +91,38 @@ class Baseline:
         return self.root / fp / "baseline.json"
 
     def _load(self, fp: str) -> dict[str, Any]:
+        """One fingerprint's baseline; empty where there is none. A damaged one is an error
+        naming the file: silently starting afresh would overwrite what it held."""
+        path = self._file(fp)
         try:
-            data = json.loads(self._file(fp).read_text())
-        except (OSError, json.JSONDecodeError):
+            text = path.read_text()
+        except FileNotFoundError:
             return {"environment": {}, "tests": {}}
-        return data if isinstance(data, dict) else {"environment": {}, "tests": {}}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BaselineError(f"{path}: cannot be read ({exc})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BaselineError(
+                f"{path}: damaged, not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "restore it or remove it to start that baseline afresh"
+            ) from None
+        tests = data.get("tests") if isinstance(data, dict) else None
+        if not isinstance(tests, dict) or not all(
+            isinstance(h, dict) and all(isinstance(v, str) for v in h.values())
+            for h in tests.values()
+        ):
+            raise BaselineError(
+                f"{path}: not a baseline: expected "
+                "{'environment': ..., 'tests': {test: {output: sha256}}}; "
+                "restore it or remove it to start that baseline afresh"
+            )
+        return {"environment": data.get("environment", {}), "tests": tests}
+
+    def check(self) -> None:
+        """Read every baseline under the root once: a damaged one stops the run before tests."""
+        for path in self.root.glob("*/baseline.json"):
+            self._load(path.parent.name)
 
     def reference(self, nodeid: str) -> tuple[str, dict[str, str]] | None:
         """The baseline for ``nodeid``: this fingerprint's, else the newest other one's."""
@@ -173,7 +206,9 @@ class Baseline:
                 data["tests"][nodeid] = hashes
                 added += 1
         if added:
-            write_json(self._file(self.current), data)
+            where, why = save_json(self._file(self.current), data)
+            if why is not None:
+                raise BaselineError(f"{why}; the new entries were saved to {where}")
         return added
 
 
@@ -193,12 +228,17 @@ class BaselineKeeper:
         self.results: dict[str, dict[str, str]] = {}
         self.upgrade_drifts: list[str] = []
         self.added = 0
+        self.failure = ""  # why the new entries could not be recorded where asked
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # In the pytest process, before any worker is forked: workers inherit the answer.
         self.env = environment()
         self.baseline = Baseline(self.root, fingerprint(self.env), self.keep)
+        try:
+            self.baseline.check()
+        except BaselineError as exc:
+            raise pytest.UsageError(f"--trtctx-baseline: {exc}") from None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -250,15 +290,21 @@ class BaselineKeeper:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.baseline is not None and not hasattr(self.config, "workerinput"):
-            self.added = self.baseline.record(self.env, self.results)
+            try:
+                self.added = self.baseline.record(self.env, self.results)
+            except BaselineError as exc:
+                self.failure = str(exc)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         if self.baseline is None:
             return
-        tr.write_line(
-            f"trtctx baseline: {self.root / self.baseline.current} (+{self.added} new entries)"
-        )
+        if self.failure:
+            tr.write_line(f"trtctx baseline: {self.failure}")
+        else:
+            tr.write_line(
+                f"trtctx baseline: {self.root / self.baseline.current} (+{self.added} new entries)"
+            )
         if self.upgrade_drifts:
             tr.write_line(
                 f"trtctx baseline: {len(self.upgrade_drifts)} output(s) differ from another "

@@ -28,7 +28,7 @@ from .names import (
     ORDERS,
     TORCH_FIRST,
 )
-from .storage import default_cache_dir
+from .storage import default_cache_dir, path_problem
 
 T = TypeVar("T")
 
@@ -358,6 +358,16 @@ def _optional_path(config: pytest.Config, name: str) -> Setting[Path] | None:
     return None if raw is None else Setting(_path_parser(config)(raw[0], raw[1]), raw[1])
 
 
+def _writable(setting: Setting[Path] | None, *, folder: bool) -> Setting[Path] | None:
+    """An output path is checked before any test runs: a run must not end in a path it cannot
+    write its results to."""
+    if setting is not None:
+        problem = path_problem(setting.value, folder=folder)
+        if problem is not None:
+            raise ConfigError(f"{setting.source}: {problem}")
+    return setting
+
+
 def xdist_controller(config: pytest.Config) -> bool:
     """This process is pytest-xdist's controller: it hands tests to its workers, runs none."""
     return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
@@ -400,6 +410,12 @@ def resolve(config: pytest.Config) -> Settings:
             "processes in parallel)."
         )
     path = _path_parser(config)
+    explore = _setting(config, "trtctx_explore", _explore, 0)
+    explore_db = _setting(
+        config, "trtctx_explore_db", path, Path(config.rootpath) / ".hypothesis" / "trtctx"
+    )
+    if explore.value:
+        _writable(explore_db, folder=True)
     workers = _setting(config, "trtctx_workers", _workers, _workers("auto", "default"))
     if workers.source == "default":
         workers = Setting(workers.value, "default (auto)")
@@ -414,11 +430,9 @@ def resolve(config: pytest.Config) -> Settings:
         matrix=_setting(config, "trtctx_matrix", path, default_matrix_path(config.rootpath)),
         cache_dir=_setting(config, "trtctx_cache_dir", path, default_cache_dir()),
         rebuild=_setting(config, "trtctx_rebuild", parse_flag, False),
-        report=_optional_path(config, "trtctx_report"),
-        baseline=_optional_path(config, "trtctx_baseline"),
+        report=_writable(_optional_path(config, "trtctx_report"), folder=False),
+        baseline=_writable(_optional_path(config, "trtctx_baseline"), folder=True),
         baseline_keep=_setting(config, "trtctx_baseline_keep", parse_flag, False),
-        explore=_setting(config, "trtctx_explore", _explore, 0),
-        explore_db=_setting(
-            config, "trtctx_explore_db", path, Path(config.rootpath) / ".hypothesis" / "trtctx"
-        ),
+        explore=explore,
+        explore_db=explore_db,
     )

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_trtctx.errors import TrtctxError
-from pytest_trtctx.storage import ENGINE_SUBDIR, digest, write_atomic
+from pytest_trtctx.storage import ENGINE_MAGIC, ENGINE_SUBDIR, digest, write_atomic
 
 if TYPE_CHECKING:
     from pytest_trtctx.spec import ConvSpec
@@ -58,7 +58,7 @@ __all__ = [
     "write_entry",
 ]
 
-MAGIC = b"TRTCTXEN"
+MAGIC = ENGINE_MAGIC
 FORMAT_VERSION = 1
 _HEAD = struct.Struct("<8sIQ32sI")  # magic, format, payload length, sha256, key length
 

@@ -82,7 +82,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if s.rebuild.value:
         from .storage import clear_caches
 
-        clear_caches(s.cache_dir.value)
+        _removed, problems = clear_caches(s.cache_dir.value)
+        for problem in problems:  # a read-only or busy cache: the run goes on without a rebuild
+            warning = pytest.PytestConfigWarning(f"trtctx: --trtctx-rebuild: {problem}")
+            config.issue_config_time_warning(warning, stacklevel=2)
     if not s.active or config.option.collectonly or cfg.xdist_controller(config):
         return  # the xdist controller runs no test: its workers do, each in its own process
     if s.isolate.value == "none":

@@ -32,7 +32,7 @@ from .outcomes import (
     properties,
 )
 from .probe import environment
-from .storage import write_json
+from .storage import save_json
 
 SCHEMA_VERSION = 1
 TOOL = "pytest-trtctx"
@@ -51,6 +51,7 @@ class ReportWriter:
         self.path = path
         self.tests: dict[str, dict[str, Any]] = {}
         self.started = time.time()
+        self.written = ""  # what the terminal summary says of the file
 
     def _record(self, nodeid: str) -> dict[str, Any]:
         if nodeid not in self.tests:
@@ -141,10 +142,12 @@ class ReportWriter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller writes the report
-        write_json(self.path, self.data())
+        where, why = save_json(self.path, self.data())
+        self.written = f"report written to {where}" + (f" instead: {why}" if why else "")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        terminalreporter.write_line(f"trtctx: report written to {self.path}")
+        if self.written:
+            terminalreporter.write_line(f"trtctx: {self.written}")
 
 
 #: The first bytes of a gzip stream: how :func:`load` tells a compressed report from a plain one.

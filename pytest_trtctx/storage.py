@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,15 +36,73 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "pytest-trtctx"
 
 
-def clear_caches(cache_dir: Path) -> int:
-    """Delete the plugin's cache entries under ``cache_dir`` (nothing else); count them."""
-    removed = 0
+#: The files the plugin writes in its cache subfolders, by name: a cache entry named by its
+#: sha256 key, the lock beside an engine entry, and an atomic write's temp file.
+_OWN_FILES = {
+    CUBIN_SUBDIR: re.compile(r"^([0-9a-f]{64}\.cubin|\.[0-9a-f]{64}\.[^/]*\.tmp)$"),
+    ENGINE_SUBDIR: re.compile(r"^([0-9a-f]{64}\.(plan|lock)|\.[0-9a-f]{64}\.[^/]*\.tmp)$"),
+}
+#: What every engine entry starts with (engine_cache.MAGIC): a file named like one without it
+#: was not written by the plugin and is left alone.
+ENGINE_MAGIC = b"TRTCTXEN"
+
+
+def _own(sub: str, path: Path) -> bool:
+    if not _OWN_FILES[sub].match(path.name) or not path.is_file() or path.is_symlink():
+        return False
+    if path.suffix == ".plan":
+        with open(path, "rb") as fh:
+            return fh.read(len(ENGINE_MAGIC)) == ENGINE_MAGIC
+    return True
+
+
+def clear_caches(cache_dir: Path) -> tuple[int, list[str]]:
+    """Delete the cache entries the plugin wrote under ``cache_dir``, recognised by name (and,
+    for engines, header), and nothing else; a subfolder goes only once it is empty. Returns how
+    many files went and the problems met (a read-only or busy cache): never raises for those."""
+    removed, problems = 0, []
     for sub in CACHE_SUBDIRS:
         folder = cache_dir / sub
-        if folder.is_dir():
-            removed += sum(1 for p in folder.iterdir() if p.is_file())
-            shutil.rmtree(folder)
-    return removed
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            entries = list(folder.iterdir())
+        except OSError as exc:
+            problems.append(f"{folder}: cannot be listed ({exc.strerror})")
+            continue
+        for path in entries:
+            try:
+                if _own(sub, path):
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process removed or replaced it meanwhile
+                continue
+            except OSError as exc:
+                problems.append(f"{path}: not removed ({exc.strerror})")
+        with contextlib.suppress(OSError):  # not empty (files not ours, or new entries): kept
+            folder.rmdir()
+    return removed, problems
+
+
+def path_problem(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written to (as a file, or as a ``folder`` to write files in),
+    or None. Nothing is created: the nearest existing ancestor must be a writable folder."""
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if not folder and path.is_dir():
+            return f"{path} is a folder; give the path of a file in it"
+        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+            return f"{path} is not writable"
+        return None
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{path} cannot be created: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {parent} is not writable"
+    return None
 
 
 def digest(parts: Iterable[str]) -> str:
@@ -85,3 +143,18 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     if Path(path).suffix == ".gz":
         blob = gzip.compress(blob, mtime=0)  # mtime 0: the same report gives the same bytes
     write_atomic(path, blob)
+
+
+def save_json(path: Path, data: dict[str, Any]) -> tuple[Path, str | None]:
+    """Write JSON to ``path``; where that fails, to a new file in the temp folder instead, so
+    that results are never lost at the end of a run. Returns where it went and, if not to
+    ``path``, why."""
+    try:
+        write_json(path, data)
+        return path, None
+    except OSError as exc:
+        why = f"{path} could not be written ({exc.strerror or exc})"
+    fd, fallback = tempfile.mkstemp(prefix=f"pytest-trtctx-{Path(path).stem}-", suffix=".json")
+    os.close(fd)
+    write_json(Path(fallback), data)
+    return Path(fallback), why

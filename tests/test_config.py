@@ -303,9 +303,15 @@ def test_rebuild_empties_only_the_plugins_caches(pytester: pytest.Pytester) -> N
     result = run_pytest(pytester, f"--trtctx-cache-dir={cache}")
     result.assert_outcomes(passed=1)
     assert (cache / "cubin" / "old.bin").exists()  # no rebuild asked: untouched
+    key = "ab" * 32
+    (cache / "cubin" / f"{key}.cubin").write_bytes(b"\x7fELF...")
+    (cache / "engines" / f"{key}.plan").write_bytes(b"TRTCTXEN...")
     result = run_pytest(pytester, f"--trtctx-cache-dir={cache}", "--trtctx-rebuild")
     result.assert_outcomes(passed=1)
-    assert not (cache / "cubin").exists() and not (cache / "engines").exists()
+    assert not (cache / "cubin" / f"{key}.cubin").exists()
+    assert not (cache / "engines" / f"{key}.plan").exists()
+    # Files the plugin did not write stay, and so do the folders that hold them.
+    assert (cache / "cubin" / "old.bin").read_bytes() == b"stale"
     assert (cache / "mine.txt").read_text() == "not the plugin's"
 
 

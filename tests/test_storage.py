@@ -23,14 +23,33 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert storage.default_cache_dir() == tmp_path / "home" / ".cache" / "pytest-trtctx"
 
 
-def test_clear_caches_removes_the_plugins_subfolders_and_nothing_else(tmp_path: Path) -> None:
-    for sub in storage.CACHE_SUBDIRS:
-        (tmp_path / sub).mkdir()
-        (tmp_path / sub / "entry").write_bytes(b"x")
+def test_clear_caches_removes_the_plugins_entries_and_nothing_else(tmp_path: Path) -> None:
+    key = "0123456789abcdef" * 4
+    (tmp_path / "cubin").mkdir()
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "cubin" / f"{key}.cubin").write_bytes(b"\x7fELF")
+    (tmp_path / "cubin" / f".{key}.x1.tmp").write_bytes(b"half")
+    (tmp_path / "engines" / f"{key}.plan").write_bytes(storage.ENGINE_MAGIC + b"...")
+    (tmp_path / "engines" / f"{key}.lock").write_bytes(b"")
     (tmp_path / "mine.txt").write_text("not the plugin's")
-    assert storage.clear_caches(tmp_path) == len(storage.CACHE_SUBDIRS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
-    assert storage.clear_caches(tmp_path) == 0
+    assert storage.clear_caches(tmp_path) == (4, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]  # emptied folders go
+    assert storage.clear_caches(tmp_path) == (0, [])
+
+
+def test_clear_caches_leaves_what_it_did_not_write(tmp_path: Path) -> None:
+    """``--trtctx-cache-dir=.`` in a clone: its engines/ folder holds the matrix, not entries."""
+    key = "0123456789abcdef" * 4
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "conv_matrix.toml").write_text("schema = 1\n")
+    (tmp_path / "engines" / f"{key}.plan").write_bytes(b"not an engine entry")
+    (tmp_path / "engines" / "sub").mkdir()
+    assert storage.clear_caches(tmp_path) == (0, [])
+    assert sorted(p.name for p in (tmp_path / "engines").iterdir()) == [
+        f"{key}.plan",
+        "conv_matrix.toml",
+        "sub",
+    ]
 
 
 def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) -> None:
