@@ -246,15 +246,21 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: What must agree where one test is in several reports (a test under no order runs in every
+#: per-order job of a suite): then it is one record; else the merge names the conflict.
+SAME_IN_EVERY_JOB = ("outcome", "signature", "outputs_sha256", "known_failure")
+
+
 def merge(paths: Sequence[Path]) -> dict[str, Any]:
-    """One report from several (one per CI job, say): tests are combined; a test present in two
-    reports is an error, and so are reports from different environments (their fingerprints)."""
+    """One report from several of one environment (one per CI job, say): tests are combined. A
+    test in several reports with the same outcome and hashes is one record; with another, the
+    merge fails naming both reports and what differs. Reports from different environments (their
+    fingerprints) are refused."""
     from .baseline import fingerprint
 
     reports = [load(p) for p in paths]
     merged = dict(reports[0])
-    seen: dict[str, Path] = {}
-    tests: list[dict[str, Any]] = []
+    seen: dict[str, tuple[Path, dict[str, Any]]] = {}
     fp = fingerprint(reports[0].get("environment", {}))
     for path, data in zip(paths, reports, strict=True):
         if fingerprint(data.get("environment", {})) != fp:
@@ -263,13 +269,20 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
                 "merge reports of one machine and software stack, diff the others"
             )
         for test in data["tests"]:
-            if test["nodeid"] in seen:
+            nodeid = test["nodeid"]
+            if nodeid not in seen:
+                seen[nodeid] = (path, test)
+                continue
+            first_path, first = seen[nodeid]
+            differs = [f for f in SAME_IN_EVERY_JOB if first.get(f) != test.get(f)]
+            if differs:
                 raise ReportError(
-                    f"{path}: test {test['nodeid']} is also in {seen[test['nodeid']]}"
+                    f"{path}: test {nodeid} is also in {first_path} with another "
+                    + ", ".join(
+                        f"{f} ({first.get(f)!r} there, {test.get(f)!r} here)" for f in differs
+                    )
                 )
-            seen[test["nodeid"]] = path
-            tests.append(test)
-    merged["tests"] = sorted(tests, key=lambda t: str(t["nodeid"]))
+    merged["tests"] = sorted((test for _path, test in seen.values()), key=lambda t: t["nodeid"])
     merged["settings"] = dict(merged.get("settings", {}))
     merged["settings"]["orders"] = sorted(
         {o for d in reports for o in d.get("settings", {}).get("orders", [])}
@@ -295,12 +308,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "merge":
-        from .storage import write_json
+        from .storage import path_problem, write_json
 
         try:
+            problem = path_problem(args.output, folder=False)
+            if problem is not None:
+                raise ReportError(f"-o: {problem}")
             write_json(args.output, merge(args.reports))
         except ReportError as exc:
             print(f"pytest-trtctx merge: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"pytest-trtctx merge: -o {args.output}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         print(f"pytest-trtctx merge: {len(args.reports)} reports -> {args.output}")
         return 0

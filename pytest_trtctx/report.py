@@ -152,14 +152,62 @@ class ReportWriter:
 
 #: The first bytes of a gzip stream: how :func:`load` tells a compressed report from a plain one.
 GZIP_MAGIC = b"\x1f\x8b"
+#: The most a report may decompress to: far above any suite's report, far below what a crafted
+#: file could make a reader allocate.
+MAX_REPORT_BYTES = 512 << 20
+
+#: Each test record's fields and the types they may hold (None: the field may be null).
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "nodeid": (str,),
+    "order": (str, type(None)),
+    "backend": (str, type(None)),
+    "spec": (dict, type(None)),
+    "outcome": (str, type(None)),
+    "signature": (str, type(None)),
+    "known_failure": (dict, type(None)),
+    "order_applied": (bool, type(None)),
+    "fresh": (bool, type(None)),
+    "messages": (list,),
+    "outputs_sha256": (dict,),
+    "durations": (dict,),
+}
+
+
+def _gunzip(path: Path, blob: bytes) -> bytes:
+    import zlib
+
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = stream.decompress(blob, MAX_REPORT_BYTES + 1)
+    except zlib.error as exc:
+        raise ReportError(f"{path}: a damaged gzip file ({exc})") from None
+    if len(data) > MAX_REPORT_BYTES or stream.unconsumed_tail:
+        raise ReportError(
+            f"{path}: decompresses to more than {MAX_REPORT_BYTES >> 20} MiB; not a report"
+        )
+    if not stream.eof:
+        raise ReportError(f"{path}: a damaged gzip file (it ends early)")
+    return data
+
+
+def _check_record(path: Path, index: int, test: Any) -> None:
+    if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
+        raise ReportError(f"{path}: tests[{index}] is not a record with a 'nodeid'")
+    for field, types in RECORD_FIELDS.items():
+        if field in test and not isinstance(test[field], types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ReportError(
+                f"{path}: tests[{index}] ({test['nodeid']}): field {field!r} must be {allowed}, "
+                f"got {type(test[field]).__name__}"
+            )
+    hashes = test.get("outputs_sha256", {})
+    if not all(isinstance(v, str) for v in hashes.values()):
+        raise ReportError(f"{path}: tests[{index}] ({test['nodeid']}): hashes must be strings")
 
 
 def load(path: Path) -> dict[str, Any]:
     """Read and validate a report, plain or gzip-compressed (told by its first bytes, not its
     name); ReportError names the file and the problem."""
-    import gzip
-    import zlib
-
     try:
         blob = Path(path).read_bytes()
     except FileNotFoundError:
@@ -167,10 +215,9 @@ def load(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ReportError(f"{path}: cannot be read ({exc.strerror})") from None
     if blob.startswith(GZIP_MAGIC):
-        try:
-            blob = gzip.decompress(blob)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ReportError(f"{path}: a damaged gzip file ({exc})") from None
+        blob = _gunzip(path, blob)
+    elif len(blob) > MAX_REPORT_BYTES:
+        raise ReportError(f"{path}: larger than {MAX_REPORT_BYTES >> 20} MiB; not a report")
     try:
         text = blob.decode()
     except UnicodeDecodeError as exc:
@@ -181,6 +228,8 @@ def load(path: Path) -> dict[str, Any]:
         raise ReportError(
             f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except RecursionError:
+        raise ReportError(f"{path}: JSON nested too deeply to be a report") from None
     if not isinstance(data, dict) or data.get("tool") != TOOL:
         raise ReportError(f"{path}: not a {TOOL} report (no 'tool': '{TOOL}' field)")
     if data.get("schema") != SCHEMA_VERSION:
@@ -189,8 +238,11 @@ def load(path: Path) -> dict[str, Any]:
             f"{SCHEMA_VERSION}; compare reports written by the same plugin version"
         )
     tests = data.get("tests")
-    if not isinstance(tests, list) or not all(
-        isinstance(t, dict) and isinstance(t.get("nodeid"), str) for t in tests
-    ):
+    if not isinstance(tests, list):
         raise ReportError(f"{path}: field 'tests' must be a list of records with a 'nodeid'")
+    for index, test in enumerate(tests):
+        _check_record(path, index, test)
+    for field in ("environment", "settings"):
+        if not isinstance(data.get(field, {}), dict):
+            raise ReportError(f"{path}: field {field!r} must be an object")
     return data

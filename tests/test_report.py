@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,7 +207,7 @@ def test_diff_groups_skips_by_reason_and_keeps_sections_short(
         ("{not json", "not JSON (line 1, column 2"),
         ('{"hello": 1}', "not a pytest-trtctx report (no 'tool': 'pytest-trtctx' field)"),
         ('{"tool": "pytest-trtctx", "schema": 99, "tests": []}', "report schema 99, this version"),
-        ('{"tool": "pytest-trtctx", "schema": 1, "tests": [{}]}', "field 'tests' must be a list"),
+        ('{"tool": "pytest-trtctx", "schema": 1, "tests": [{}]}', "tests[0] is not a record with"),
     ],
 )
 def test_diff_bad_input_is_exit_2_with_the_reason(
@@ -270,9 +271,127 @@ def test_merge_combines_one_environments_reports(pytester: pytest.Pytester, tmp_
     merged = load(out)
     assert len(merged["tests"]) == 10
     assert merged["settings"]["orders"] == ["torch-first", "trt-first"]
-    # The same test twice, or another environment, is refused.
-    assert cli_main(["merge", str(paths[0]), str(paths[0]), "-o", str(out)]) == 2
+    # The same test in two reports with the same results is one record; with others, refused.
+    assert cli_main(["merge", str(paths[0]), str(paths[0]), "-o", str(out)]) == 0
+    assert len(load(out)["tests"]) == 5
+    changed = json.loads(paths[0].read_text())
+    changed["tests"][0]["outcome"] = "failed"
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    assert cli_main(["merge", str(paths[0]), str(tmp_path / "changed.json"), "-o", str(out)]) == 2
     other = json.loads(paths[1].read_text())
     other["environment"]["driver"] = "999.99"
     (tmp_path / "other.json").write_text(json.dumps(other))
     assert cli_main(["merge", str(paths[0]), str(tmp_path / "other.json"), "-o", str(out)]) == 2
+
+
+VALID = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION, "environment": {}, "tests": []}
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({**VALID, "tests": [{"nodeid": 1}]}, "tests[0] is not a record with a 'nodeid'"),
+        (
+            {**VALID, "tests": [{"nodeid": "t", "outputs_sha256": ["a"]}]},
+            "tests[0] (t): field 'outputs_sha256' must be dict, got list",
+        ),
+        (
+            {**VALID, "tests": [{"nodeid": "t", "outcome": 3}]},
+            "tests[0] (t): field 'outcome' must be str or null, got int",
+        ),
+        (
+            {**VALID, "tests": [{"nodeid": "t", "outputs_sha256": {"y": 1}}]},
+            "tests[0] (t): hashes must be strings",
+        ),
+        ({**VALID, "environment": []}, "field 'environment' must be an object"),
+        ({**VALID, "tests": {"t": {}}}, "field 'tests' must be a list of records"),
+    ],
+)
+def test_diff_and_merge_refuse_unusable_input_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], report: dict[str, Any], message: str
+) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(VALID))
+    bad.write_text(json.dumps(report))
+    assert cli_main(["diff", str(good), str(bad)]) == 2
+    assert f"{bad}: {message}" in capsys.readouterr().err
+    assert cli_main(["merge", str(good), str(bad), "-o", str(tmp_path / "m.json")]) == 2
+    assert f"{bad}: {message}" in capsys.readouterr().err
+
+
+def test_deeply_nested_json_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert cli_main(["diff", str(deep), str(deep)]) == 2
+    assert "JSON nested too deeply to be a report" in capsys.readouterr().err
+
+
+def test_decompression_is_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+
+    from pytest_trtctx import report
+
+    monkeypatch.setattr(report, "MAX_REPORT_BYTES", 1 << 20)
+    bomb = tmp_path / "bomb.json.gz"
+    bomb.write_bytes(gzip.compress(b" " * (4 << 20)))  # 4 KB that decompress to 4 MiB
+    assert cli_main(["diff", str(bomb), str(bomb)]) == 2
+    assert "decompresses to more than 1 MiB; not a report" in capsys.readouterr().err
+
+
+def test_merge_into_a_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(VALID))
+    assert cli_main(["merge", str(good), "-o", str(tmp_path)]) == 2
+    assert "-o: " in capsys.readouterr().err
+
+
+GPU_CI = Path(__file__).resolve().parents[1] / "docs" / "gpu-ci.md"
+
+
+def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
+    """docs/gpu-ci.md's jobs: one run of the regression suite per order with a report, the
+    reports merged, the merge diffed. Its commands are taken from the guide itself; only a
+    selection of one spec (-k) is added, to keep the test short. On a machine without a GPU the
+    order tests skip, the plan builds (no order) run in every job: the merge must take them."""
+    import re
+    import subprocess
+    import sys
+
+    guide = GPU_CI.read_text()
+    orders = re.search(r"order: \[([^\]]+)\]", guide)
+    assert orders is not None
+    run = re.search(
+        r"- run: >\n\s+(python3 -m pytest tests/regression .*?)\n\s+- uses", guide, re.S
+    )
+    assert run is not None
+    root = GPU_CI.parents[1]
+    for order in [o.strip() for o in orders.group(1).split(",")]:
+        command = " ".join(run.group(1).split())
+        command = command.replace("${{ matrix.order }}", order).replace("$HOME", str(tmp_path))
+        args = command.split()[3:]  # after "python3 -m pytest"
+        args = [
+            a.replace("report-", f"{tmp_path}/report-", 1)
+            if a.startswith("--trtctx-report=report-")
+            else a
+            for a in args
+        ]
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", *args, "-k", "k1s1d1g1_f32_b1_17x19", "-q",
+             "-p", "no:cacheprovider"],
+            cwd=root, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    merge = re.search(r"- run: (pytest-trtctx merge .*)", guide)
+    assert merge is not None
+    reports = sorted(str(p) for p in tmp_path.glob("report-*.json"))
+    assert len(reports) == 5
+    assert cli_main(["merge", *reports, "-o", str(tmp_path / "new.json")]) == 0
+    merged = load(tmp_path / "new.json")
+    nodeids = [t["nodeid"] for t in merged["tests"]]
+    assert len(nodeids) == len(set(nodeids))
+    assert (
+        cli_main(["diff", "--markdown", str(tmp_path / "new.json"), str(tmp_path / "new.json")])
+        == 0
+    )
