@@ -123,7 +123,7 @@ def write_entry(path: Path, key_parts: Mapping[str, object], payload: bytes) -> 
     head = _HEAD.pack(
         MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest(), len(key)
     )
-    write_atomic(path, head + key + payload)
+    write_atomic(path, head + key + payload, private=True)
 
 
 def read_entry(path: Path, key_parts: Mapping[str, object]) -> bytes:

@@ -11,6 +11,7 @@ a CUDA module, since which CUDA library gets loaded first is exactly what the pl
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 import warnings
@@ -274,6 +275,29 @@ def cubin_has_kernel(data: bytes, name: str) -> bool:
     return b"\x00" + name.encode() + b"\x00" in data
 
 
+#: A cached cubin file is this magic, the sha256 of the cubin, then the cubin: a file changed
+#: after it was written (a flipped byte the ELF check would not see) is recompiled, not loaded.
+CACHE_MAGIC = b"TRTCTXCB"
+
+
+def pack_cached(cubin: bytes) -> bytes:
+    """The cache file's bytes for ``cubin``."""
+    return CACHE_MAGIC + hashlib.sha256(cubin).digest() + cubin
+
+
+def unpack_cached(blob: bytes) -> tuple[bytes | None, str]:
+    """The cubin a cache file holds, or None and why it cannot be used."""
+    head = len(CACHE_MAGIC) + 32
+    if len(blob) < head or not blob.startswith(CACHE_MAGIC):
+        return None, "not a cache entry of this version"
+    data = blob[head:]
+    if hashlib.sha256(data).digest() != blob[len(CACHE_MAGIC) : head]:
+        return None, "its checksum does not match: changed after it was written"
+    if not _is_valid_cubin(data):
+        return None, "not a valid ELF with the conv2d kernels"
+    return data, ""
+
+
 def _is_valid_cubin(data: bytes) -> bool:
     """A cheap structural check of a cached file: ELF magic, intact header tables, our kernels.
 
@@ -365,13 +389,14 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     except OSError:
         cached = None  # missing, or the dir is unusable (reported below if writing fails too)
     if cached is not None:
-        if _is_valid_cubin(cached):
-            result = Cubin(arch=arch, data=cached, key=key, from_cache=True, path=path)
+        unpacked, why = unpack_cached(cached)
+        if unpacked is not None:
+            result = Cubin(arch=arch, data=unpacked, key=key, from_cache=True, path=path)
             _MEMO[memo_key] = result
             return result
         warnings.warn(
-            f"pytest-trtctx: cached cubin {path} is corrupt ({len(cached)} bytes, not a valid "
-            "ELF with the conv2d kernels); recompiling and replacing it",
+            f"pytest-trtctx: cached cubin {path} is corrupt ({len(cached)} bytes, {why}); "
+            "recompiling and replacing it",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -379,7 +404,7 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     data = _compile(arch, options)
     written: Path | None = path
     try:
-        write_atomic(path, data)
+        write_atomic(path, pack_cached(data), private=True)
     except OSError as exc:
         written = None
         warnings.warn(

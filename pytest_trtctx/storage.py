@@ -115,20 +115,28 @@ def digest(parts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers only ever see no file or the whole file.
 
     The temp file is in the same directory (``os.replace`` is atomic only within a filesystem);
-    concurrent writers each replace the file, the last one winning.
+    concurrent writers each replace the file, the last one winning. ``private``: a cache entry,
+    whose new folders are the user's alone (0700) and whose file is the user's (0600): what a
+    cache holds is loaded into the GPU as it is, so only its owner may write it
+    (docs/reliability.md, "Trust"). Reports and baselines are ordinary files (0644).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if private:
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        for folder in reversed(missing):  # each new folder 0700, not only the last (mkdir's mode)
+            folder.mkdir(mode=0o700, exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
+        os.chmod(tmp, 0o600 if private else 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -48,7 +48,7 @@ def test_compile_gives_cubin_with_all_kernels(arch: str, tmp_path: Path) -> None
         assert kernels.cubin_has_kernel(cubin.data, name), name
     assert not kernels.cubin_has_kernel(cubin.data, "trtctx_conv2d_f64")
     assert cubin.path == tmp_path / "cubin" / f"{cubin.key}.cubin"
-    assert cubin.path.read_bytes() == cubin.data
+    assert cubin.path.read_bytes() == kernels.pack_cached(cubin.data)
     assert len(cubin.key) == 64
     int(cubin.key, 16)
 
@@ -81,6 +81,15 @@ def test_second_call_in_process_does_no_io(tmp_path: Path) -> None:
         pytest.param(lambda data: b"", id="empty"),
         pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
         pytest.param(lambda data: b"garbage, not an ELF file" * 100, id="garbage"),
+        pytest.param(lambda data: data, id="raw-cubin-no-header"),
+        pytest.param(
+            lambda data: (
+                kernels.pack_cached(data)[:20000]
+                + bytes(b ^ 0xFF for b in kernels.pack_cached(data)[20000:20400])
+                + kernels.pack_cached(data)[20400:]
+            ),
+            id="bytes-20000-20400-flipped",
+        ),
     ],
 )
 def test_corrupt_cache_file_is_recompiled(damage: Any, tmp_path: Path) -> None:
@@ -92,7 +101,7 @@ def test_corrupt_cache_file_is_recompiled(damage: Any, tmp_path: Path) -> None:
         again = kernels.compile_conv("sm_90", cache_dir=tmp_path)
     assert again.from_cache is False
     assert again.data == good.data
-    assert good.path.read_bytes() == good.data
+    assert good.path.read_bytes() == kernels.pack_cached(good.data)
     assert _cache_files(tmp_path) == [f"{good.key}.cubin"]
     kernels.clear_memo()
     assert kernels.compile_conv("sm_90", cache_dir=tmp_path).from_cache is True
@@ -136,7 +145,7 @@ def test_default_cache_dir_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("TRTCTX_CACHE_DIR", str(tmp_path / "env-cache"))
     cubin = kernels.compile_conv("sm_80")
     assert cubin.path == tmp_path / "env-cache" / "cubin" / f"{cubin.key}.cubin"
-    assert cubin.path.read_bytes() == cubin.data
+    assert cubin.path.read_bytes() == kernels.pack_cached(cubin.data)
 
 
 def test_grid_size() -> None:
@@ -171,10 +180,20 @@ def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
     (data,) = blobs
     assert _cache_files(tmp_path) == [f"{key}.cubin"]
     on_disk = (tmp_path / "cubin" / f"{key}.cubin").read_bytes()
-    assert on_disk == data
-    assert on_disk[:4] == ELF_MAGIC
+    assert on_disk == kernels.pack_cached(data)
+    assert data[:4] == ELF_MAGIC
     kernels.clear_memo()
     assert kernels.compile_conv("sm_80", cache_dir=tmp_path).from_cache is True
+
+
+def test_the_cache_is_private_to_its_user(tmp_path: Path) -> None:
+    """Only its owner may write what gets loaded into the GPU: new cache folders are 0700, entries
+    0600."""
+    cubin = kernels.compile_conv("sm_80", cache_dir=tmp_path / "fresh")
+    assert cubin.path is not None
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700
+    assert cubin.path.parent.stat().st_mode & 0o777 == 0o700
+    assert cubin.path.stat().st_mode & 0o777 == 0o600
 
 
 def test_import_does_not_load_cuda() -> None:
