@@ -283,10 +283,19 @@ def parse_flag(value: Any, where: str) -> bool:
     )
 
 
+#: The most isolated processes at once: each holds a CUDA context (hundreds of MB of device
+#: memory) and the driver creates them one at a time, so more than this only exhausts the GPU.
+MAX_WORKERS = 64
+
+
 def _workers(value: Any, where: str) -> int:
     if str(value).strip() == "auto":
         return min(os.cpu_count() or 1, AUTO_WORKERS)
-    return parse_int(value, where, minimum=1, what="a number of processes >= 1, or 'auto'")
+    what = f"a number of processes from 1 to {MAX_WORKERS}, or 'auto'"
+    workers = parse_int(value, where, minimum=1, what=what)
+    if workers > MAX_WORKERS:
+        raise ConfigError(f"{where}: expected {what}, got {workers}")
+    return workers
 
 
 def _explore(value: Any, where: str) -> int:

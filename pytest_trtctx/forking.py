@@ -203,7 +203,15 @@ class HookSink:
         report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
         item.ihook.pytest_runtest_logreport(report=report)
 
-    def fail(self, item: pytest.Item, when: str, message: str, signature: str, stacks: str) -> None:
+    def fail(
+        self,
+        item: pytest.Item,
+        when: str,
+        message: str,
+        signature: str,
+        stacks: str,
+        duration: float,
+    ) -> None:
         sections = [("worker stacks (faulthandler)", stacks)] if stacks.strip() else []
         report = TestReport(
             nodeid=item.nodeid,
@@ -213,6 +221,7 @@ class HookSink:
             longrepr=message + (f"\n\n{stacks.strip()}" if stacks.strip() else ""),
             when=when_of(when),
             sections=sections,
+            duration=duration,
             user_properties=[(PLAN_PROPERTY, plan.record(item)), (SIGNATURE_PROPERTY, signature)],
         )
         item.ihook.pytest_runtest_logreport(report=report)

@@ -74,6 +74,7 @@ class Worker:
     hung: bool = False
     #: Set when the worker retired itself after a sticky CUDA error (what, and in which test).
     retired: str | None = None
+    started_at: float = 0.0  # when the item in progress started
 
 
 class Processes(Protocol):
@@ -130,8 +131,11 @@ class Sink(Protocol):
     def report(self, item: Any, data: dict[str, Any]) -> None:
         """A report the worker serialized."""
 
-    def fail(self, item: Any, when: str, message: str, signature: str, stacks: str) -> None:
-        """A failed report of the scheduler's own: a crash, a hang."""
+    def fail(
+        self, item: Any, when: str, message: str, signature: str, stacks: str, duration: float
+    ) -> None:
+        """A failed report of the scheduler's own: a crash, a hang (``duration``: since the
+        test started)."""
 
     def skip(self, item: Any, message: str) -> None:
         """A skipped report of the scheduler's own: the test cannot run in a fresh process."""
@@ -275,6 +279,7 @@ class Scheduler:
         if event == "start" and item is not None:
             worker.index, worker.phase = index, "setup"
             worker.started.add(index)
+            worker.started_at = time.monotonic()
             self._arm(worker, index)
             self.sink.start(item)
         elif event == "phase":
@@ -354,7 +359,8 @@ class Scheduler:
             if not worker.hung:
                 ending += f" ({how.split(' (')[-1].rstrip(')')})"
                 signature += f" ({how.split(' (')[-1].rstrip(')')})"
-            self.sink.fail(items[first], when_of(worker.phase), reason, signature, stacks)
+            took = time.monotonic() - worker.started_at
+            self.sink.fail(items[first], when_of(worker.phase), reason, signature, stacks, took)
         else:
             # Died before it started an item: the order's recipe or the worker itself failed.
             message = reason or (
@@ -362,7 +368,7 @@ class Scheduler:
                 f"its first test: {how}"
             )
             self.sink.start(items[first])
-            self.sink.fail(items[first], "setup", message, "worker: died", stacks)
+            self.sink.fail(items[first], "setup", message, "worker: died", stacks, 0.0)
             ending = "died before its first test"
         self.sink.finish(items[first])
         self.processes.release(worker)

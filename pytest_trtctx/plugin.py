@@ -125,11 +125,14 @@ def _matrix(config: pytest.Config) -> list[Any]:
         from .matrix import load_matrix
 
         s = cfg.settings_of(config)
+        problem = ""
         try:
             specs = config.stash[MATRIX] = list(load_matrix(s.matrix.value))
         except MatrixError as exc:
+            problem = str(exc)
+        if specs is None:  # outside the except block: the message once, no chained traceback
             # A collection error with the message alone: the file, the entry and the field.
-            pytest.fail(f"engine matrix ({s.matrix.source}): {exc}", pytrace=False)
+            pytest.fail(f"engine matrix ({s.matrix.source}): {problem}", pytrace=False)
     return list(specs)
 
 

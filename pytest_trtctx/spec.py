@@ -16,6 +16,12 @@ from dataclasses import dataclass
 
 from pytest_trtctx.errors import MatrixError
 
+#: The reference kernels index every tensor with a 32-bit int.
+MAX_ELEMENTS = 2**31 - 1
+#: A spec's tensors are made on the CPU (inputs, the reference) and on the device: one that needs
+#: more than this is a typo, not a test.
+MAX_TENSOR_BYTES = 4 << 30
+
 __all__ = ["DTYPES", "ConvSpec", "as_int", "show"]
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -206,7 +212,7 @@ class ConvSpec:
                     "so that the output is at least 1"
                 )
 
-        return cls(
+        spec = cls(
             name=name,
             batch=batch,
             in_channels=in_channels,
@@ -221,6 +227,29 @@ class ConvSpec:
             dtype=dtype,
             bias=bias,
         )
+        spec.check_bounds(where)
+        return spec
+
+    def check_bounds(self, where: str) -> None:
+        """Every tensor of the spec fits what the reference kernels index (32-bit ints) and a
+        machine holds (:data:`MAX_TENSOR_BYTES` each); MatrixError names the field that is
+        too large."""
+        tensors = (
+            ("input", self.input_shape, "batch, in_channels, height or width"),
+            ("weight", self.weight_shape, "out_channels, in_channels or kernel"),
+            ("output", self.output_shape, "batch, out_channels, height or width"),
+        )
+        size = {"float32": 4, "float16": 2, "bfloat16": 2}[self.dtype]
+        for what, shape, fields in tensors:
+            count = 1
+            for dim in shape:
+                count *= dim
+            if count > MAX_ELEMENTS or count * size > MAX_TENSOR_BYTES:
+                raise MatrixError(
+                    f"{where}: the {what} would hold {count} elements ({count * size} bytes): "
+                    f"at most {MAX_ELEMENTS} elements (the reference kernels index with 32-bit "
+                    f"integers) and {MAX_TENSOR_BYTES >> 30} GiB per tensor; lower {fields}"
+                )
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

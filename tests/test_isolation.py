@@ -183,6 +183,7 @@ class FakeSink:
     def __init__(self, stop_after_failures: int = 0) -> None:
         self.events: list[tuple[Any, ...]] = []
         self.messages: dict[str, str] = {}
+        self.durations: dict[str, float] = {}
         self.stop_after = stop_after_failures
 
     def start(self, item: FakeItem) -> None:
@@ -191,8 +192,11 @@ class FakeSink:
     def report(self, item: FakeItem, data: dict[str, Any]) -> None:
         self.events.append(("report", item.nodeid, data["outcome"]))
 
-    def fail(self, item: FakeItem, when: str, message: str, signature: str, stacks: str) -> None:
+    def fail(
+        self, item: FakeItem, when: str, message: str, signature: str, stacks: str, duration: float
+    ) -> None:
         self.events.append(("fail", item.nodeid, when, signature))
+        self.durations[item.nodeid] = duration
         self.messages[item.nodeid] = message + ("\n" + stacks if stacks else "")
 
     def skip(self, item: FakeItem, message: str) -> None:
@@ -355,6 +359,7 @@ def test_a_hang_is_dumped_killed_and_reported_with_its_stacks() -> None:
         )
     )
     assert "most recent call first" in sink.messages["a"]
+    assert sink.durations["a"] >= 0.2  # the time it hung, not 0
     assert sink.outcomes()["b"] == "passed"
 
 

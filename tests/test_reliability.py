@@ -143,3 +143,50 @@ def test_a_read_only_cache_is_a_warning_on_rebuild(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         ["*trtctx: --trtctx-rebuild: *.cubin: not removed (Permission denied)"]
     )
+
+
+MATRIX_ENTRY = """schema = 1
+
+[[conv]]
+name = "huge"
+batch = {batch}
+in_channels = 4
+out_channels = 4
+height = {height}
+width = 8
+kernel = 1
+stride = 1
+padding = 0
+dilation = 1
+groups = 1
+dtype = "float32"
+"""
+
+
+@pytest.mark.parametrize(
+    ("batch", "height", "what"),
+    [
+        (1, 2**62, "the input would hold"),
+        (1_000_000_000, 1, "the input would hold"),
+    ],
+)
+def test_a_matrix_entry_too_large_to_index_is_refused_once_naming_it(
+    pytester: pytest.Pytester, batch: int, height: int, what: str
+) -> None:
+    pytester.makefile(".toml", conv_matrix=MATRIX_ENTRY.format(batch=batch, height=height))
+    pytester.makepyfile("def test_x(trtctx_spec): pass")
+    result = run_pytest(pytester, "--trtctx-matrix=conv_matrix.toml")
+    result.assert_outcomes(errors=1)
+    text = result.stdout.str()
+    assert text.count(f"[[conv]] #1 ('huge') at line 3: {what}") == 1, text
+    assert "During handling of the above exception" not in text
+
+
+@pytest.mark.parametrize("value", ["65", "100000000000000000000"])
+def test_workers_have_a_ceiling(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = run_pytest(pytester, f"--trtctx-workers={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: option --trtctx-workers: expected a number of processes from 1 to 64, or 'auto'*"]
+    )
