@@ -75,7 +75,7 @@ def test_unknown_choice(pytester: pytest.Pytester, flag: str, value: str, allowe
         (["--trtctx-device=first"], "option --trtctx-device: expected a device index >= 0, got*"),
         (["--trtctx-timeout=soon"], "option --trtctx-timeout: expected a number of seconds*soon*"),
         (["--trtctx-timeout=-3"], "option --trtctx-timeout: expected a number of seconds >= 0*"),
-        (["--trtctx-workers=0"], "option --trtctx-workers: expected a number of processes from 1 to 64*"),
+        (["--trtctx-workers=0"], "option --trtctx-workers: expected a number of processes from 1*"),
     ],
 )
 def test_bad_numbers(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
