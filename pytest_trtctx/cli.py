@@ -251,11 +251,16 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
 SAME_IN_EVERY_JOB = ("outcome", "signature", "outputs_sha256", "known_failure")
 
 
+def _not_applied(test: dict[str, Any]) -> bool:
+    return test.get("order_applied") is False and test.get("outcome") == "skipped"
+
+
 def merge(paths: Sequence[Path]) -> dict[str, Any]:
     """One report from several of one environment (one per CI job, say): tests are combined. A
-    test in several reports with the same outcome and hashes is one record; with another, the
-    merge fails naming both reports and what differs. Reports from different environments (their
-    fingerprints) are refused."""
+    test in several reports with the same outcome and hashes is one record; a record skipped
+    because its order could not be applied yields to one where it was; any other difference
+    fails the merge, naming both reports and what differs. Reports from different environments
+    (their fingerprints) are refused."""
     from .baseline import fingerprint
 
     reports = [load(p) for p in paths]
@@ -274,6 +279,14 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
                 seen[nodeid] = (path, test)
                 continue
             first_path, first = seen[nodeid]
+            # With one order selected a plain test runs under it, and skips where that order
+            # could not be applied (multi-device on one GPU): such a record says nothing of the
+            # test itself, and yields to one from a job where the order was applied.
+            if _not_applied(test) and not _not_applied(first):
+                continue
+            if _not_applied(first) and not _not_applied(test):
+                seen[nodeid] = (path, test)
+                continue
             differs = [f for f in SAME_IN_EVERY_JOB if first.get(f) != test.get(f)]
             if differs:
                 raise ReportError(

@@ -278,6 +278,14 @@ def test_merge_combines_one_environments_reports(pytester: pytest.Pytester, tmp_
     changed["tests"][0]["outcome"] = "failed"
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     assert cli_main(["merge", str(paths[0]), str(tmp_path / "changed.json"), "-o", str(out)]) == 2
+    # Skipped because its order could not be applied here: yields to the record that ran.
+    unapplied = json.loads(paths[0].read_text())
+    unapplied["tests"][0].update(outcome="skipped", order_applied=False, outputs_sha256={})
+    (tmp_path / "unapplied.json").write_text(json.dumps(unapplied))
+    for pair in ((tmp_path / "unapplied.json", paths[0]), (paths[0], tmp_path / "unapplied.json")):
+        assert cli_main(["merge", *map(str, pair), "-o", str(out)]) == 0
+        kept = {t["nodeid"]: t for t in load(out)["tests"]}[changed["tests"][0]["nodeid"]]
+        assert kept["outcome"] == json.loads(paths[0].read_text())["tests"][0]["outcome"]
     other = json.loads(paths[1].read_text())
     other["environment"]["driver"] = "999.99"
     (tmp_path / "other.json").write_text(json.dumps(other))
