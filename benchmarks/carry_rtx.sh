@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs TensorRT-RTX for the GPU machine (no registry there; 64 MiB may travel per call) into .rtx/
+# Packs TensorRT-RTX for a GPU host without a package index into .rtx/, as small as it goes
 # (ignored by git): the cp312 bindings wheel from PyPI, the pure-Python tensorrt_rtx and
 # tensorrt_rtx_libs packages from this venv, and libtensorrt_rtx.so.1 compressed with xz (234 MB,
 # about 62 MB compressed). benchmarks/gpu_session.sh installs it when .rtx exists.

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Everything that needs the GPU machine, in one call, each step time-boxed so that one hang cannot
+# Everything that needs the GPU host, in one call, each step time-boxed so that one hang cannot
 # eat the session's GPU time. Logs go to a work folder as they are written, and the folder is
-# packed into $OUT/results.tgz after every step (the device tool brings back at most 8 files).
+# packed into $OUT/results.tgz after every step (one archive to copy back from the GPU host).
 #   device run:  bash benchmarks/gpu_session.sh          (about 8 minutes on the H100)
 #   extra steps: orders (the GPU tests alone, verbose), cuda_init (concurrent context creation), matrix8 (8 workers, --durations),
 #                scale (the main job with 4, 8, 12 and 16 workers), main (the main job once, cold, with
 #                its report: on two GPUs the one run where every order, multi-device too, runs),
 #                who_inits (which NVRTC and TensorRT-RTX calls initialise CUDA)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
-# TensorRT-RTX is not installed on the GPU machine and has no registry there: where a folder .rtx
+# TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
 # libtensorrt_rtx), it is installed under /tmp/site and put on the path of the steps that test it.
 set -uo pipefail

@@ -2,7 +2,7 @@
 
 After each step ``probe.cuda_untouched()`` says whether the process is still provably CUDA-clean
 (what the isolation needs of the pytest process before it forks). The figures in
-docs/results-h100.md ("Who initialises CUDA") come from this script on the GPU machine.
+docs/results-h100.md ("Who initialises CUDA") come from this script on the GPU host.
 
 Usage: python benchmarks/who_inits_cuda.py nvrtc|tensorrt_rtx   (one fresh process per library:
 once one step has called cuInit, the later ones cannot be told apart)

@@ -29,7 +29,7 @@ SUBPROCESS_TIMEOUT = 240
 
 @pytest.fixture(autouse=True)
 def _only_this_plugin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs under pytester load this plugin alone: no other installed plugin (the GPU machine
+    """Runs under pytester load this plugin alone: no other installed plugin (the GPU host
     has several) can change an outcome or import torch behind the test's back."""
     if "pytester" in request.fixturenames:
         monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -41,7 +41,7 @@ MSG_TEST_TOUCHED_CUDA = (
     "CUDA in a child (in_child, run_pytest), or mark the test initialises_cuda(why)"
 )
 
-#: Marks a test whose body calls cuInit on a GPU machine (through a library, not by choice): the
+#: Marks a test whose body calls cuInit on a GPU host (through a library, not by choice): the
 #: guard does not blame it. (Sending all of them to one xdist worker with xdist_group and
 #: --dist loadgroup would keep the other workers checkable, but pytest 9.2 silently breaks xdist's
 #: groups: pytest-dev/pytest-xdist#1386.)
@@ -51,7 +51,7 @@ INITIALISES_CUDA = "initialises_cuda"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{INITIALISES_CUDA}(why): the test's body calls cuInit on a GPU machine (why: what does); "
+        f"{INITIALISES_CUDA}(why): the test's body calls cuInit on a GPU host (why: what does); "
         "the CUDA-clean guard of tests/conftest.py does not blame it",
     )
 

@@ -42,7 +42,7 @@ def test_load_module_reports_the_import_error() -> None:
 
 def _refused_build_errors() -> tuple[bool, list[str]]:
     """Builds a network the builder must refuse; returns (no plan, the logger's errors). Run in a
-    child: on the GPU machine this refused build calls cuInit (a valid one does not)."""
+    child: on the GPU host this refused build calls cuInit (a valid one does not)."""
     logger = T.CapturingLogger.create(trt)
     assert isinstance(logger, trt.ILogger)
     builder = trt.Builder(logger)
