@@ -305,7 +305,8 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pytest-trtctx", description=__doc__.splitlines()[0])
+    description = __doc__.splitlines()[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="pytest-trtctx", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diff", help="compare two --trtctx-report files")
     d.add_argument("old", type=Path)

@@ -427,7 +427,7 @@ def resolve(config: pytest.Config) -> Settings:
         _writable(explore_db, folder=True)
     workers = _setting(config, "trtctx_workers", _workers, _workers("auto", "default"))
     if workers.source == "default":
-        workers = Setting(workers.value, "default (auto)")
+        workers = Setting(workers.value, f"auto: the CPU count, at most {AUTO_WORKERS}")
     return Settings(
         orders=orders,
         orders_explicit=explicit,

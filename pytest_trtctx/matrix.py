@@ -1,9 +1,10 @@
 """The convolution engine matrix: which conv2d configurations the plugin builds and checks.
 
-The matrix lives in ``engines/conv_matrix.toml`` as plain data so that adding a case is a one-entry
-edit with no code change. This module reads and validates it (stdlib only: it is imported at
-collection time, before any CUDA library may be touched) and turns each entry into a
-:class:`ConvSpec`, whose ``name`` is the pytest id of the tests generated from it.
+The matrix ships as ``pytest_trtctx/suite/conv_matrix.toml`` (``engines/conv_matrix.toml`` in a
+clone) as plain data, so that adding a case is a one-entry edit with no code change. This module
+reads and validates it (stdlib only: it is imported at collection time, before any CUDA library may
+be touched) and turns each entry into a :class:`ConvSpec`, whose ``name`` is the pytest id of the
+tests generated from it.
 
 File format::
 
@@ -57,8 +58,12 @@ _ENTRY_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*conv[ \t]*\]\]", re.MULTILINE)
 
 
 def default_matrix_path(rootdir: Path) -> Path:
-    """Where the matrix lives in a checkout: ``<rootdir>/engines/conv_matrix.toml``."""
-    return rootdir / "engines" / "conv_matrix.toml"
+    """The rootdir's own ``engines/conv_matrix.toml`` where it has one (a clone, a project with
+    its own matrix), else the matrix that ships with the plugin."""
+    from pytest_trtctx.suite import MATRIX
+
+    own = rootdir / "engines" / "conv_matrix.toml"
+    return own if own.is_file() else MATRIX
 
 
 def load_matrix(path: Path) -> list[ConvSpec]:

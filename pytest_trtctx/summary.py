@@ -41,13 +41,18 @@ def header_lines(s: Settings) -> list[str]:
     ]
     if s.active:
         lines.append("trtctx: " + probe.machine().describe())
-    else:
-        lines.append("trtctx: no order selected; the plugin only serves tests that ask for it")
+    else:  # nothing above is in force: say so in one line
+        lines = [
+            "trtctx: no order selected: tests run as pytest runs them "
+            f"(select one with --trtctx-order: {', '.join(ORDERS)} or all)"
+        ]
     lines.append("trtctx: " + ", ".join(f"{k} {v}" for k, v in probe.versions().items()))
     return lines
 
 
 COLUMNS = ("passed", "failed", "known-failure", "skipped")
+#: The row of the tests under no order (so that the summary accounts for every test).
+NO_ORDER = "(no order)"
 
 
 class Summary:
@@ -57,21 +62,24 @@ class Summary:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         rows, signatures, not_applied = count(terminalreporter.stats)
-        if not rows:
-            return
+        if all(order == NO_ORDER for order, _backend in rows):
+            return  # no test ran under an order: the plugin has nothing to sum up
         tr = terminalreporter
         tr.write_sep("=", "trtctx summary")
-        tr.write_line(f"{'order':<14} {'backend':<8} " + " ".join(f"{c:>13}" for c in COLUMNS))
-        for order in ORDERS:
+        tr.write_line(f"{'order':<14} {'backend':<12} " + " ".join(f"{c:>13}" for c in COLUMNS))
+        for order in (*ORDERS, NO_ORDER):
             for (o, backend), counts in sorted(rows.items()):
                 if o == order:
                     tr.write_line(
-                        f"{order:<14} {backend:<8} "
+                        f"{order:<14} {backend:<12} "
                         + " ".join(f"{counts.get(c, 0):>13}" for c in COLUMNS)
                     )
+        by_reason: dict[str, list[str]] = {}
         for order in ORDERS:
             for why in sorted(not_applied.get(order, ())):
-                tr.write_line(f"{order}: not applied here, its tests skipped: {why}")
+                by_reason.setdefault(why, []).append(order)
+        for why, orders in by_reason.items():
+            tr.write_line(f"{', '.join(orders)}: not applied here, its tests skipped: {why}")
         if signatures:
             tr.write_line("most frequent failure signatures:")
             for (sig, kind), count_ in signatures.most_common(5):
@@ -93,9 +101,9 @@ def count(
                 continue
             props = properties(report)
             planned = props.get(PLAN_PROPERTY)
-            if not isinstance(planned, dict) or planned.get("order") is None:
+            if not isinstance(planned, dict):
                 continue
-            order = str(planned["order"])
+            order = str(planned["order"]) if planned.get("order") else NO_ORDER
             row_of[report.nodeid] = (order, str(planned.get("backend")))
             state = props.get(ORDER_PROPERTY)
             if isinstance(state, dict) and state.get("why_not"):

@@ -71,8 +71,8 @@ class TestRun:
         item.user_properties.append(
             (ORDER_PROPERTY, {"applied": state.applied, "fresh": fresh, "why_not": why})
         )
-        if state.skip_reason:
-            pytest.skip(state.skip_reason)
+        if state.skip_reason:  # reported at the test's own line, not this one
+            raise pytest.skip.Exception(state.skip_reason, _use_item_location=True)
         if state.error:
             pytest.fail(state.error, pytrace=False)
 

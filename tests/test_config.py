@@ -112,7 +112,7 @@ def test_option_beats_ini_and_header_says_where(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(
         [
             "trtctx: orders driver-first (option --trtctx-order); "
-            "isolate order (ini key trtctx_isolate in tox.ini, * workers (default (auto))); "
+            "isolate order (ini key trtctx_isolate in tox.ini, * workers (auto: *)); "
             "device 0; backend auto (default)*",
             "*test_o[[]driver-first[]] PASSED*",
         ]
@@ -140,7 +140,7 @@ def test_workers_auto_is_capped_and_a_number_is_kept(pytester: pytest.Pytester) 
         pytester.makeconftest(f"import os\nos.cpu_count = lambda: {cpus}\n")
         result = run_pytest(pytester, "--trtctx-order=torch-first", "--co")
         result.stdout.fnmatch_lines(
-            [f"*isolate test (default, {expected} workers (default (auto)))*"]
+            [f"*isolate test (default, {expected} workers (auto: the CPU count, at most *))*"]
         )
     result = run_pytest(pytester, "--trtctx-order=torch-first", "--trtctx-workers=7", "--co")
     result.stdout.fnmatch_lines(["*isolate test (default, 7 workers (option --trtctx-workers))*"])

@@ -89,8 +89,15 @@ def shipped() -> list[ConvSpec]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_default_matrix_path() -> None:
-    assert default_matrix_path(Path("/x")) == Path("/x/engines/conv_matrix.toml")
+def test_default_matrix_path(tmp_path: Path) -> None:
+    """The rootdir's own matrix where it has one, else the one that ships in the package."""
+    from pytest_trtctx.suite import MATRIX
+
+    assert default_matrix_path(tmp_path) == MATRIX and MATRIX.is_file()
+    own = tmp_path / "engines" / "conv_matrix.toml"
+    own.parent.mkdir()
+    own.write_text("schema = 1\n")
+    assert default_matrix_path(tmp_path) == own
 
 
 def test_shipped_matrix_loads(shipped: list[ConvSpec]) -> None:
@@ -413,7 +420,7 @@ def test_paths_below_the_working_directory_are_shown_relative(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "engines").mkdir()
-    path = default_matrix_path(tmp_path)
+    path = tmp_path / "engines" / "conv_matrix.toml"
     path.write_text(f"schema = 1\n\n{_entry(name='k3_s2', stride=0)}", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     message = _load_error(path)

@@ -1,0 +1,83 @@
+"""The context regression suite: every init order times the engine matrix.
+
+Expected outcomes are the truth table of ``docs/orders.md`` written down as canaries. Under
+driver-first and thread-hop the engine's kernels live in a context that is not current when they
+run: the launch fails with ``CUDA_ERROR_INVALID_HANDLE`` (TensorRT: "invalid resource handle",
+``Error Code 1: Cask``) and the output is never written. Those are declared known failures: they
+pass while the failure reproduces and fail loudly the day it stops. ``test_conv_fixed`` applies the
+known fix (push the engine's context around execution) and must pass under every order.
+
+Run it: ``pytest --pyargs pytest_trtctx.suite --trtctx-order=all`` (from a clone:
+``./dev matrix``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_trtctx.names import CONTEXT_MISMATCH, DRIVER_FIRST, MULTI_DEVICE, THREAD_HOP
+from pytest_trtctx.outcomes import BACKEND_PROPERTY
+
+if TYPE_CHECKING:
+    from pytest_trtctx.checks import Outputs
+    from pytest_trtctx.runtime import Runtime
+    from pytest_trtctx.spec import ConvSpec
+
+
+@pytest.mark.trtctx_known_failure(
+    DRIVER_FIRST,
+    CONTEXT_MISMATCH,
+    reason="torch's first allocation makes the primary context current over the engine's "
+    "cuCtxCreate context (NVIDIA/TensorRT#4335, ultralytics#9092)",
+)
+@pytest.mark.trtctx_known_failure(
+    THREAD_HOP,
+    CONTEXT_MISMATCH,
+    reason="the executing thread has no context; the runtime makes the primary context current "
+    "there (jkjung-avt/tensorrt_demos#68)",
+)
+@pytest.mark.trtctx_known_failure(
+    MULTI_DEVICE,
+    CONTEXT_MISMATCH,
+    reason="torch's device is current while the engine lives on another (ultralytics#21300): "
+    "CUDA_ERROR_INVALID_HANDLE, output never written",
+)
+@pytest.mark.trtctx_nonzero
+def test_conv(trtctx: Runtime, trtctx_spec: ConvSpec) -> None:
+    """Build the spec's engine in the order's context, feed it torch tensors, run it."""
+    trtctx.check_conv(trtctx_spec)
+
+
+@pytest.mark.trtctx_nonzero
+@pytest.mark.trtctx_bitwise_stable(runs=2)
+def test_conv_fixed(trtctx_fix_context: Runtime, trtctx_spec: ConvSpec) -> None:
+    """With the engine's context pushed around execution every order passes, bit-stable."""
+    trtctx_fix_context.check_conv(trtctx_spec)
+
+
+def test_explore(trtctx_fix_context: Runtime, trtctx_explore: Callable[..., None]) -> None:
+    """``--trtctx-explore=N``: N generated specs under the order, engine context pushed (so a
+    failure is about the engine, not the order); a failure prints a minimal matrix entry."""
+    trtctx_explore(trtctx_fix_context.check_conv)
+
+
+def test_plan_builds(
+    trtctx_spec: ConvSpec, trtctx_outputs: Outputs, record_property: Callable[[str, object], None]
+) -> None:
+    """TensorRT-RTX builds every spec's engine, with or without a GPU; the plan's bytes go to the
+    report and baselines, so an upgrade that changes what the builder emits is seen."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip(
+        "tensorrt_rtx", reason="TensorRT-RTX is not installed: pip install 'pytest-trtctx[rtx]'"
+    )
+    from pytest_trtctx.backends.tensorrt import build_plan, plan_conv_layers
+    from pytest_trtctx.runtime import host_tensors
+
+    _x, w, b = host_tensors(trtctx_spec)
+    record_property(BACKEND_PROPERTY, "tensorrt_rtx")  # what built it, for the report
+    plan = build_plan("tensorrt_rtx", trtctx_spec, w, b)
+    assert plan_conv_layers(plan), "the plan holds no convolution"
+    trtctx_outputs.add("plan", torch.frombuffer(bytearray(plan), dtype=torch.uint8))
