@@ -356,6 +356,12 @@ def test_merge_into_a_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 GPU_CI = Path(__file__).resolve().parents[1] / "docs" / "gpu-ci.md"
+WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "gpu.yml"
+
+
+def test_the_guide_shows_the_workflow_that_ships() -> None:
+    shown = re.search(r"```yaml\n(.*?)```", GPU_CI.read_text(), re.S)
+    assert shown is not None and shown.group(1) == WORKFLOW.read_text()
 
 
 def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
@@ -367,7 +373,7 @@ def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    guide = GPU_CI.read_text()
+    guide = WORKFLOW.read_text()  # docs/gpu-ci.md shows this file (test above)
     orders = re.search(r"order: \[([^\]]+)\]", guide)
     assert orders is not None
     run = re.search(
@@ -379,12 +385,8 @@ def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
         command = " ".join(run.group(1).split())
         command = command.replace("${{ matrix.order }}", order).replace("$HOME", str(tmp_path))
         args = command.split()[3:]  # after "python3 -m pytest"
-        args = [
-            a.replace("report-", f"{tmp_path}/report-", 1)
-            if a.startswith("--trtctx-report=report-")
-            else a
-            for a in args
-        ]
+        outputs = ("--trtctx-report=", "--junitxml=")  # relative in the job: here, in tmp_path
+        args = [a.replace("=", f"={tmp_path}/", 1) if a.startswith(outputs) else a for a in args]
         done = subprocess.run(
             [sys.executable, "-m", "pytest", *args, "-k", "k1s1d1g1_f32_b1_17x19", "-q",
              "-p", "no:cacheprovider"],
@@ -399,6 +401,9 @@ def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
     merged = load(tmp_path / "new.json")
     nodeids = [t["nodeid"] for t in merged["tests"]]
     assert len(nodeids) == len(set(nodeids))
+    # The JUnit XML carries each test's plan (order, backend, spec) for CI tools that read it.
+    junit = (tmp_path / "junit-driver-first.xml").read_text()
+    assert "name=\"trtctx_plan\" value=\"{'order': 'driver-first', 'backend': 'auto'" in junit
     assert (
         cli_main(["diff", "--markdown", str(tmp_path / "new.json"), str(tmp_path / "new.json")])
         == 0

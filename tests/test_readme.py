@@ -1,0 +1,102 @@
+"""The README tells the truth: its code is the code that runs, its options and markers exist, its
+commands select what they say. The GPU run of its own-engine example is in test_testrun.py."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_trtctx.config import OPTIONS
+from pytest_trtctx.names import ORDERS
+from pytest_trtctx.plan import MARKERS
+
+from .conftest import gpu_skip_reason, run_pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+#: Where the README's Python comes from: each block is a verbatim excerpt of one of these.
+SOURCES = [
+    ROOT / "examples" / "test_own_engine.py",
+    ROOT / "pytest_trtctx/suite/test_conv_matrix.py",
+]
+
+
+def blocks(language: str) -> list[str]:
+    """The README's fenced blocks of ``language`` ("" for a bare fence), in order."""
+    found, current, fence = [], [], None
+    for line in README.splitlines():
+        if line.startswith("```"):
+            if fence is None:
+                fence, current = line[3:].strip(), []
+            else:
+                if fence == language:
+                    found.append("\n".join(current) + "\n")
+                fence = None
+        elif fence is not None:
+            current.append(line)
+    return found
+
+
+@pytest.mark.parametrize("block", blocks("python"), ids=lambda b: b.split("\n")[0][:40])
+def test_every_python_block_is_code_that_runs(block: str) -> None:
+    assert any(block in source.read_text() for source in SOURCES), block
+
+
+def test_every_option_the_readme_names_exists() -> None:
+    known = {option.flag for option in OPTIONS}
+    named = set(re.findall(r"--trtctx-[a-z-]+", README))
+    assert named and named <= known, named - known
+
+
+def test_every_marker_the_readme_names_exists() -> None:
+    known = {line.split("(")[0].split(":")[0] for line in MARKERS}
+    named = set(
+        re.findall(
+            r"\btrtctx_(?:orders|known_failure|nonzero|bitwise_stable|timeout|backend)\b", README
+        )
+    )
+    assert named <= known, named - known
+
+
+def test_every_order_the_readme_names_exists() -> None:
+    named = set(
+        re.findall(
+            r"`(torch-first|trt-first|driver-first|thread-hop|multi-device|[a-z]+-first)`", README
+        )
+    )
+    assert named <= set(ORDERS), named - set(ORDERS)
+
+
+def test_the_readme_filter_example_selects_tests() -> None:
+    """`./dev matrix -k f16` must select the float16 specs (ids say f16, not float16)."""
+    assert "./dev matrix -k f16" in README
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/regression", "--trtctx-order=torch-first",
+         "-k", "f16", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    selected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert selected and all("f16" in line for line in selected), done.stdout[-2000:]
+
+
+def test_the_summary_shown_in_the_readme_has_the_summarys_columns() -> None:
+    from pytest_trtctx.summary import COLUMNS
+
+    shown = next(b for b in blocks("") if "trtctx summary" in b)
+    header = shown.splitlines()[1].split()
+    assert header == ["order", "backend", *COLUMNS]
+
+
+@pytest.mark.skipif(gpu_skip_reason() is None, reason="this machine has a GPU: it runs the example")
+def test_the_own_engine_example_skips_under_every_order_without_a_gpu(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings[all] is not installed")
+    pytester.makepyfile(test_own_engine=SOURCES[0].read_text())
+    result = run_pytest(pytester, "--trtctx-order=all", "-rs")
+    result.assert_outcomes(skipped=2 * len(ORDERS))
+    result.stdout.fnmatch_lines([f"SKIPPED [[]*[]] test_own_engine.py:*: {gpu_skip_reason()}"])
