@@ -10,6 +10,11 @@ Usage: python benchmarks/bench_matrix.py [--workers auto] [--isolate test] [--js
 ``--compare-xdist N`` instead times the two ways to run N tests at once, each with an empty
 cache, in one run: the plugin's own workers (``--trtctx-workers=N``) and pytest-xdist's
 (``-n N``, each xdist worker forking every test it is handed), with their ratio.
+
+``--compare-prebuild`` times the main job's two modes in one run, each with an empty cache: one
+fresh process per test (``--trtctx-isolate=test``) and one per order with every engine built
+right after the order's recipe (``--trtctx-isolate=order --trtctx-prebuild``), with their ratio;
+with ``--out`` their reports are kept, to be diffed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def run(
     report: Path | None = None,
     durations: int = 0,
     xdist: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, float | int | str]:
     cmd = [
         sys.executable, "-m", "pytest", "tests/regression", "-q", "-rxs", "-p", "no:cacheprovider",
@@ -42,6 +48,7 @@ def run(
         f"--trtctx-cache-dir={cache}", f"--junitxml={xml}",
     ]  # fmt: skip
     cmd += ["-p", "xdist", "-n", str(xdist)] if xdist else [f"--trtctx-workers={workers}"]
+    cmd += list(extra)
     if report is not None:
         cmd.append(f"--trtctx-report={report}")
     if durations:
@@ -79,6 +86,7 @@ def main() -> int:
     ap.add_argument("--cold-only", action="store_true", help="one run, with an empty cache")
     ap.add_argument("--durations", type=int, default=0, help="pytest --durations=N")
     ap.add_argument("--compare-xdist", type=int, default=0, metavar="N")
+    ap.add_argument("--compare-prebuild", action="store_true")
     args = ap.parse_args()
 
     def saved(name: str) -> Path | None:
@@ -87,6 +95,21 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, float | int | str]] = {}
+    if args.compare_prebuild:
+        modes = (("per-test", "test", ()), ("per-order-prebuilt", "order", ("--trtctx-prebuild",)))
+        for label, isolate, extra in modes:
+            with tempfile.TemporaryDirectory() as tmp:
+                xml = saved(f"matrix-{label}.xml") or Path(tmp) / f"{label}.xml"
+                runs[label] = run(
+                    Path(tmp) / "cache", args.workers, isolate, xml, saved(f"matrix-{label}.log"),
+                    saved(f"report-{label}.json"), 0, 0, extra,
+                )  # fmt: skip
+        ratio = float(runs["per-order-prebuilt"]["wall_s"]) / float(runs["per-test"]["wall_s"])
+        text = json.dumps({**runs, "prebuilt_over_per_test": round(ratio, 3)}, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+        return 1 if any(r["exit"] != 0 for r in runs.values()) else 0
     if args.compare_xdist:
         n = args.compare_xdist
         for label, workers, xdist in (("trtctx-workers", str(n), 0), ("xdist", "1", n)):

@@ -110,6 +110,13 @@ OPTIONS: tuple[Option, ...] = (
         "cubin and engine is built anew in this run.",
     ),
     Option(
+        "trtctx_prebuild",
+        "flag",
+        "Build the engines of all of an order's tests right after its recipe, before any of them "
+        "runs (best with --trtctx-isolate=order): every engine meets the order fresh, and the "
+        "order costs one CUDA context instead of one per test.",
+    ),
+    Option(
         "trtctx_baseline",
         "value",
         "Folder of output baselines per environment fingerprint: an output that differs from "
@@ -316,6 +323,7 @@ class Settings:
     matrix: Setting[Path]
     cache_dir: Setting[Path]
     rebuild: Setting[bool]
+    prebuild: Setting[bool]
     report: Setting[Path] | None
     baseline: Setting[Path] | None
     baseline_keep: Setting[bool]
@@ -418,6 +426,13 @@ def resolve(config: pytest.Config) -> Settings:
             "-n (each test forked from its xdist worker), or drop -n (--trtctx-workers runs "
             "processes in parallel)."
         )
+    prebuild = _setting(config, "trtctx_prebuild", parse_flag, False)
+    if prebuild.value and isolate.value == "test":
+        raise ConfigError(
+            f"{prebuild.source}: --trtctx-prebuild builds an order's engines ahead of its tests "
+            "in one process; with --trtctx-isolate=test each test has a process of its own and "
+            f"meets the order fresh already ({isolate.source}): use --trtctx-isolate=order"
+        )
     path = _path_parser(config)
     explore = _setting(config, "trtctx_explore", _explore, 0)
     explore_db = _setting(
@@ -439,6 +454,7 @@ def resolve(config: pytest.Config) -> Settings:
         matrix=_setting(config, "trtctx_matrix", path, default_matrix_path(config.rootpath)),
         cache_dir=_setting(config, "trtctx_cache_dir", path, default_cache_dir()),
         rebuild=_setting(config, "trtctx_rebuild", parse_flag, False),
+        prebuild=prebuild,
         report=_writable(_optional_path(config, "trtctx_report"), folder=False),
         baseline=_writable(_optional_path(config, "trtctx_baseline"), folder=True),
         baseline_keep=_setting(config, "trtctx_baseline_keep", parse_flag, False),

@@ -55,7 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[cfg.SETTINGS] = settings
-    config.pluginmanager.register(TestRun(watch=settings.active), "trtctx-run")
+    run = TestRun(watch=settings.active, prebuild=settings.prebuild.value)
+    config.pluginmanager.register(run, "trtctx-run")
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
     if settings.active and settings.isolate.value != "none":
@@ -183,9 +184,8 @@ def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
 @pytest.fixture
 def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
-    from . import backends, probe
     from .errors import BackendUnavailable, OrderError
-    from .runtime import Runtime
+    from .runtime import Runtime, choose_backend
     from .worker import state_for
 
     config = request.config
@@ -193,11 +193,8 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
         state = state_for(trtctx_order)
     except OrderError as exc:
         pytest.fail(str(exc), pytrace=False)
-    engine_cc = next(
-        (d.cc for d in probe.machine().devices if d.index == state.engine_device), None
-    )
     try:
-        backend, why = backends.select(plan.of(request.node).backend.value, engine_cc)
+        backend, why = choose_backend(plan.of(request.node).backend.value, state)
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
     request.node.user_properties.append((BACKEND_PROPERTY, backend))

@@ -97,6 +97,12 @@ class Runtime:
 
     # Engines --------------------------------------------------------------------------------
     def build(self, spec: ConvSpec) -> Engine:
+        """An engine for ``spec``: the one built right after the order's recipe where engines are
+        prebuilt (``--trtctx-prebuild``), else one built now (:meth:`build_now`)."""
+        prebuilt = PREBUILT.get((self.backend_name, spec.name))
+        return prebuilt if prebuilt is not None else self.build_now(spec)
+
+    def build_now(self, spec: ConvSpec) -> Engine:
         """Build an engine for ``spec`` in the context current on this thread (under multi-device:
         in the engine device's primary context).
 
@@ -187,3 +193,39 @@ class Runtime:
         for engine in engines:
             if self._backend is not None:
                 self._backend.close(engine)
+
+
+#: Engines built right after the order's recipe, before any test (``--trtctx-prebuild``), by
+#: (backend, spec name); they live as long as the process, whose order they met fresh.
+PREBUILT: dict[tuple[str, str], Engine] = {}
+
+
+def choose_backend(planned: str, state: OrderState) -> tuple[str, str]:
+    """The backend that runs here for a test that plans ``planned``, and why;
+    BackendUnavailable when an explicit one cannot run on the engine's device."""
+    from . import backends, probe
+
+    devices = probe.machine().devices
+    engine_cc = next((d.cc for d in devices if d.index == state.engine_device), None)
+    return backends.select(planned, engine_cc)
+
+
+def prebuild(state: OrderState, wanted: list[tuple[str, ConvSpec]], cache_dir: Path | None) -> int:
+    """Build the engine of every (backend, spec) in ``wanted`` now, in the context the order's
+    recipe left current, before torch's first CUDA call of any test: each engine meets the order
+    as a fresh process's would, at the cost of one process for the order. Returns how many were
+    built; one that fails to build is left to its test, which builds it and fails as it would."""
+    by_backend: dict[str, Runtime] = {}
+    built = 0
+    for backend, spec in wanted:
+        if (backend, spec.name) in PREBUILT:
+            continue
+        runtime = by_backend.get(backend)
+        if runtime is None:
+            runtime = by_backend[backend] = Runtime(state, backend, cache_dir, Outputs())
+        try:
+            PREBUILT[(backend, spec.name)] = runtime.build_now(spec)
+        except Exception:  # the test builds it again and reports the failure itself
+            continue
+        built += 1
+    return built

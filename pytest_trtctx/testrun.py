@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -51,8 +52,9 @@ class TestRun:
 
     __test__ = False  # not a test class, whatever its name
 
-    def __init__(self, watch: bool) -> None:
+    def __init__(self, watch: bool, prebuild: bool = False) -> None:
         self.watch = watch
+        self.prebuild = prebuild
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # After skip marks were honoured (the skipping plugin runs first), before the fixtures:
@@ -66,6 +68,10 @@ class TestRun:
             state, fresh = enter(order)
         except OrderError as exc:
             pytest.fail(str(exc), pytrace=False)
+        if self.prebuild and state.applied:
+            if fresh:  # the first test under the order here: nothing touched torch's CUDA yet
+                _prebuild(item, order, state)
+            fresh = fresh or _prebuilt(item)  # its engine met the order fresh
         item.stash[FRESH] = fresh
         why = state.skip_reason or state.error
         item.user_properties.append(
@@ -124,3 +130,39 @@ class TestRun:
         state = orders.CURRENT
         steps = state.steps if state is not None else []
         return context_diagnosis(plan.of(item).order, steps, watch.start, watch.end, owners)
+
+
+def _engine_of(item: pytest.Item) -> tuple[str, Any] | None:
+    """The (planned backend, spec) of an item that builds the matrix's engine (it takes the
+    ``trtctx`` runtime and a ``trtctx_spec``), else None."""
+    callspec = getattr(item, "callspec", None)
+    spec = callspec.params.get("trtctx_spec") if callspec is not None else None
+    fixtures = getattr(item, "fixturenames", ())
+    if spec is None or ("trtctx" not in fixtures and "trtctx_fix_context" not in fixtures):
+        return None
+    return plan.of(item).backend.value, spec
+
+
+def _prebuild(item: pytest.Item, order: str, state: Any) -> None:
+    from .config import settings_of
+    from .errors import BackendUnavailable
+    from .runtime import choose_backend, prebuild
+
+    wanted = []
+    for other in item.session.items:
+        found = _engine_of(other) if plan.of(other).order == order else None
+        if found is None:
+            continue
+        try:
+            backend, _why = choose_backend(found[0], state)
+        except BackendUnavailable:
+            continue  # its test skips with the reason, as without prebuilding
+        wanted.append((backend, found[1]))
+    prebuild(state, wanted, settings_of(item.config).cache_dir.value)
+
+
+def _prebuilt(item: pytest.Item) -> bool:
+    from .runtime import PREBUILT
+
+    found = _engine_of(item)
+    return found is not None and any(name == found[1].name for _b, name in PREBUILT)

@@ -358,3 +358,12 @@ def test_isolate_none_composes_with_xdist(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(passed=2)
     result.stderr.fnmatch_lines(["CONTROLLER APPLIED: False"])
+
+
+def test_prebuild_needs_a_process_per_order(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = run_pytest(pytester, "--trtctx-order=trt-first", "--trtctx-prebuild")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: option --trtctx-prebuild: --trtctx-prebuild builds an order's engines ahead*"]
+    )

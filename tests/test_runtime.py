@@ -69,3 +69,41 @@ def test_torch_first_runs_and_driver_first_fails_until_the_context_is_pushed() -
     assert broken["signature"] == "backend: CUDA_ERROR_INVALID_HANDLE"
     assert "made the primary context current" in broken["diagnosis"]
     assert in_child(_run_under, "driver-first", True)["signature"] is None
+
+
+def _suite(tmp: Any, label: str, *extra: str) -> dict[str, Any]:
+    """The shipped suite on three specs under two orders, with a report; the report."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pytest_trtctx.report import load
+
+    root = Path(__file__).resolve().parents[1]
+    report = Path(tmp) / f"{label}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/regression", "-q", "-p", "no:cacheprovider",
+         "--trtctx-order=torch-first,driver-first", f"--trtctx-report={report}",
+         "-k", "k1s1d1g1_f32_b1_17x19 or k3s2d1g1_f16_b1_17x19 or k3s1d1g1_bf16_b8_17x19",
+         *extra],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    return load(report)
+
+
+@requires_gpu
+def test_prebuilt_engines_give_every_test_the_outcome_of_a_fresh_process(tmp_path: Any) -> None:
+    """--trtctx-isolate=order --trtctx-prebuild: one process per order, every engine built right
+    after the recipe. Each test's outcome, signature and output hashes are those of one fresh
+    process per test, and every driver-first known failure is enforced (met fresh)."""
+    from pytest_trtctx.cli import compare
+
+    per_test = _suite(tmp_path, "per-test")
+    prebuilt = _suite(tmp_path, "prebuilt", "--trtctx-isolate=order", "--trtctx-prebuild")
+    diff = compare(per_test, prebuilt)
+    assert not diff.regressed and diff.compared == diff.same_outcome == len(per_test["tests"])
+    assert diff.hashes_compared > 0 and not diff.hash_changed
+    known = [t["known_failure"] for t in prebuilt["tests"] if t["known_failure"]]
+    assert known and {k["status"] for k in known} == {"reproduced"}
+    assert all(t["fresh"] for t in prebuilt["tests"] if t["order"] and "test_conv[" in t["nodeid"])
