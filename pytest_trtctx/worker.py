@@ -164,6 +164,11 @@ class _Progress:
         nodeid: str,
         location: tuple[str, int, str] | None,
     ) -> None:
+        # pytest_warning_recorded is a historic hook: registering this plugin in the child
+        # replays every warning the parent recorded before the fork. Only the child's own,
+        # recorded while its tests run, go up; the replayed ones would multiply with each worker.
+        if self.index < 0:
+            return
         self.send(
             {
                 "event": "warning",

@@ -336,3 +336,21 @@ def test_a_worker_left_with_a_sticky_error_takes_no_more_tests(pytester: pytest.
         "retired after a sticky CUDA error (CUDA_ERROR_ILLEGAL_ADDRESS)" in m
         for m in tests["test_after[torch-first]"]["messages"]
     ), tests["test_after[torch-first]"]["messages"]
+
+
+def test_each_warning_is_counted_once_however_many_workers(pytester: pytest.Pytester) -> None:
+    """Warnings recorded in the parent must not travel back up from every later worker (the
+    hook that carries them replays its history to a plugin registered after the fork)."""
+    pytester.makepyfile(
+        """
+        import pytest, warnings
+
+        @pytest.mark.parametrize("n", range(12))
+        def test_warns(trtctx_order, n):
+            warnings.warn(f"number {n}", UserWarning)
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-workers=2"
+    )
+    result.assert_outcomes(passed=12, warnings=12)

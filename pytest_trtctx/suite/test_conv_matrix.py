@@ -65,7 +65,7 @@ def test_explore(trtctx_fix_context: Runtime, trtctx_explore: Callable[..., None
 
 
 def test_plan_builds(
-    trtctx_spec: ConvSpec, trtctx_outputs: Outputs, record_property: Callable[[str, object], None]
+    trtctx_spec: ConvSpec, trtctx_outputs: Outputs, request: pytest.FixtureRequest
 ) -> None:
     """TensorRT-RTX builds every spec's engine, with or without a GPU; the plan's bytes go to the
     report and baselines, so an upgrade that changes what the builder emits is seen."""
@@ -77,7 +77,8 @@ def test_plan_builds(
     from pytest_trtctx.runtime import host_tensors
 
     _x, w, b = host_tensors(trtctx_spec)
-    record_property(BACKEND_PROPERTY, "tensorrt_rtx")  # what built it, for the report
+    # What built it, for the report (as a user property: record_property warns under xunit2).
+    request.node.user_properties.append((BACKEND_PROPERTY, "tensorrt_rtx"))
     plan = build_plan("tensorrt_rtx", trtctx_spec, w, b)
     assert plan_conv_layers(plan), "the plan holds no convolution"
     trtctx_outputs.add("plan", torch.frombuffer(bytearray(plan), dtype=torch.uint8))
