@@ -1,8 +1,8 @@
 """Settings: the options, their ini keys, and every precedence rule between them and the markers.
 
 Precedence, highest first (as pytest-timeout documents it): a marker on the test, then the
-command-line option, then the ini key, then the default. Option, ini key and default are settled
-here once per run (:func:`resolve`); the marker's rule is :func:`with_marker`, which the per-test
+command-line option, then the ini key, then the default. The options themselves are the table of
+:mod:`.options`. Option, ini key and default are settled here once per run (:func:`resolve`); the marker's rule is :func:`with_marker`, which the per-test
 plan (:mod:`.plan`) applies. Every resolved value remembers where it came from, so that an error
 (and the report header) can say so.
 """
@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -26,18 +26,17 @@ from .names import (
     MSG_BAD_VALUE,
     MSG_NONE_ONE_ORDER,
     ORDERS,
-    TORCH_FIRST,
+)
+from .options import (
+    AUTO_WORKERS,
+    BY_NAME,
+    DEFAULT_ORDER,
+    DEFAULT_TIMEOUT,
+    Option,
 )
 from .storage import default_cache_dir, path_problem
 
 T = TypeVar("T")
-
-DEFAULT_TIMEOUT = 300.0
-#: ``--trtctx-workers=auto``: at most this many isolated processes at once. Every isolated test
-#: creates a CUDA context and the driver serialises context creation machine-wide, so workers
-#: beyond a few only wait longer for their contexts (docs/isolation.md has the measurements).
-AUTO_WORKERS = 4
-DEFAULT_ORDER = TORCH_FIRST
 
 
 @dataclass(frozen=True)
@@ -46,136 +45,6 @@ class Setting(Generic[T]):
 
     value: T
     source: str
-
-
-#: How pytest takes an option: ``list`` repeats and appends, ``flag`` is a switch (its ini twin
-#: is a boolean), ``value`` takes one value. Parsing and validation are :func:`resolve`'s.
-Kind = Literal["list", "flag", "value"]
-
-
-@dataclass(frozen=True)
-class Option:
-    """One row of the option table: the dest and ini key (the same name), kind and help."""
-
-    name: str
-    kind: Kind
-    help: str
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "trtctx_order",
-        "list",
-        "CUDA init order(s) to run tests under, comma separated or repeated: "
-        + ", ".join(ORDERS)
-        + f", or '{ALL_ORDERS}'. Default: {DEFAULT_ORDER} for tests that ask for an order; "
-        "the plugin stays out of the way of tests that do not.",
-    ),
-    Option("trtctx_device", "value", "CUDA device index (default 0)."),
-    Option(
-        "trtctx_backend", "value", "Engine backend: " + ", ".join(BACKENDS) + " (default auto)."
-    ),
-    Option(
-        "trtctx_isolate",
-        "value",
-        "Process isolation: none (apply one order once in this process), order (one fresh "
-        "process per order), test (one fresh process per test). Default: test when an order is "
-        "selected, else none.",
-    ),
-    Option(
-        "trtctx_timeout",
-        "value",
-        f"Seconds a test may make no progress in an isolated process before it is killed and "
-        f"reported as hung (default {DEFAULT_TIMEOUT:g}; 0 disables).",
-    ),
-    Option(
-        "trtctx_workers",
-        "value",
-        f"Isolated processes run at once: a number or 'auto' (default: the CPU count, at most "
-        f"{AUTO_WORKERS}, since the CUDA driver serialises context creation).",
-    ),
-    Option(
-        "trtctx_matrix",
-        "value",
-        "Engine matrix file (default: engines/conv_matrix.toml under the rootdir).",
-    ),
-    Option(
-        "trtctx_rebuild",
-        "flag",
-        "Empty the kernel and engine caches under --trtctx-cache-dir at session start, so every "
-        "cubin and engine is built anew in this run.",
-    ),
-    Option(
-        "trtctx_prebuild",
-        "flag",
-        "Build the engines of all of an order's tests right after its recipe, before any of them "
-        "runs (best with --trtctx-isolate=order): every engine meets the order fresh, and the "
-        "order costs one CUDA context instead of one per test.",
-    ),
-    Option(
-        "trtctx_baseline",
-        "value",
-        "Folder of output baselines per environment fingerprint: an output that differs from "
-        "this environment's baseline fails its test; one that differs from another "
-        "environment's (an upgrade) is reported. New entries are recorded at session end.",
-    ),
-    Option(
-        "trtctx_baseline_keep",
-        "flag",
-        "Keep the outputs themselves in the baseline too, so a difference comes with the "
-        "largest absolute difference and where it is.",
-    ),
-    Option(
-        "trtctx_explore",
-        "value",
-        "Spec exploration: the trtctx_explore fixture runs its check on this many conv specs "
-        "generated by hypothesis, and shrinks a failure to a minimal, ready-to-paste matrix "
-        "entry (default 0: tests that use it are skipped).",
-    ),
-    Option(
-        "trtctx_explore_db",
-        "value",
-        "hypothesis example database for exploration (default .hypothesis/trtctx under the "
-        "rootdir); failing examples are replayed first next time.",
-    ),
-    Option(
-        "trtctx_report",
-        "value",
-        "Write a JSON report to this file: environment fingerprint, and per test the order, "
-        "backend, spec, outcome, failed check, messages, output SHA-256 and timings "
-        "(docs/report.md). Compare two with: pytest-trtctx diff OLD.json NEW.json",
-    ),
-    Option(
-        "trtctx_cache_dir",
-        "value",
-        "Folder for compiled kernels and engines (default $TRTCTX_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/pytest-trtctx, else ~/.cache/pytest-trtctx).",
-    ),
-)
-_BY_NAME = {option.name: option for option in OPTIONS}
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Register every option and its ini twin, as its row says."""
-    group = parser.getgroup("trtctx", "CUDA context init orders (pytest-trtctx)")
-    for option in OPTIONS:
-        if option.kind == "list":
-            group.addoption(
-                option.flag, dest=option.name, action="append", default=[], help=option.help
-            )
-        elif option.kind == "flag":
-            group.addoption(
-                option.flag, dest=option.name, action="store_true", default=False, help=option.help
-            )
-        else:
-            group.addoption(option.flag, dest=option.name, default=None, help=option.help)
-        # Every ini value is read as text and parsed here, so that a bad one is reported with
-        # its key and file like a bad option (pytest's own bool parsing names neither).
-        parser.addini(option.name, option.help, default=None)
 
 
 def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
@@ -203,7 +72,7 @@ def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
 def _setting(
     config: pytest.Config, name: str, parse: Callable[[Any, str], T], default: T
 ) -> Setting[T]:
-    raw = _raw(config, _BY_NAME[name])
+    raw = _raw(config, BY_NAME[name])
     if raw is None:
         return Setting(default, "default")
     return Setting(parse(raw[0], raw[1]), raw[1])
@@ -371,7 +240,7 @@ def _path_parser(config: pytest.Config) -> Callable[[Any, str], Path]:
 
 
 def _optional_path(config: pytest.Config, name: str) -> Setting[Path] | None:
-    raw = _raw(config, _BY_NAME[name])
+    raw = _raw(config, BY_NAME[name])
     return None if raw is None else Setting(_path_parser(config)(raw[0], raw[1]), raw[1])
 
 
@@ -396,7 +265,7 @@ def _in_xdist(config: pytest.Config) -> bool:
 
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
-    raw = _raw(config, _BY_NAME["trtctx_order"])
+    raw = _raw(config, BY_NAME["trtctx_order"])
     if raw is None:
         orders: Setting[tuple[str, ...]] = Setting((DEFAULT_ORDER,), "default")
     else:

@@ -30,6 +30,7 @@ from .names import (
     MSG_ONLY_ORDERS,
     ORDERS,
 )
+from .options import add_options
 from .outcomes import (
     BACKEND_PROPERTY,
     BACKEND_WHY_PROPERTY,
@@ -44,7 +45,7 @@ MATRIX = pytest.StashKey[list[Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    cfg.add_options(parser)
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:

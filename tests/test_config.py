@@ -132,7 +132,7 @@ def test_ini_used_when_no_option(pytester: pytest.Pytester) -> None:
 
 def test_workers_auto_is_capped_and_a_number_is_kept(pytester: pytest.Pytester) -> None:
     """auto is min(CPU count, AUTO_WORKERS): the driver serialises CUDA context creation."""
-    from pytest_trtctx.config import AUTO_WORKERS
+    from pytest_trtctx.options import AUTO_WORKERS
 
     pytester.makepyfile("def test_o(trtctx_order): pass")
     for cpus, expected in ((AUTO_WORKERS * 4, AUTO_WORKERS), (2, 2)):

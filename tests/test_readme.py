@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtctx.config import OPTIONS
 from pytest_trtctx.names import ORDERS
+from pytest_trtctx.options import OPTIONS
 from pytest_trtctx.plan import MARKERS
 
 from .conftest import gpu_skip_reason, run_pytest
