@@ -1,7 +1,7 @@
 """Settings: the options, their ini keys, and every precedence rule between them and the markers.
 
-Precedence, highest first (as pytest-timeout documents it): a marker on the test, then the command-
-line option, then the ini key, then the default. The options themselves are the table of
+Precedence, highest first (as pytest-timeout documents it): a marker on the test, then the
+command-line option, then the ini key, then the default. The options themselves are the table of
 :mod:`.options`. Option, ini key and default are settled here once per run (:func:`resolve`); the
 marker's rule is :func:`with_marker`, which the per-test plan (:mod:`.plan`) applies. Every resolved
 value remembers where it came from, so that an error (and the report header) can say so.
