@@ -343,6 +343,23 @@ def _dead(pid: int) -> bool:
         return True
 
 
+def _dies(pid: int, seconds: float = 10) -> bool:
+    """Whether ``pid`` is gone (or a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not _dead(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _dead(pid)
+
+
+#: A test that records its worker's pid and sleeps: a worker to signal the run around.
+SLEEPER = """
+import os, time
+def test_sleeps(trtctx_order):
+    open("worker.pid", "w").write(str(os.getpid()))
+    time.sleep(120)
+"""
+
+
 def _wait_for(path: Path, seconds: float = 60) -> str:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -412,14 +429,7 @@ def _pytest_process(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[b
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_ends_the_run_and_its_workers(pytester: pytest.Pytester, sig: int) -> None:
-    pytester.makepyfile(
-        """
-        import os, time
-        def test_sleeps(trtctx_order):
-            open("worker.pid", "w").write(str(os.getpid()))
-            time.sleep(120)
-        """
-    )
+    pytester.makepyfile(SLEEPER)
     proc = _pytest_process(pytester, *cpu_orders(pytester))
     try:
         worker = int(_wait_for(pytester.path / "worker.pid"))
@@ -429,22 +439,12 @@ def test_sigterm_ends_the_run_and_its_workers(pytester: pytest.Pytester, sig: in
         proc.kill()
     assert proc.returncode == 2, out
     assert f"{signal.Signals(sig).name} received".encode() in out
-    deadline = time.monotonic() + 10
-    while not _dead(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _dead(worker)
+    assert _dies(worker)
 
 
 def test_a_dead_pytest_process_takes_its_workers_with_it(pytester: pytest.Pytester) -> None:
     """SIGKILL cannot be handled: the workers die with their parent (PR_SET_PDEATHSIG)."""
-    pytester.makepyfile(
-        """
-        import os, time
-        def test_sleeps(trtctx_order):
-            open("worker.pid", "w").write(str(os.getpid()))
-            time.sleep(120)
-        """
-    )
+    pytester.makepyfile(SLEEPER)
     proc = _pytest_process(pytester, *cpu_orders(pytester))
     try:
         worker = int(_wait_for(pytester.path / "worker.pid"))
@@ -452,10 +452,7 @@ def test_a_dead_pytest_process_takes_its_workers_with_it(pytester: pytest.Pytest
         proc.communicate(timeout=60)
     finally:
         proc.kill()
-    deadline = time.monotonic() + 10
-    while not _dead(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _dead(worker)
+    assert _dies(worker)
 
 
 def test_keyboardinterrupt_in_a_test_stops_the_run_as_pytest_does(
