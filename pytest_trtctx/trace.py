@@ -1,0 +1,136 @@
+"""What a timeline of CUDA driver events says about contexts: which context each module (engine)
+was loaded in, which was current at each launch of its kernels, and where the current context
+changed.
+
+The events are plain data (:class:`Event`), as a CUPTI callback subscriber records them: the API
+call or resource event, the context current at it (or the one it concerns), the thread, and the
+line of the test's code that made it. This module only reads them; it imports nothing of CUDA,
+so its rules are tested with recorded timelines. Contexts get short stable names (``#1``, ``#2``)
+in the order they first appear, never raw pointers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Kind = Literal["created", "destroyed", "current", "module", "function", "launch"]
+
+#: A timeline kept in a report is cut to this many events (the first ones, and the mismatches).
+MAX_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the driver did, seen from the test's code."""
+
+    kind: Kind
+    #: The context concerned: created or destroyed, made current, current at a module load,
+    #: a function lookup or a launch.
+    context: int
+    api: str  # cuCtxCreate_v4, cuModuleLoadData, cuLaunchKernel, cudaSetDevice ...
+    where: str = "?"  # file:line of the test's code that led to it
+    code: str = ""  # that line's source
+    thread: str = "MainThread"
+    module: int = 0  # module loaded, or the module a function belongs to
+    function: int = 0  # function looked up or launched
+    name: str = ""  # the kernel's name
+    primary_of: int | None = None  # the device whose primary context ``context`` is, if it is
+    result: str = "CUDA_SUCCESS"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A launch of a kernel whose module belongs to another context than the current one."""
+
+    launch: Event
+    module: Event  # where its module was loaded
+    home: int  # the module's context
+    switch: Event | None  # what made the launch's context current on its thread, if seen
+
+
+class Timeline:
+    """A test's events, read."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = list(events)
+        self.names: dict[int, str] = {}
+        self.primary: dict[int, int] = {}  # context -> device, for primary contexts
+        self.created: dict[int, Event] = {}
+        for event in self.events:
+            if event.context:
+                self.names.setdefault(event.context, f"#{len(self.names) + 1}")
+            if event.primary_of is not None and event.context:
+                self.primary[event.context] = event.primary_of
+            if event.kind == "created":
+                self.created.setdefault(event.context, event)
+
+    def name(self, context: int) -> str:
+        return self.names.get(context, "no context") if context else "no context"
+
+    def describe(self, context: int) -> str:
+        """``#2, the primary context of device 0`` / ``#1, created by cuCtxCreate at x.py:45``."""
+        if not context:
+            return "no context"
+        if context in self.primary:
+            return f"{self.name(context)}, the primary context of device {self.primary[context]}"
+        made = self.created.get(context)
+        if made is not None:
+            return f"{self.name(context)}, created by {_api(made.api)} at {made.where}"
+        return self.name(context)
+
+    def mismatches(self) -> list[Mismatch]:
+        """Every launch of a kernel in another context than its module's."""
+        loaded: dict[int, Event] = {}  # module -> its load
+        module_of: dict[int, int] = {}  # function -> module
+        last_switch: dict[str, Event] = {}  # thread -> what last made a context current there
+        found = []
+        for event in self.events:
+            if event.kind == "module":
+                loaded[event.module] = event
+            elif event.kind == "function":
+                module_of[event.function] = event.module
+            elif event.kind == "current":
+                last_switch[event.thread] = event
+            elif event.kind == "launch":
+                load = loaded.get(module_of.get(event.function, event.module))
+                if load is not None and load.context != event.context:
+                    found.append(Mismatch(event, load, load.context, last_switch.get(event.thread)))
+        return found
+
+    def explain(self, mismatch: Mismatch) -> str:
+        """The mismatch in one sentence, with the lines that did each part."""
+        launch, load, switch = mismatch.launch, mismatch.module, mismatch.switch
+        kernel = f"kernel `{launch.name}`" if launch.name else "a kernel"
+        text = (
+            f"{kernel} of the module loaded at {load.where} in context "
+            f"{self.describe(mismatch.home)} was launched at {launch.where}"
+            + (f" on thread {launch.thread}" if launch.thread != load.thread else "")
+            + f" while context {self.describe(launch.context)} was current"
+        )
+        if switch is not None and switch.context == launch.context:
+            by = f"{_api(switch.api)} at {switch.where}"
+            if switch.code:
+                by += f": `{switch.code.strip()}`"
+            text += f", made current by {by}"
+        if launch.result != "CUDA_SUCCESS":
+            text += f"; the launch returned {launch.result}"
+        return text
+
+    def record(self) -> list[dict[str, Any]]:
+        """The timeline for a report: contexts by name, bounded to :data:`MAX_EVENTS` events
+        (the first ones, then every mismatching launch)."""
+        keep = self.events[:MAX_EVENTS]
+        keep += [m.launch for m in self.mismatches() if m.launch not in keep]
+        out = []
+        for event in keep:
+            data = asdict(event)
+            data["context"] = self.name(event.context)
+            out.append(data)
+        return out
+
+
+def _api(api: str) -> str:
+    """``cuCtxCreate_v4`` -> ``cuCtxCreate``: the call as users write it."""
+    head, sep, tail = api.rpartition("_v")
+    return head if sep and tail.isdigit() else api
