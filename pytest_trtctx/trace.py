@@ -69,14 +69,14 @@ class Timeline:
         return self.names.get(context, "no context") if context else "no context"
 
     def describe(self, context: int) -> str:
-        """``#2, the primary context of device 0`` / ``#1, created by cuCtxCreate at x.py:45``."""
+        """``#2 (the primary context of device 0)``, ``#1 (created by cuCtxCreate at x.py:45)``."""
         if not context:
             return "no context"
         if context in self.primary:
-            return f"{self.name(context)}, the primary context of device {self.primary[context]}"
+            return f"{self.name(context)} (the primary context of device {self.primary[context]})"
         made = self.created.get(context)
         if made is not None:
-            return f"{self.name(context)}, created by {_api(made.api)} at {made.where}"
+            return f"{self.name(context)} (created by {_api(made.api)} at {made.where})"
         return self.name(context)
 
     def mismatches(self) -> list[Mismatch]:

@@ -55,9 +55,9 @@ def test_the_4335_launch_is_named_with_every_line_that_led_to_it() -> None:
     timeline = Timeline(issue_4335())
     (mismatch,) = timeline.mismatches()
     assert timeline.explain(mismatch) == (
-        "kernel `scale` of the module loaded at test_x.py:49 in context #1, created by "
-        "cuCtxCreate at test_x.py:45 was launched at test_x.py:54 while context #2, the primary "
-        "context of device 0 was current, made current by cuCtxSetCurrent at test_x.py:51: "
+        "kernel `scale` of the module loaded at test_x.py:49 in context #1 (created by "
+        "cuCtxCreate at test_x.py:45) was launched at test_x.py:54 while context #2 (the primary "
+        "context of device 0) was current, made current by cuCtxSetCurrent at test_x.py:51: "
         f"`{TO_CUDA}`; the launch returned CUDA_ERROR_INVALID_HANDLE"
     )
 
@@ -66,7 +66,7 @@ def test_a_launch_on_another_thread_says_which() -> None:
     timeline = Timeline(issue_4335(thread="Thread-1"))
     (mismatch,) = timeline.mismatches()
     text = timeline.explain(mismatch)
-    assert "was launched at test_x.py:54 on thread Thread-1 while context #2" in text
+    assert "was launched at test_x.py:54 on thread Thread-1 while context #2 (" in text
 
 
 def test_a_launch_in_the_modules_own_context_is_no_mismatch() -> None:
