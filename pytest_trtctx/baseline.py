@@ -36,7 +36,7 @@ from .outcomes import (
     properties,
 )
 from .probe import environment
-from .storage import save_json
+from .storage import json_problem, save_json
 
 
 class BaselineError(TrtctxError):
@@ -104,7 +104,7 @@ class Baseline:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise BaselineError(
-                f"{path}: damaged, not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                f"{path}: damaged, not JSON ({json_problem(exc)}); "
                 "restore it or remove it to start that baseline afresh"
             ) from None
         tests = data.get("tests") if isinstance(data, dict) else None

@@ -32,7 +32,7 @@ from .outcomes import (
     properties,
 )
 from .probe import environment
-from .storage import save_json
+from .storage import json_problem, save_json
 
 SCHEMA_VERSION = 1
 TOOL = "pytest-trtctx"
@@ -225,9 +225,7 @@ def load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ReportError(
-            f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+        raise ReportError(f"{path}: not JSON ({json_problem(exc)})") from None
     except RecursionError:
         raise ReportError(f"{path}: JSON nested too deeply to be a report") from None
     if not isinstance(data, dict) or data.get("tool") != TOOL:

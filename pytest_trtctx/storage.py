@@ -166,3 +166,8 @@ def save_json(path: Path, data: dict[str, Any]) -> tuple[Path, str | None]:
     os.close(fd)
     write_json(Path(fallback), data)
     return Path(fallback), why
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """Where a JSON text is broken, as messages say it: ``line 3, column 7: Expecting ','``."""
+    return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"

@@ -105,6 +105,17 @@ def cpu_orders(pytester: pytest.Pytester) -> tuple[str, str]:
     return ("-p", "trtctx_cpu_orders")
 
 
+def modules_after(statement: str) -> list[str]:
+    """The modules a fresh Python holds after running ``statement`` (the import under test)."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """``runpytest_subprocess`` with this plugin and a timeout: a hang fails, never waits."""
     return pytester.runpytest_subprocess(

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from .conftest import run_pytest
+from .conftest import modules_after, run_pytest
 
 HEAVY = ("torch", "tensorrt", "tensorrt_rtx", "cuda", "cuda.bindings", "pycuda", "numpy")
 
 
-def _modules_after(statement: str) -> list[str]:
-    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def test_plugin_import_is_light() -> None:
-    loaded = _modules_after("import pytest_trtctx.plugin, pytest_trtctx")
+    loaded = modules_after("import pytest_trtctx.plugin, pytest_trtctx")
     assert "pytest_trtctx.plugin" in loaded  # the import itself happened
     assert [m for m in HEAVY if m in loaded] == []
 

@@ -6,8 +6,6 @@ them needs a GPU it supports.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 trt = pytest.importorskip(
@@ -18,20 +16,14 @@ np = pytest.importorskip("numpy", reason="numpy is not installed")
 from pytest_trtctx.backends import tensorrt as T  # noqa: E402
 from pytest_trtctx.errors import BackendUnavailable  # noqa: E402
 
-from ...conftest import in_child  # noqa: E402
+from ...conftest import in_child, modules_after  # noqa: E402
 from .support import MODULE  # noqa: E402
 
 
 def test_importing_the_backend_imports_no_cuda_library() -> None:
-    import subprocess
-
-    code = (
-        "import sys, pytest_trtctx.backends.tensorrt, pytest_trtctx.engine_cache;"
-        "bad = [m for m in ('tensorrt', 'tensorrt_rtx', 'torch', 'numpy', 'cuda') "
-        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    loaded = modules_after("import pytest_trtctx.backends.tensorrt, pytest_trtctx.engine_cache")
+    assert "pytest_trtctx.backends.tensorrt.runner" in loaded
+    assert [m for m in ("tensorrt", "tensorrt_rtx", "torch", "numpy", "cuda") if m in loaded] == []
 
 
 def test_load_module_reports_the_import_error() -> None:
