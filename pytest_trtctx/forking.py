@@ -15,7 +15,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from _pytest.reports import TestReport
@@ -24,7 +24,7 @@ from . import plan
 from .config import Settings
 from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
-from .outcomes import ORDER_PROPERTY, PLAN_PROPERTY, SIGNATURE_PROPERTY
+from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
 from .probe import cuda_untouched
 from .worker import Group, run_child, unserialize_warning
 
@@ -212,33 +212,46 @@ class HookSink:
         stacks: str,
         duration: float,
     ) -> None:
-        sections = [("worker stacks (faulthandler)", stacks)] if stacks.strip() else []
-        report = TestReport(
-            nodeid=item.nodeid,
-            location=item.location,
-            keywords={k: 1 for k in item.keywords},
-            outcome="failed",
-            longrepr=message + (f"\n\n{stacks.strip()}" if stacks.strip() else ""),
-            when=when_of(when),
-            sections=sections,
+        self._log(
+            item,
+            "failed",
+            message + (f"\n\n{stacks.strip()}" if stacks.strip() else ""),
+            when_of(when),
+            [(SIGNATURE_PROPERTY, signature)],
+            sections=[("worker stacks (faulthandler)", stacks)] if stacks.strip() else [],
             duration=duration,
-            user_properties=[(PLAN_PROPERTY, plan.record(item)), (SIGNATURE_PROPERTY, signature)],
         )
-        item.ihook.pytest_runtest_logreport(report=report)
 
     def skip(self, item: pytest.Item, message: str) -> None:
         path, lineno, _name = item.location
+        self._log(
+            item,
+            "skipped",
+            (str(path), (lineno or 0) + 1, f"Skipped: {message}"),
+            "setup",
+            [(ORDER_PROPERTY, {"applied": False, "fresh": False, "why_not": message})],
+        )
+
+    def _log(
+        self,
+        item: pytest.Item,
+        outcome: Literal["failed", "skipped"],
+        longrepr: Any,
+        when: Literal["setup", "call", "teardown"],
+        properties: list[tuple[str, object]],
+        **more: Any,
+    ) -> None:
+        """A report of the scheduler's own, carrying what the item already carries for its
+        readers (its plan, recorded at collection) and ``properties``."""
         report = TestReport(
             nodeid=item.nodeid,
             location=item.location,
             keywords={k: 1 for k in item.keywords},
-            outcome="skipped",
-            longrepr=(str(path), (lineno or 0) + 1, f"Skipped: {message}"),
-            when="setup",
-            user_properties=[
-                (PLAN_PROPERTY, plan.record(item)),
-                (ORDER_PROPERTY, {"applied": False, "fresh": False, "why_not": message}),
-            ],
+            outcome=outcome,
+            longrepr=longrepr,
+            when=when,
+            user_properties=[*item.user_properties, *properties],
+            **more,
         )
         item.ihook.pytest_runtest_logreport(report=report)
 

@@ -231,11 +231,12 @@ class Scheduler:
 
     def _collect_exited(self, *, block: bool = False) -> None:
         """Reap workers that finished their tests and exited (all of them with ``block``)."""
-        self.exiting = [
-            pid
-            for pid in self.exiting
-            if self.processes.wait(pid, block=block) is None and not block
-        ]
+        if block:
+            for pid in self.exiting:
+                self.processes.wait(pid, block=True)
+            self.exiting = []
+        else:
+            self.exiting = [p for p in self.exiting if self.processes.wait(p, block=False) is None]
 
     def _arm(self, worker: Worker, index: int, *, applying_order: bool = False) -> None:
         if index >= len(worker.group.items):
