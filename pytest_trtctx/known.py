@@ -32,10 +32,11 @@ class KnownFailures:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        known = plan.of(item).known_failure
+        planned = plan.of(item)
+        known = planned.known_failure
         if call.when != "call" or known is None:
             return report
-        order = plan.of(item).order
+        order = planned.order
         signature = None
         if call.excinfo is not None and report.failed:
             signature = signature_of(call.excinfo.value)
