@@ -193,6 +193,7 @@ class Settings:
     cache_dir: Setting[Path]
     rebuild: Setting[bool]
     prebuild: Setting[bool]
+    trace: Setting[bool]
     report: Setting[Path] | None
     baseline: Setting[Path] | None
     baseline_keep: Setting[bool]
@@ -324,6 +325,7 @@ def resolve(config: pytest.Config) -> Settings:
         cache_dir=_setting(config, "trtctx_cache_dir", path, default_cache_dir()),
         rebuild=_setting(config, "trtctx_rebuild", parse_flag, False),
         prebuild=prebuild,
+        trace=_setting(config, "trtctx_trace", parse_flag, False),
         report=_writable(_optional_path(config, "trtctx_report"), folder=False),
         baseline=_writable(_optional_path(config, "trtctx_baseline"), folder=True),
         baseline_keep=_setting(config, "trtctx_baseline_keep", parse_flag, False),

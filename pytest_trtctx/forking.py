@@ -316,7 +316,7 @@ class ForkEachTest:
             gc.freeze()
         planned = plan.of(item)
         items = list(self.session.items)
-        queue = [Group(planned.order, [item])]
+        queue = [Group(planned.order, [item], trace=planned.trace.value)]
         Scheduler(items, queue, 1, self.forker, HookSink(self.session), timeout_of).run()
         return True
 

@@ -27,7 +27,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import pytest
@@ -152,11 +152,14 @@ class Sink(Protocol):
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     """Split the items into worker groups, keeping each group in collection order."""
     if settings.isolate.value == "test":
-        return [Group(plan.of(item).order, [item]) for item in items]
+        return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
     by_order: dict[str | None, list[pytest.Item]] = {}
     for item in items:
         by_order.setdefault(plan.of(item).order, []).append(item)
-    return [Group(order, group) for order, group in by_order.items()]
+    return [
+        Group(order, group, trace=any(plan.of(i).trace.value for i in group))
+        for order, group in by_order.items()
+    ]
 
 
 class Scheduler:
@@ -222,7 +225,7 @@ class Scheduler:
                 self.sink.finish(item)
             return
         indices = [self.index[id(i)] for i in group.items]
-        self.processes.assign(spare, group_message(group.order, indices, group.note))
+        self.processes.assign(spare, group_message(group.order, indices, group.note, group.trace))
         worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump=spare.dump)
         self._arm(worker, 0, applying_order=group.order is not None)
         self.running[spare.fd] = worker
@@ -332,7 +335,7 @@ class Scheduler:
             self._collect_exited()
             self.processes.release(worker)
             rest = [items[i] for i in undone]
-            self.queue.appendleft(Group(worker.group.order, rest, worker.retired))
+            self.queue.appendleft(replace(worker.group, items=rest, note=worker.retired))
             return
         if not undone:
             # A worker that did all its tests may still be releasing its CUDA context (the driver
@@ -376,7 +379,7 @@ class Scheduler:
         rest = items[first + 1 :]
         if rest:
             note = MSG_WORKER_REPLACED.format(what=ending, nodeid=items[first].nodeid)
-            self.queue.appendleft(Group(worker.group.order, rest, note))
+            self.queue.appendleft(replace(worker.group, items=rest, note=note))
 
 
 def when_of(phase: str) -> Literal["setup", "call", "teardown"]:

@@ -38,6 +38,7 @@ MARK_NONZERO: Final = "trtctx_nonzero"
 MARK_BITWISE_STABLE: Final = "trtctx_bitwise_stable"
 MARK_TIMEOUT: Final = "trtctx_timeout"
 MARK_BACKEND: Final = "trtctx_backend"
+MARK_TRACE: Final = "trtctx_trace"
 
 # Messages (format strings). Tests match on these.
 MSG_BAD_VALUE: Final = "{where}: unknown value {value!r}; allowed: {allowed}"

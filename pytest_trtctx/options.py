@@ -90,6 +90,14 @@ OPTIONS: tuple[Option, ...] = (
         "order costs one CUDA context instead of one per test.",
     ),
     Option(
+        "trtctx_trace",
+        "flag",
+        "Trace CUDA contexts with CUPTI in each test's process: every context made or made "
+        "current, module loaded and kernel launched, with the test's line that did it; a launch "
+        "in another context than its kernel's module is named in the failure and the report. "
+        "Needs cupti-python: pip install 'pytest-trtctx[trace]'.",
+    ),
+    Option(
         "trtctx_baseline",
         "value",
         "Folder of output baselines per environment fingerprint: an output that differs from "

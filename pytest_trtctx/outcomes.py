@@ -36,6 +36,9 @@ KNOWN_PROPERTY = "trtctx_known_failure"
 DRIFT_PROPERTY = "trtctx_baseline_drift"
 #: What the backend reported while running (CUDA results, engine log errors).
 MESSAGES_PROPERTY = "trtctx_messages"
+#: The context tracer's record of the test: its mismatches in words, its events (bounded), or
+#: why it was off.
+TRACE_PROPERTY = "trtctx_trace"
 
 #: ``report.wasxfail`` of a known failure starts with this, which tells it from a plain xfail.
 KNOWN_PREFIX = "known failure under "

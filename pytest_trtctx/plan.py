@@ -24,6 +24,7 @@ from .names import (
     MARK_NONZERO,
     MARK_ORDERS,
     MARK_TIMEOUT,
+    MARK_TRACE,
     ORDERS,
 )
 
@@ -43,6 +44,8 @@ MARKERS = (
     "(overrides --trtctx-timeout and the ini key trtctx_timeout).",
     f"{MARK_BACKEND}(name): engine backend for this test (" + ", ".join(BACKENDS) + "); "
     "overrides --trtctx-backend and the ini key trtctx_backend.",
+    f"{MARK_TRACE}: trace CUDA contexts with CUPTI while this test runs (as --trtctx-trace does "
+    "for every test): the failure names the line that made the wrong context current.",
 )
 
 
@@ -72,6 +75,8 @@ class Plan:
     bitwise_runs: int
     #: ``trtctx_nonzero``: check every output handed over after each run.
     nonzero: bool
+    #: ``trtctx_trace`` or ``--trtctx-trace``: trace CUDA contexts in the test's process.
+    trace: cfg.Setting[bool]
 
     @property
     def known_failure(self) -> KnownFailure | None:
@@ -132,6 +137,11 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
         known_failures=tuple(_known(m, where(MARK_KNOWN_FAILURE)) for m in _knowns(item)),
         bitwise_runs=_bitwise_runs(item, where(MARK_BITWISE_STABLE)),
         nonzero=item.get_closest_marker(MARK_NONZERO) is not None,
+        trace=cfg.with_marker(
+            settings.trace,
+            True if item.get_closest_marker(MARK_TRACE) is not None else None,
+            where(MARK_TRACE),
+        ),
     )
 
 

@@ -93,7 +93,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if s.isolate.value == "none":
         from .worker import apply_order
 
-        apply_order(config, s.orders.value[0], culprit=MSG_CULPRIT_STARTUP)
+        # Before collection: a test marked trtctx_trace starts the tracer at its setup instead.
+        apply_order(config, s.orders.value[0], culprit=MSG_CULPRIT_STARTUP, trace=s.trace.value)
     elif hasattr(config, "workerinput"):
         from .forking import ForkEachTest
 

@@ -28,6 +28,7 @@ from .outcomes import (
     OUTPUTS_PROPERTY,
     PLAN_PROPERTY,
     SIGNATURE_PROPERTY,
+    TRACE_PROPERTY,
     classify,
     properties,
 )
@@ -108,6 +109,8 @@ class ReportWriter:
             rec["known_failure"] = props[KNOWN_PROPERTY]
         if isinstance(props.get(SIGNATURE_PROPERTY), str):
             rec["signature"] = props[SIGNATURE_PROPERTY]
+        if isinstance(props.get(TRACE_PROPERTY), dict):
+            rec["trace"] = props[TRACE_PROPERTY]
         outcome = classify(report)
         if (
             outcome == "skipped"
@@ -168,6 +171,7 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "order_applied": (bool, type(None)),
     "fresh": (bool, type(None)),
     "messages": (list,),
+    "trace": (dict, type(None)),
     "outputs_sha256": (dict,),
     "durations": (dict,),
 }

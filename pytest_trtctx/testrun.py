@@ -7,6 +7,9 @@
 * **Which context ran it.** Around the call, the context current on the calling thread is read at
   the start and at the end (without initialising CUDA), and so is the context that owns each
   output handed to the plugin; a failed call gets the diagnosis in plain words.
+* **What the tracer saw** (``--trtctx-trace``, the ``trtctx_trace`` marker): every launch of a
+  kernel in another context than its module's, in one sentence naming the lines that loaded it,
+  made the other context current and launched it; the timeline goes to the report.
 * **The record.** Every report carries what the plan said (order, backend, spec), the failure
   signature, what the backend said and the hashes of the outputs; the baseline, the known
   failures, the report and the summary read these further out.
@@ -32,10 +35,13 @@ from .outcomes import (
     OUTPUTS_PROPERTY,
     RUNTIME,
     SIGNATURE_PROPERTY,
+    TRACE_PROPERTY,
     signature_of,
 )
+from .tracer import MSG_WOULD_ADD
 
 SECTION = "trtctx contexts"
+TRACE_SECTION = "trtctx trace"
 
 
 @dataclass
@@ -45,6 +51,35 @@ class _Watch:
 
 
 WATCH = pytest.StashKey[_Watch]()
+
+
+@dataclass
+class _Traced:
+    """A traced test: its process's tracer (None where it could not start, and why), and the
+    index of the test's first event in the process's timeline."""
+
+    tracer: Any
+    since: int
+    why_off: str | None
+
+    def record(self) -> dict[str, Any]:
+        if self.tracer is None:
+            return {"on": False, "why_off": self.why_off}
+        from .trace import Timeline
+
+        timeline = Timeline(self.tracer.events)
+        said = [timeline.explain(m) for m in timeline.mismatches(self.since)]
+        return {
+            "on": True,
+            "mismatches": list(dict.fromkeys(said)),
+            "events": timeline.record(),
+            "untraced_launches": self.tracer.untraced_launches,
+            "dropped": self.tracer.dropped,
+            "trouble": list(self.tracer.trouble),
+        }
+
+
+TRACED = pytest.StashKey[_Traced]()
 
 
 class TestRun:
@@ -59,7 +94,13 @@ class TestRun:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # After skip marks were honoured (the skipping plugin runs first), before the fixtures:
         # a test skipped by a mark does not use up its process's fresh order.
-        order = plan.of(item).order
+        planned = plan.of(item)
+        if planned.trace.value:
+            from . import tracer
+
+            running, why = tracer.start()
+            item.stash[TRACED] = _Traced(running, len(running.events) if running else 0, why)
+        order = planned.order
         if order is None:
             return
         from .worker import enter
@@ -114,9 +155,18 @@ class TestRun:
         if outputs is not None and outputs.current:
             hashes = {name: sha256(t) for name, t in outputs.current.items()}
             report.user_properties.append((OUTPUTS_PROPERTY, hashes))
+        traced = item.stash.get(TRACED, None)
+        record = traced.record() if traced is not None else None
+        if record is not None:
+            report.user_properties.append((TRACE_PROPERTY, record))
         watch = item.stash.get(WATCH, None)
         if report.failed and watch is not None and (watch.start or watch.end):
-            report.sections.append((SECTION, self._diagnosis(item, watch)))
+            text = self._diagnosis(item, watch)
+            if record is None:
+                text += f"\nnot traced: {MSG_WOULD_ADD}"
+            report.sections.append((SECTION, text))
+        if report.failed and record is not None:
+            report.sections.append((TRACE_SECTION, trace_text(record)))
         return report
 
     def _diagnosis(self, item: pytest.Item, watch: _Watch) -> str:
@@ -130,6 +180,21 @@ class TestRun:
         state = orders.CURRENT
         steps = state.steps if state is not None else []
         return context_diagnosis(plan.of(item).order, steps, watch.start, watch.end, owners)
+
+
+def trace_text(record: dict[str, Any]) -> str:
+    """A traced test's record in words, for its failure."""
+    if not record.get("on"):
+        return f"off: {record.get('why_off')}"
+    lines = [f"launched in another context than its module's: {m}" for m in record["mismatches"]]
+    if not lines:
+        lines.append(
+            "no launch of a traced kernel ran in another context than its module's "
+            f"({record['untraced_launches']} launches of kernels whose module load was not seen "
+            "were not followed: torch's own, or modules loaded before tracing started)"
+        )
+    lines += [f"tracer trouble: {t}" for t in record["trouble"]]
+    return "\n".join(lines)
 
 
 def _engine_of(item: pytest.Item) -> tuple[str, Any] | None:
@@ -158,7 +223,15 @@ def _prebuild(item: pytest.Item, order: str, state: Any) -> None:
         except BackendUnavailable:
             continue  # its test skips with the reason, as without prebuilding
         wanted.append((backend, found[1]))
-    prebuild(state, wanted, settings_of(item.config).cache_dir.value)
+    from . import tracer
+
+    if tracer.TRACER is not None:
+        tracer.TRACER.label = f"the {order} order's prebuilt engines (--trtctx-prebuild)"
+    try:
+        prebuild(state, wanted, settings_of(item.config).cache_dir.value)
+    finally:
+        if tracer.TRACER is not None:
+            tracer.TRACER.label = ""
 
 
 def _prebuilt(item: pytest.Item) -> bool:

@@ -11,10 +11,13 @@ in the order they first appear, never raw pointers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-Kind = Literal["created", "destroyed", "current", "module", "function", "launch"]
+Kind = Literal["created", "destroyed", "current", "module", "function", "launch", "stream"]
+
+_LINE = re.compile(r":\d+( in \S+)?$")
 
 #: A timeline kept in a report is cut to this many events (the first ones, and the mismatches).
 MAX_EVENTS = 200
@@ -37,6 +40,8 @@ class Event:
     name: str = ""  # the kernel's name
     primary_of: int | None = None  # the device whose primary context ``context`` is, if it is
     result: str = "CUDA_SUCCESS"
+    #: The innermost Python line (the plugin's or a library's) when it is not ``where``.
+    via: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,16 +81,17 @@ class Timeline:
             return f"{self.name(context)} (the primary context of device {self.primary[context]})"
         made = self.created.get(context)
         if made is not None:
-            return f"{self.name(context)} (created by {_api(made.api)} at {made.where})"
+            return f"{self.name(context)} (created by {_api(made.api)} {_place(made.where)})"
         return self.name(context)
 
-    def mismatches(self) -> list[Mismatch]:
-        """Every launch of a kernel in another context than its module's."""
+    def mismatches(self, since: int = 0) -> list[Mismatch]:
+        """Every launch of a kernel in another context than its module's (from the event at
+        index ``since`` on: a test's own, where the timeline is its process's)."""
         loaded: dict[int, Event] = {}  # module -> its load
         module_of: dict[int, int] = {}  # function -> module
         last_switch: dict[str, Event] = {}  # thread -> what last made a context current there
         found = []
-        for event in self.events:
+        for index, event in enumerate(self.events):
             if event.kind == "module":
                 loaded[event.module] = event
             elif event.kind == "function":
@@ -94,7 +100,7 @@ class Timeline:
                 last_switch[event.thread] = event
             elif event.kind == "launch":
                 load = loaded.get(module_of.get(event.function, event.module))
-                if load is not None and load.context != event.context:
+                if load is not None and load.context != event.context and index >= since:
                     found.append(Mismatch(event, load, load.context, last_switch.get(event.thread)))
         return found
 
@@ -103,13 +109,13 @@ class Timeline:
         launch, load, switch = mismatch.launch, mismatch.module, mismatch.switch
         kernel = f"kernel `{launch.name}`" if launch.name else "a kernel"
         text = (
-            f"{kernel} of the module loaded at {load.where} in context "
-            f"{self.describe(mismatch.home)} was launched at {launch.where}"
+            f"{kernel} of the module loaded {_at(load)} in context "
+            f"{self.describe(mismatch.home)} was launched {_at(launch)}"
             + (f" on thread {launch.thread}" if launch.thread != load.thread else "")
             + f" while context {self.describe(launch.context)} was current"
         )
         if switch is not None and switch.context == launch.context:
-            by = f"{_api(switch.api)} at {switch.where}"
+            by = f"{_api(switch.api)} {_at(switch)}"
             if switch.code:
                 by += f": `{switch.code.strip()}`"
             text += f", made current by {by}"
@@ -128,6 +134,17 @@ class Timeline:
             data["context"] = self.name(event.context)
             out.append(data)
         return out
+
+
+def _place(where: str) -> str:
+    """``at test_x.py:45`` for a line, ``in the driver-first order's recipe`` for what the plugin
+    was doing when no test code was on the stack."""
+    return f"at {where}" if _LINE.search(where) else f"in {where}"
+
+
+def _at(event: Event) -> str:
+    """Where an event happened: the test's line, and the plugin's or a library's line under it."""
+    return _place(event.where) + (f" ({event.via})" if event.via else "")
 
 
 def _api(api: str) -> str:

@@ -25,7 +25,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 from _pytest.warnings import catch_warnings_for_item
 
-from . import contexts, orders, probe
+from . import contexts, orders, probe, tracer
 from .config import settings_of
 from .errors import OrderError
 from .names import MSG_CUDA_TOUCHED, MSG_ORDER_NOT_APPLIED
@@ -53,24 +53,34 @@ def preload() -> list[str]:
     return loaded
 
 
-def apply_order(config: pytest.Config, order: str, culprit: str = "") -> orders.OrderState:
+def apply_order(
+    config: pytest.Config, order: str, culprit: str = "", *, trace: bool = False
+) -> orders.OrderState:
     """Apply ``order``'s recipe in this process (a fresh worker, or the session at start).
 
     The recipe must be the first CUDA work of the process: where CUDA was initialised already
     (``culprit`` says by what), the order is not applied and its tests skip with the reason.
+    With ``trace``, the context tracer starts first, so that the contexts the recipe makes are
+    named by it; where the tracer cannot start, each traced test says why.
     """
     settings = settings_of(config)
     info = probe.machine()
     clean, why = probe.cuda_untouched(nvml_ok=True)
     blocked = "" if clean else MSG_CUDA_TOUCHED.format(why=why, culprit=culprit or "unknown")
-    return orders.apply(
-        order,
-        settings.device.value,
-        len(info.devices),
-        "" if info.has_gpu else info.why_no_gpu,
-        names=", ".join(d.name for d in info.devices) or "none",
-        blocked=blocked,
-    )
+    if trace and clean and info.has_gpu:  # after the proof: subscribing may load the driver
+        tracer.start(label=f"the {order} order's recipe")
+    try:
+        return orders.apply(
+            order,
+            settings.device.value,
+            len(info.devices),
+            "" if info.has_gpu else info.why_no_gpu,
+            names=", ".join(d.name for d in info.devices) or "none",
+            blocked=blocked,
+        )
+    finally:
+        if tracer.TRACER is not None:
+            tracer.TRACER.label = ""
 
 
 def state_for(order: str) -> orders.OrderState:
@@ -100,11 +110,17 @@ class Group:
     #: Why these items run in this worker and not the one they were meant for (a worker retired
     #: after a sticky CUDA error); the reports carry it.
     note: str | None = None
+    #: Some item is traced: the context tracer starts before the order's recipe.
+    trace: bool = False
 
 
-def group_message(order: str | None, indices: list[int], note: str | None = None) -> bytes:
-    """What the parent writes to a spare's control pipe: its order, item indices and note."""
-    return json.dumps({"order": order, "items": indices, "note": note}).encode() + b"\n"
+def group_message(
+    order: str | None, indices: list[int], note: str | None = None, trace: bool = False
+) -> bytes:
+    """What the parent writes to a spare's control pipe: its order, item indices, note and
+    whether to trace."""
+    message = {"order": order, "items": indices, "note": note, "trace": trace}
+    return json.dumps(message).encode() + b"\n"
 
 
 def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
@@ -249,7 +265,7 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
         if group is None:
             os._exit(0)  # retired without work
         if group.order is not None:
-            apply_order(session.config, group.order)
+            apply_order(session.config, group.order, trace=group.trace)
         for index, item in enumerate(group.items):
             progress.index = index
             last = index + 1 == len(group.items)
@@ -298,4 +314,4 @@ def _read_group(session: pytest.Session, ctrl: int) -> Group | None:
     os.close(ctrl)
     message = json.loads(data)
     items = [session.items[i] for i in message["items"]]
-    return Group(message["order"], items, message.get("note"))
+    return Group(message["order"], items, message.get("note"), bool(message.get("trace")))

@@ -116,6 +116,26 @@ def modules_after(statement: str) -> list[str]:
     return list(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def suite_report(tmp: Any, label: str, orders: str, select: str, *extra: str) -> dict[str, Any]:
+    """The shipped suite's tests matching ``select`` under ``orders``, run from the clone with
+    a JSON report (pytest's exit must be 0); the report."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pytest_trtctx.report import load
+
+    root = Path(__file__).resolve().parents[1]
+    report = Path(tmp) / f"{label}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/regression", "-q", "-p", "no:cacheprovider",
+         f"--trtctx-order={orders}", f"--trtctx-report={report}", "-k", select, *extra],
+        cwd=root, capture_output=True, text=True, check=False, timeout=SUBPROCESS_TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    return load(report)
+
+
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """``runpytest_subprocess`` with this plugin and a timeout: a hang fails, never waits."""
     return pytester.runpytest_subprocess(

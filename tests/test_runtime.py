@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 from pytest_trtctx.runtime import host_tensors  # noqa: E402
 from pytest_trtctx.spec import ConvSpec  # noqa: E402
 
-from .conftest import in_child, requires_gpu  # noqa: E402
+from .conftest import in_child, requires_gpu, suite_report  # noqa: E402
 
 F16 = ConvSpec("k3_f16", 2, 4, 8, 9, 11, (3, 3), (2, 1), (1, 0), (1, 2), 2, "float16")
 F32 = ConvSpec("k1_f32", 1, 3, 5, 7, 7, (1, 1), (1, 1), (0, 0), (1, 1), 1, "float32", bias=False)
@@ -71,25 +71,13 @@ def test_torch_first_runs_and_driver_first_fails_until_the_context_is_pushed() -
     assert in_child(_run_under, "driver-first", True)["signature"] is None
 
 
+#: Three specs of the shipped suite: one per dtype, one strided, one batched.
+THREE_SPECS = "k1s1d1g1_f32_b1_17x19 or k3s2d1g1_f16_b1_17x19 or k3s1d1g1_bf16_b8_17x19"
+
+
 def _suite(tmp: Any, label: str, *extra: str) -> dict[str, Any]:
     """The shipped suite on three specs under two orders, with a report; the report."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from pytest_trtctx.report import load
-
-    root = Path(__file__).resolve().parents[1]
-    report = Path(tmp) / f"{label}.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/regression", "-q", "-p", "no:cacheprovider",
-         "--trtctx-order=torch-first,driver-first", f"--trtctx-report={report}",
-         "-k", "k1s1d1g1_f32_b1_17x19 or k3s2d1g1_f16_b1_17x19 or k3s1d1g1_bf16_b8_17x19",
-         *extra],
-        cwd=root, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:]
-    return load(report)
+    return suite_report(tmp, label, "torch-first,driver-first", THREE_SPECS, *extra)
 
 
 @requires_gpu

@@ -1,0 +1,220 @@
+"""The context tracer's CUPTI side (pytest_trtctx.tracer): which line an event is blamed on, what a
+traced test says where CUPTI cannot run, and on the GPU the sentences a failure carries."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_trtctx import tracer
+from pytest_trtctx.names import CONTEXT_MISMATCH
+from pytest_trtctx.tracer import MSG_NO_SUBSCRIBE, MSG_WOULD_ADD, where_from
+
+from .conftest import gpu_skip_reason, in_child, requires_gpu, run_pytest, suite_report
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test_own_engine.py"
+cpu_only = pytest.mark.skipif(
+    gpu_skip_reason() is None, reason="a CUDA driver is present: the tracer subscribes here"
+)
+
+
+def _library_call(frame_of: Any) -> Any:
+    return frame_of()  # stands in for torch's or cuda-python's Python layer
+
+
+def test_an_event_is_blamed_on_the_tests_own_line_with_the_library_line_under_it() -> None:
+    import copy
+
+    frame, line = _library_call(lambda: sys._getframe(0)), sys._getframe(0).f_lineno
+    where, code, via, found = where_from(frame)
+    assert found and where == f"{Path(__file__).name}:{line}"
+    assert (
+        code == "frame, line = _library_call(lambda: sys._getframe(0)), sys._getframe(0).f_lineno"
+    )
+    assert via == ""  # the lambda and _library_call are this file too: test code all the way
+
+    # A frame in a library (copy.py here) is left out, and named as what the line went through.
+    seen: list[Any] = []
+
+    class Probe:
+        def __deepcopy__(self, memo: Any) -> Any:
+            seen.append(where_from(sys._getframe(1)))  # from copy.deepcopy's own frame
+            return self
+
+    copy.deepcopy(Probe())
+    where, code, via, found = seen[0]
+    assert found and code == "copy.deepcopy(Probe())" and via.startswith("copy.py:")
+    assert via.endswith(" in deepcopy") and where.startswith(f"{Path(__file__).name}:")
+
+
+def test_the_plugins_own_frames_are_left_out_but_its_suite_is_test_code() -> None:
+    package = Path(tracer.__file__).parent
+    assert not tracer._user_code(str(package / "runtime.py"))
+    assert tracer._user_code(str(package / "suite" / "test_conv_matrix.py"))
+    assert not tracer._user_code(json.__file__)
+    assert tracer._user_code(__file__)
+
+
+class _Code:
+    def __init__(self, filename: str, name: str) -> None:
+        self.co_filename, self.co_name = filename, name
+
+
+class _Frame:
+    """What where_from reads of a frame: its code, line and caller."""
+
+    def __init__(self, filename: str, name: str, line: int, back: Any = None) -> None:
+        self.f_code, self.f_lineno, self.f_back = _Code(filename, name), line, back
+
+
+def test_no_test_code_on_the_stack_gives_the_innermost_line_and_says_so() -> None:
+    recipe = str(Path(tracer.__file__).parent / "orders.py")
+    stack = _Frame(recipe, "_driver_first", 108, _Frame(json.__file__, "main", 3))
+    assert where_from(stack) == ("orders.py:108 in _driver_first", "", "", False)
+    assert where_from(None) == ("?", "", "", False)
+
+
+FAILING = """
+import pytest
+
+@pytest.mark.trtctx_trace
+def test_traced():
+    assert 0
+
+def test_plain():
+    assert 0
+"""
+
+
+@cpu_only
+def test_without_a_driver_a_traced_test_says_why_it_ran_untraced(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_t=FAILING)
+    result = run_pytest(pytester, "--trtctx-report=r.json")
+    result.assert_outcomes(failed=2)
+    why = MSG_NO_SUBSCRIBE.format(why="*")
+    result.stdout.fnmatch_lines(["*- trtctx trace -*", f"off: {why}"])
+    assert result.stdout.str().count("- trtctx trace -") == 1  # only the marked test
+    records = {t["nodeid"]: t for t in json.loads((pytester.path / "r.json").read_text())["tests"]}
+    assert records["test_t.py::test_traced"]["trace"]["on"] is False
+    assert "trace" not in records["test_t.py::test_plain"]
+
+
+@cpu_only
+def test_the_option_traces_every_test_and_ini_twin_does_too(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_t=FAILING)
+    pytester.makeini("[pytest]\ntrtctx_trace = true\n")
+    result = run_pytest(pytester)
+    assert result.stdout.str().count("- trtctx trace -") == 2
+
+
+# GPU ----------------------------------------------------------------------------------------
+
+
+@requires_gpu
+def test_a_users_engine_under_driver_first_is_named_with_every_line(
+    pytester: pytest.Pytester,
+) -> None:
+    """NVIDIA/TensorRT#4335's shape as a user writes it: the kernel loaded in the context that
+    import pycuda.autoinit's cuCtxCreate made, torch's first .to("cuda") making the primary
+    current, the launch there. The failure names each line."""
+    source = EXAMPLE.read_text()
+    lines = source.splitlines()
+
+    def line_of(text: str) -> int:
+        return next(n for n, line in enumerate(lines, 1) if text in line)
+
+    pytester.makepyfile(test_own_engine=source)
+    result = run_pytest(
+        pytester,
+        "--trtctx-order=driver-first",
+        "--trtctx-trace",
+        "-k",
+        "as-is",
+        "-p",
+        "no:randomly",
+    )
+    result.assert_outcomes(failed=1)
+    load, first_torch = line_of("cuModuleLoadData"), line_of('.to("cuda")')
+    launch = line_of("cu.cuLaunchKernel(")
+    result.stdout.fnmatch_lines(
+        [
+            "*- trtctx trace -*",
+            "launched in another context than its module's: kernel `scale` of the module loaded "
+            f"at test_own_engine.py:{load} in context #1 (created by cuCtxCreate in the "
+            "driver-first order's recipe) was launched at "
+            f"test_own_engine.py:{launch} while context #2 (the primary context of device 0) was "
+            f'current, made current by * at test_own_engine.py:{first_torch}: `*.to("cuda")*`'
+            "; the launch returned CUDA_ERROR_INVALID_HANDLE",
+        ]
+    )
+
+
+@requires_gpu
+def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> None:
+    """--trtctx-trace on the shipped suite: every known failure names the module's context, the
+    launch's and what switched them; the passing orders and the fixed test name none."""
+    report = suite_report(
+        tmp_path, "traced", "torch-first,driver-first,thread-hop",
+        "k1s1d1g1_f32_b1_17x19 or k3s2d1g1_f16_b1_17x19", "--trtctx-trace",
+    )  # fmt: skip
+    conv = [t for t in report["tests"] if "test_conv[" in t["nodeid"] and t["order"]]
+    assert conv and all(t["trace"]["on"] for t in conv)
+    for test in conv:
+        said = test["trace"]["mismatches"]
+        if test["order"] == "torch-first" or "test_conv_fixed" in test["nodeid"]:
+            assert said == [], test["nodeid"]
+            continue
+        assert test["known_failure"]["status"] == "reproduced", test["nodeid"]
+        assert len(said) == 1 and "was launched at test_conv_matrix.py:" in said[0], said
+        assert "in the {}".format(test["order"]) in said[0] and "made current by" in said[0]
+        if test["order"] == "thread-hop":
+            assert "on thread trtctx-exec" in said[0]
+    assert CONTEXT_MISMATCH  # the family the declarations match, unchanged by tracing
+
+
+def _profiler_beside_the_tracer(first: str) -> dict[str, Any]:
+    """torch.profiler and the tracer in one process, either one first: what each got."""
+    import torch
+
+    out: dict[str, Any] = {"first": first}
+
+    def profile() -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            (torch.ones(1024, device="cuda") * 2).sum().item()
+            if first == "profiler":
+                _running, why = tracer.start()
+                out["tracer"] = why or "on"
+        names = [e.key for e in prof.key_averages()]
+        out["profiler_cuda_events"] = sum(1 for n in names if "elementwise" in n or "Kernel" in n)
+
+    if first == "tracer":
+        torch.ones(1, device="cuda")
+        _running, why = tracer.start()
+        out["tracer"] = why or "on"
+    profile()
+    if tracer.TRACER is not None:
+        tracer.TRACER.stop()
+    return out
+
+
+@requires_gpu
+@pytest.mark.parametrize("first", ["tracer", "profiler"])
+def test_torch_profiler_beside_the_tracer_never_crashes_and_is_explained(first: str) -> None:
+    got = in_child(_profiler_beside_the_tracer, first)
+    if first == "profiler":  # the profiler holds CUPTI's one subscription: the tracer says so
+        assert got["tracer"] == "on" or "Another CUPTI subscriber is active" in got["tracer"], got
+    else:
+        assert got["tracer"] == "on", got
+    print(got)  # what the profiler got beside it: docs/trace.md records it
+
+
+def test_the_hint_names_the_option() -> None:
+    assert "--trtctx-trace" in MSG_WOULD_ADD
