@@ -15,6 +15,9 @@ cache, in one run: the plugin's own workers (``--trtctx-workers=N``) and pytest-
 fresh process per test (``--trtctx-isolate=test``) and one per order with every engine built
 right after the order's recipe (``--trtctx-isolate=order --trtctx-prebuild``), with their ratio;
 with ``--out`` their reports are kept, to be diffed.
+
+``--compare-trace`` times the main job as ``./dev matrix`` runs it (one process per order, engines
+prebuilt) with and without the context tracer (``--trtctx-trace``), in one run, with the ratio.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def main() -> int:
     ap.add_argument("--durations", type=int, default=0, help="pytest --durations=N")
     ap.add_argument("--compare-xdist", type=int, default=0, metavar="N")
     ap.add_argument("--compare-prebuild", action="store_true")
+    ap.add_argument("--compare-trace", action="store_true")
     args = ap.parse_args()
 
     def saved(name: str) -> Path | None:
@@ -95,8 +99,16 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, float | int | str]] = {}
-    if args.compare_prebuild:
-        modes = (("per-test", "test", ()), ("per-order-prebuilt", "order", ("--trtctx-prebuild",)))
+    if args.compare_prebuild or args.compare_trace:
+        modes: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+            ("per-test", "test", ()),
+            ("per-order-prebuilt", "order", ("--trtctx-prebuild",)),
+        )
+        if args.compare_trace:
+            modes = (
+                ("untraced", "order", ("--trtctx-prebuild",)),
+                ("traced", "order", ("--trtctx-prebuild", "--trtctx-trace")),
+            )
         for label, isolate, extra in modes:
             with tempfile.TemporaryDirectory() as tmp:
                 xml = saved(f"matrix-{label}.xml") or Path(tmp) / f"{label}.xml"
@@ -104,8 +116,9 @@ def main() -> int:
                     Path(tmp) / "cache", args.workers, isolate, xml, saved(f"matrix-{label}.log"),
                     saved(f"report-{label}.json"), 0, 0, extra,
                 )  # fmt: skip
-        ratio = float(runs["per-order-prebuilt"]["wall_s"]) / float(runs["per-test"]["wall_s"])
-        text = json.dumps({**runs, "prebuilt_over_per_test": round(ratio, 3)}, indent=2)
+        (a, _i, _e), (b, _i2, _e2) = modes
+        ratio = float(runs[b]["wall_s"]) / float(runs[a]["wall_s"])
+        text = json.dumps({**runs, f"{b}_over_{a}": round(ratio, 3)}, indent=2)
         print(text)
         if args.json:
             args.json.write_text(text + "\n")

@@ -6,11 +6,18 @@
 #   extra steps: orders (the GPU tests alone, verbose), cuda_init (concurrent context creation), matrix8 (8 workers, --durations),
 #                scale (the main job with 4, 8, 12 and 16 workers), main (the main job once, cold, with
 #                its report: on two GPUs the one run where every order, multi-device too, runs),
-#                who_inits (which NVRTC and TensorRT-RTX calls initialise CUDA)
+#                who_inits (which NVRTC and TensorRT-RTX calls initialise CUDA), installed (the
+#                suite from the wheel in .pkg, from an empty folder, diffed against ./dev matrix),
+#                hazards (benchmarks/probe_hazards.py), per_test (benchmarks/bench_per_test.py),
+#                trace_bench (the main job with and without --trtctx-trace)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
 # libtensorrt_rtx), it is installed under /tmp/site and put on the path of the steps that test it.
+# cupti-python (the tracer's extra) is not on the GPU host either: where a folder .whl holds its
+# wheel for that Python (python3 -m pip download --no-deps --only-binary=:all: cupti-python==V),
+# it is installed under /tmp/site too.
+# The installed step needs the wheel of this package in .pkg (python3 -m build --wheel -o .pkg).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-gpu-out}
@@ -21,6 +28,22 @@ pack() { tar -czf "$out/results.tgz" -C "$work" .; }
 die() { echo "gpu_session: $*" >&2; exit 1; }
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$work/install.log" 2>&1 \
     || { cat "$work/install.log"; die "installing this package failed"; }
+# The wheel from .pkg, first on PYTHONPATH, run from an empty folder.
+installed() {
+    local inst=/tmp/trtctx-installed empty
+    empty=$(mktemp -d /tmp/trtctx-empty.XXXX)
+    rm -rf "$inst" && python3 -m pip install -q --no-index --no-deps --target "$inst" .pkg/*.whl || return
+    (cd "$empty" && PYTHONPATH="$inst${site:+:$site}" python3 -c "import pytest_trtctx; print('imported from', pytest_trtctx.__file__)" \
+        && PYTHONPATH="$inst${site:+:$site}" python3 -m pytest --pyargs pytest_trtctx.suite --trtctx-order=all \
+            --trtctx-isolate=order --trtctx-prebuild -p no:cacheprovider -q --trtctx-report="$work/report-installed.json")
+}
+site=
+if [ -d .whl ]; then
+    site=/tmp/site
+    mkdir -p "$site"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl \
+        || die "installing the wheels from .whl failed"
+fi
 if [ -d .rtx ]; then
     site=/tmp/site
     mkdir -p "$site"
@@ -33,13 +56,15 @@ if [ -d .rtx ]; then
     done
     PYTHONPATH=$site python3 -c "import tensorrt_rtx" || die "TensorRT-RTX from .rtx does not import"
 fi
-rtx=(env)  # put before a command that should see TensorRT-RTX
+rtx=(env)  # put before a command that should see TensorRT-RTX and cupti-python
 [ -n "${site:-}" ] && rtx=(env "PYTHONPATH=$site")
 {
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
     nproc
     python3 -c "import sys, torch; from importlib.metadata import version as v; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda-bindings', v('cuda-bindings'), 'pytest', v('pytest'))"
     "${rtx[@]}" python3 -c "import tensorrt_rtx as t; print('tensorrt_rtx', t.__version__)" 2>&1 | tail -1
+    "${rtx[@]}" python3 -c "from importlib.metadata import version as v; print('cupti-python', v('cupti-python'), 'nvidia-cuda-cupti', v('nvidia-cuda-cupti'))" 2>&1 | tail -1
+    date -u +%Y-%m-%dT%H:%MZ
 } > "$work/env.txt" 2>&1
 cat "$work/env.txt"
 pack
@@ -57,6 +82,12 @@ step() {  # step NAME SECONDS COMMAND...
     pack
 }
 
+# The suite installed from its wheel, from an empty folder (the editable install of this checkout
+# is on the path too, after PYTHONPATH: the log shows which one was imported), as ./dev matrix
+# runs it; its report is diffed against ./dev matrix's of the same session (step matrix).
+step installed 200 installed
+step matrix 120 "${rtx[@]}" ./dev matrix -q --trtctx-report="$work/report-matrix.json"
+step installed_diff 20 bash -c "pytest-trtctx diff '$work/report-matrix.json' '$work/report-installed.json' --markdown > '$work/diff-matrix-vs-installed.md'"
 # The README's test command, all of the plugin's tests, with TensorRT-RTX where carried (on two
 # H100s this found what CI cannot: context creation under 32 workers outlasting a test timeout).
 step tests 240 "${rtx[@]}" ./dev test -q -rs -p no:cacheprovider
@@ -81,4 +112,7 @@ step who_inits 90 "${rtx[@]}" bash -c \
     "python3 benchmarks/who_inits_cuda.py nvrtc && python3 benchmarks/who_inits_cuda.py tensorrt_rtx"
 step main 200 python3 benchmarks/bench_matrix.py --cold-only --json "$work/main.json" --out "$work/main"
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
+step hazards 400 python3 benchmarks/probe_hazards.py --json "$work/hazards.json"
+step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
+step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"

@@ -89,7 +89,7 @@ CPU_ORDERS = """
 import pytest_trtctx.orders as orders
 import pytest_trtctx.worker as worker
 
-def apply_without_cuda(config, order, culprit=""):
+def apply_without_cuda(config, order, culprit="", *, trace=False):
     state = orders.OrderState(order, 0, torch_device=0, engine_device=0)
     state.steps.append("recipe not run: a CPU-only test of the plugin")
     orders.CURRENT = state

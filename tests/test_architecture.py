@@ -22,6 +22,8 @@ WORKER_MAY_IMPORT = {
     "matrix",
     "spec",
     "storage",
+    "tracer",
+    "trace",
 }
 MAX_LINES = 450
 PLUGIN_MAX_LINES = 300

@@ -16,8 +16,14 @@ from pytest_trtctx.errors import OrderError
 def test_the_group_message_is_one_json_line() -> None:
     blob = worker.group_message("driver-first", [3, 4])
     assert blob.endswith(b"\n") and blob.count(b"\n") == 1
-    assert json.loads(blob) == {"order": "driver-first", "items": [3, 4], "note": None}
+    assert json.loads(blob) == {
+        "order": "driver-first",
+        "items": [3, 4],
+        "note": None,
+        "trace": False,
+    }
     assert json.loads(worker.group_message(None, [0], "why"))["note"] == "why"
+    assert json.loads(worker.group_message(None, [0], trace=True))["trace"] is True
 
 
 def test_preload_imports_what_is_installed_and_initialises_nothing() -> None:
