@@ -24,6 +24,7 @@ Importing this module imports no CUDA: ``cupti`` is imported by :func:`start`.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 import sysconfig
 import threading
@@ -62,9 +63,12 @@ DRIVER_CALLS = (
 #: The runtime's own device switch: torch's ``set_device`` and first allocation go through it.
 RUNTIME_CALLS = ("cudaSetDevice_v3020",)
 
-#: Where ``functionParams`` sits in CUPTI's ``CUpti_CallbackData`` (callbackSite, functionName,
-#: functionParams, ...: an enum padded to 8 bytes, then pointers), on 64-bit Linux.
+#: Where ``functionParams`` and ``functionReturnValue`` sit in CUPTI's ``CUpti_CallbackData``
+#: (callbackSite, functionName, functionParams, functionReturnValue, ...: an enum padded to 8
+#: bytes, then pointers), on 64-bit Linux. The parameter structs are the driver's own
+#: (``generated_cuda_meta.h``): their fields in the order of the call's arguments.
 PARAMS_OFFSET = 16
+RETURN_OFFSET = 24
 
 #: A traced process keeps at most this many events; past it only mismatching launches are kept.
 MAX_PROCESS_EVENTS = 5000
@@ -101,6 +105,7 @@ def _deref(address: int) -> int:
     return int(ctypes.c_void_p.from_address(address).value or 0) if address else 0
 
 
+@functools.lru_cache(maxsize=4096)
 def _user_code(filename: str) -> bool:
     """A frame of the test's own code: not the plugin (its suite is test code), not a library."""
     path = Path(filename).resolve() if filename and not filename.startswith("<") else None
@@ -164,13 +169,32 @@ class Tracer:
         self._names: dict[tuple[int, int], str] = {}
 
     # Subscribing ------------------------------------------------------------------------------
+    def bind(self, cupti: Any) -> list[tuple[int, int]]:
+        """Learn ``cupti``'s callback ids for the calls traced; the (domain, id) to enable."""
+        self._cupti = cupti
+        domains = cupti.CallbackDomain
+        wanted = []
+        for domain, table, names in (
+            (domains.DRIVER_API, cupti.driver_api_trace_cbid, DRIVER_CALLS),
+            (domains.RUNTIME_API, cupti.runtime_api_trace_cbid, RUNTIME_CALLS),
+        ):
+            for name in names:
+                if name in table.__members__:  # an older CUPTI may lack the newest variants
+                    key = (int(domain), int(table[name]))
+                    self._names[key] = name
+                    wanted.append(key)
+        resource = cupti.CallbackIdResource
+        for cbid in (resource.CONTEXT_CREATED, resource.CONTEXT_DESTROY_STARTING):
+            wanted.append((int(domains.RESOURCE), int(cbid)))
+        return wanted
+
     def start(self) -> str | None:
         """Subscribe; None when tracing, else why not (the test runs untraced)."""
         try:
             from cupti import cupti
         except Exception as exc:  # not installed, or its libcupti is missing
             return MSG_NO_CUPTI.format(why=f"{type(exc).__name__}: {exc}")
-        self._cupti = cupti
+        wanted = self.bind(cupti)
         try:
             self._subscriber = cupti.subscribe(self._callback, None)
         except Exception as exc:  # no driver, or another subscriber holds CUPTI
@@ -178,21 +202,8 @@ class Tracer:
             busy = "MULTIPLE_SUBSCRIBERS" in why.upper().replace(" ", "_")
             return (MSG_BUSY if busy else MSG_NO_SUBSCRIBE).format(why=why)
         try:
-            driver, runtime = cupti.driver_api_trace_cbid, cupti.runtime_api_trace_cbid
-            domains = cupti.CallbackDomain
-            for name in DRIVER_CALLS:
-                if name in driver.__members__:  # an older CUPTI may lack the newest variants
-                    cbid = int(driver[name])
-                    self._names[(int(domains.DRIVER_API), cbid)] = name
-                    cupti.enable_callback(1, self._subscriber, domains.DRIVER_API, cbid)
-            for name in RUNTIME_CALLS:
-                if name in runtime.__members__:
-                    cbid = int(runtime[name])
-                    self._names[(int(domains.RUNTIME_API), cbid)] = name
-                    cupti.enable_callback(1, self._subscriber, domains.RUNTIME_API, cbid)
-            resource = cupti.CallbackIdResource
-            for cbid in (resource.CONTEXT_CREATED, resource.CONTEXT_DESTROY_STARTING):
-                cupti.enable_callback(1, self._subscriber, domains.RESOURCE, int(cbid))
+            for domain, cbid in wanted:
+                cupti.enable_callback(1, self._subscriber, domain, cbid)
         except Exception as exc:
             self.stop()
             return f"the context tracer could not enable its callbacks: {type(exc).__name__}: {exc}"
@@ -213,12 +224,15 @@ class Tracer:
     # The callback ----------------------------------------------------------------------------
     def _callback(self, _userdata: Any, domain: Any, cbid: Any, cbdata: Any) -> None:
         try:
-            self._on(int(domain), int(cbid), cbdata)
+            self.on(int(domain), int(cbid), cbdata)
         except BaseException as exc:  # never into the driver
             if len(self.trouble) < 20:
                 self.trouble.append(f"{type(exc).__name__}: {exc}")
 
-    def _on(self, domain: int, cbid: int, cbdata: Any) -> None:
+    def on(self, domain: int, cbid: int, cbdata: Any) -> None:
+        """One callback: ``cbdata`` is CUPTI's callback data (``callback_site``, ``context`` and
+        ``ptr``, the address of its C struct) for an API call, its resource data (``context``)
+        for a resource event."""
         cupti = self._cupti
         thread = threading.get_ident()
         if domain == int(cupti.CallbackDomain.RESOURCE):
@@ -240,8 +254,10 @@ class Tracer:
         if calls:
             calls.pop()
         context = int(cbdata.context or 0)
-        params = _deref(int(cbdata.ptr) + PARAMS_OFFSET)
-        result = int(cbdata.function_return_value or 0)
+        data = int(cbdata.ptr)
+        params = _deref(data + PARAMS_OFFSET)
+        returned = _deref(data + RETURN_OFFSET)  # a CUresult (an int) on the way out
+        result = ctypes.c_int.from_address(returned).value if returned else 0
         failed = "" if result == 0 else self._result_name(result)
         if name in LAUNCH_CALLS:
             function = _deref(params + LAUNCH_CALLS[name]) if params else 0

@@ -3,8 +3,10 @@ traced test says where CUPTI cannot run, and on the GPU the sentences a failure 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from pytest_trtctx import tracer
 from pytest_trtctx.names import CONTEXT_MISMATCH
+from pytest_trtctx.trace import Timeline
 from pytest_trtctx.tracer import MSG_NO_SUBSCRIBE, MSG_WOULD_ADD, where_from
 
 from .conftest import gpu_skip_reason, in_child, requires_gpu, run_pytest, suite_report
@@ -76,6 +79,120 @@ def test_no_test_code_on_the_stack_gives_the_innermost_line_and_says_so() -> Non
     stack = _Frame(recipe, "_driver_first", 108, _Frame(json.__file__, "main", 3))
     assert where_from(stack) == ("orders.py:108 in _driver_first", "", "", False)
     assert where_from(None) == ("?", "", "", False)
+
+
+class CallbackData(ctypes.Structure):
+    """CUPTI's ``CUpti_CallbackData``, as cupti_callbacks.h lays it out."""
+
+    _fields_ = (
+        ("callbackSite", ctypes.c_int),
+        ("functionName", ctypes.c_char_p),
+        ("functionParams", ctypes.c_void_p),
+        ("functionReturnValue", ctypes.c_void_p),
+        ("symbolName", ctypes.c_char_p),
+        ("context", ctypes.c_void_p),
+        ("contextUid", ctypes.c_uint32),
+        ("correlationData", ctypes.c_void_p),
+        ("correlationId", ctypes.c_uint32),
+    )
+
+
+CREATED, PRIMARY, MODULE, FUNCTION, OTHER = 0x226EA110, 0x22A7F560, 0x5500, 0x6600, 0x7700
+
+
+class Driver:
+    """Feeds a Tracer the callbacks CUPTI gives for a sequence of driver calls: each call's
+    parameters in the driver's own parameter struct, its result behind functionReturnValue."""
+
+    LINE = RESOURCE_LINE = 0  # the lines that hand an API callback and a resource event over
+
+    def __init__(self, cupti: Any, tracer_: tracer.Tracer) -> None:
+        self.cupti, self.tracer, self.keep = cupti, tracer_, []
+        self.ids = {name: key for key, name in tracer_._names.items()}
+
+    def call(
+        self, name: str, context: int, params: Any = None, result: int = 0, during: Any = None
+    ) -> None:
+        """The callbacks of one call: on its way in, then ``during()`` (the resource events the
+        call causes), then on its way out."""
+        domain, cbid = self.ids[name]
+        returned = ctypes.c_int(result)
+        data = CallbackData(
+            functionParams=ctypes.addressof(params) if params else None,
+            functionReturnValue=ctypes.addressof(returned),
+            context=context,
+        )
+        self.keep += [params, returned, data]
+        for site in (self.cupti.ApiCallbackSite.API_ENTER, self.cupti.ApiCallbackSite.API_EXIT):
+            seen = types.SimpleNamespace(
+                callback_site=int(site), context=context, ptr=ctypes.addressof(data)
+            )
+            Driver.LINE = sys._getframe(0).f_lineno + 1
+            self.tracer.on(domain, cbid, seen)
+            if during is not None and site == self.cupti.ApiCallbackSite.API_ENTER:
+                during()
+
+    def created(self, context: int) -> None:
+        """CUPTI's resource event for a context being made (inside the call that makes it)."""
+        created = int(self.cupti.CallbackIdResource.CONTEXT_CREATED)
+        domain = int(self.cupti.CallbackDomain.RESOURCE)
+        Driver.RESOURCE_LINE = sys._getframe(0).f_lineno + 1
+        self.tracer.on(domain, created, types.SimpleNamespace(context=context))
+
+
+def pointer_to(value: int) -> Any:
+    """A handle written where a call's out-parameter points."""
+    box = ctypes.c_void_p(value)
+    return box, ctypes.c_void_p(ctypes.addressof(box))
+
+
+def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it() -> None:
+    """NVIDIA/TensorRT#4335's calls fed to the callback as CUPTI passes them (the driver's
+    parameter structs, the result behind a pointer): the sentence names each line."""
+    cupti = pytest.importorskip(
+        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
+    )
+    traced = tracer.Tracer()
+    traced.bind(cupti)
+    drive = Driver(cupti, traced)
+    drive.call("cuCtxCreate_v4", CREATED, during=lambda: drive.created(CREATED))
+    _module, module_out = pointer_to(MODULE)
+    drive.call("cuModuleLoadData", CREATED, (ctypes.c_void_p * 2)(module_out.value, 0))
+    _function, function_out = pointer_to(FUNCTION)
+    name = ctypes.c_char_p(b"scale")
+    lookup = (ctypes.c_void_p * 3)(function_out.value, MODULE, ctypes.cast(name, ctypes.c_void_p))
+    drive.call("cuModuleGetFunction", CREATED, lookup)
+    _primary, primary_out = pointer_to(PRIMARY)
+    retain = (ctypes.c_void_p * 2)(primary_out.value, 0)  # (CUcontext *pctx, CUdevice dev = 0)
+    drive.call("cuDevicePrimaryCtxRetain", CREATED, retain)
+    drive.call("cuCtxSetCurrent", PRIMARY, (ctypes.c_void_p * 1)(PRIMARY))
+    drive.call("cuLaunchKernel", PRIMARY, (ctypes.c_void_p * 11)(FUNCTION), result=400)
+    drive.call("cuLaunchKernel", PRIMARY, (ctypes.c_void_p * 11)(OTHER))  # torch's own kernel
+    assert traced.trouble == []
+    timeline = Timeline(traced.events)
+    (mismatch,) = timeline.mismatches()
+    # Every call came through Driver.call, this file's own code: each is blamed on its line.
+    # The context's making is the resource event, inside cuCtxCreate: named by that call.
+    line, made = (f"{Path(__file__).name}:{n}" for n in (Driver.LINE, Driver.RESOURCE_LINE))
+    assert timeline.explain(mismatch) == (
+        f"kernel `scale` of the module loaded at {line} in context #1 (created by cuCtxCreate at "
+        f"{made}) was launched at {line} while context #2 (the primary context of device 0) was "
+        f"current, made current by cuCtxSetCurrent at {line}: `self.tracer.on(domain, cbid, "
+        "seen)`; the launch returned CUDA_ERROR_INVALID_HANDLE"
+    )
+    assert traced.untraced_launches == 1  # torch's own launches are counted, not followed
+    assert mismatch.launch.module == MODULE and mismatch.launch.name == "scale"
+
+
+def test_the_callback_never_raises_into_the_driver() -> None:
+    cupti = pytest.importorskip(
+        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
+    )
+    traced = tracer.Tracer()
+    traced.bind(cupti)
+    domain, cbid = next(k for k, v in traced._names.items() if v == "cuLaunchKernel")
+    traced._callback(None, domain, cbid, object())  # no fields at all: counted, not raised
+    assert len(traced.trouble) == 1 and "AttributeError" in traced.trouble[0]
 
 
 FAILING = """
