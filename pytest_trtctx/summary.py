@@ -37,7 +37,8 @@ def header_lines(s: Settings) -> list[str]:
     lines = [
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
         f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
-        f"backend {s.backend.value} ({s.backend.source}): {why}",
+        f"backend {s.backend.value} ({s.backend.source}): {why}"
+        + (f"; context tracer on ({s.trace.source})" if s.trace.value else ""),
     ]
     if s.active:
         lines.append("trtctx: " + probe.machine().describe())

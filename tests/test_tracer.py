@@ -230,6 +230,17 @@ def test_the_option_traces_every_test_and_ini_twin_does_too(pytester: pytest.Pyt
     assert result.stdout.str().count("- trtctx trace -") == 2
 
 
+def test_the_header_says_the_tracer_is_on_and_where_that_came_from(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_t="def test_x(): pass")
+    pytester.makeini("[pytest]\ntrtctx_trace = true\n")
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "--co")
+    result.stdout.fnmatch_lines(
+        ["trtctx: orders torch-first *; context tracer on (ini key trtctx_trace*)"]
+    )
+
+
 # GPU ----------------------------------------------------------------------------------------
 
 
@@ -257,7 +268,7 @@ def test_a_users_engine_under_driver_first_is_named_with_every_line(
         "no:randomly",
     )
     result.assert_outcomes(failed=1)
-    load, first_torch = line_of("cuModuleLoadData"), line_of('.to("cuda")')
+    load, first_torch = line_of("cu.cuModuleLoadData("), line_of('.to("cuda")')
     launch = line_of("cu.cuLaunchKernel(")
     result.stdout.fnmatch_lines(
         [
