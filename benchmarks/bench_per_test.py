@@ -27,7 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFTEST = """
+from bench_isolation import CONFTEST  # benchmarks/ is this script's folder: sys.path[0]
+
+# The stamps of bench_isolation's suite: each test's start and end on the system's monotonic
+# clock (perf_counter_ns is CLOCK_MONOTONIC on Linux), comparable across the workers.
+TEST = """
 import os, time, pytest
 
 @pytest.fixture(autouse=True)
@@ -103,7 +107,7 @@ def plugin(tests: int, workers: int, extra: list[str]) -> dict[str, float]:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
         whole = time.monotonic() - t0
         rows = [tuple(int(v) for v in line.split()) for line in stamps.read_text().splitlines()]
-    first, last = min(r[0] for r in rows), max(r[1] for r in rows)
+    first, last = min(r[0] for r in rows), max(r[1] for r in rows)  # ns
     return {
         "exit": proc.returncode,
         "tests_seen": len(rows),
