@@ -72,7 +72,7 @@ class _Traced:
         return {
             "on": True,
             "mismatches": list(dict.fromkeys(said)),
-            "events": timeline.record(),
+            "events": timeline.record(self.since),
             "untraced_launches": self.tracer.untraced_launches,
             "dropped": self.tracer.dropped,
             "trouble": list(self.tracer.trouble),

@@ -52,6 +52,7 @@ class Mismatch:
     module: Event  # where its module was loaded
     home: int  # the module's context
     switch: Event | None  # what made the launch's context current on its thread, if seen
+    lookup: Event | None = None  # the kernel's lookup in its module
 
 
 class Timeline:
@@ -89,6 +90,7 @@ class Timeline:
         index ``since`` on: a test's own, where the timeline is its process's)."""
         loaded: dict[int, Event] = {}  # module -> its load
         module_of: dict[int, int] = {}  # function -> module
+        lookups: dict[int, Event] = {}  # function -> its lookup
         last_switch: dict[str, Event] = {}  # thread -> what last made a context current there
         found = []
         for index, event in enumerate(self.events):
@@ -96,12 +98,15 @@ class Timeline:
                 loaded[event.module] = event
             elif event.kind == "function":
                 module_of[event.function] = event.module
+                lookups[event.function] = event
             elif event.kind == "current":
                 last_switch[event.thread] = event
             elif event.kind == "launch":
                 load = loaded.get(module_of.get(event.function, event.module))
                 if load is not None and load.context != event.context and index >= since:
-                    found.append(Mismatch(event, load, load.context, last_switch.get(event.thread)))
+                    switch = last_switch.get(event.thread)
+                    lookup = lookups.get(event.function)
+                    found.append(Mismatch(event, load, load.context, switch, lookup))
         return found
 
     def explain(self, mismatch: Mismatch) -> str:
@@ -123,13 +128,20 @@ class Timeline:
             text += f"; the launch returned {launch.result}"
         return text
 
-    def record(self) -> list[dict[str, Any]]:
-        """The timeline for a report: contexts by name, bounded to :data:`MAX_EVENTS` events
-        (the first ones, then every mismatching launch)."""
-        keep = self.events[:MAX_EVENTS]
-        keep += [m.launch for m in self.mismatches() if m.launch not in keep]
+    def record(self, since: int = 0) -> list[dict[str, Any]]:
+        """The timeline of a test for its report (the test's events from index ``since`` of a
+        process's timeline): what each of its mismatches rests on (the contexts' making, the
+        module's load, the switch), then its own events up to :data:`MAX_EVENTS`, then every
+        mismatching launch past that bound; in timeline order, contexts by name."""
+        found = self.mismatches(since)
+        keep: set[int] = set(range(since, min(len(self.events), since + MAX_EVENTS)))
+        index = {id(event): i for i, event in enumerate(self.events)}
+        for m in found:
+            rests_on = [m.launch, m.module, m.lookup, m.switch]
+            rests_on += [self.created.get(c) for c in (m.home, m.launch.context)]
+            keep.update(index[id(e)] for e in rests_on if e is not None and id(e) in index)
         out = []
-        for event in keep:
+        for event in (self.events[i] for i in sorted(keep)):
             data = asdict(event)
             data["context"] = self.name(event.context)
             out.append(data)

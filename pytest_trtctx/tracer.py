@@ -70,7 +70,8 @@ RUNTIME_CALLS = ("cudaSetDevice_v3020",)
 PARAMS_OFFSET = 16
 RETURN_OFFSET = 24
 
-#: A traced process keeps at most this many events; past it only mismatching launches are kept.
+#: A traced process keeps at most this many events; past it only mismatching launches are kept
+#: (a test that launches a traced kernel a million times must not grow without bound).
 MAX_PROCESS_EVENTS = 5000
 
 MSG_NO_CUPTI = (
@@ -158,6 +159,7 @@ class Tracer:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.functions: dict[int, tuple[int, str]] = {}  # function -> (module, name)
+        self.homes: dict[int, int] = {}  # module -> the context it was loaded in
         self.current: dict[int, int] = {}  # thread ident -> context last seen current
         self.calls: dict[int, list[str]] = {}  # thread ident -> driver calls in progress
         self.untraced_launches = 0
@@ -318,9 +320,13 @@ class Tracer:
         primary_of: int | None = None,
         result: str = "",
     ) -> None:
-        if len(self.events) >= MAX_PROCESS_EVENTS and kind != "launch":
+        if len(self.events) >= MAX_PROCESS_EVENTS and not (
+            kind == "launch" and self.homes.get(module, context) != context
+        ):  # past the bound only a launch in another context than its module's is kept
             self.dropped += 1
             return
+        if kind == "module":
+            self.homes[module] = context
         where, code, via, found = where_from(sys._getframe(1))
         if not found and self.label:  # the plugin's own work: say which, keep the line as via
             where, via = self.label, where

@@ -86,3 +86,18 @@ def test_contexts_are_named_never_shown_as_pointers_and_the_record_is_bounded() 
     assert (
         kept[-1]["kind"] == "launch" and kept[-1]["where"] == "test_x.py:900"
     )  # kept past the bound
+
+
+def test_a_tests_record_keeps_its_own_events_and_what_its_mismatch_rests_on() -> None:
+    """In a process's timeline (one process per order, engines prebuilt), a later test's record
+    holds its own events and, from before it, only what its mismatch rests on: the contexts'
+    making, the module's load, the switch."""
+    earlier = [Event("current", PRIMARY, "cudaSetDevice", f"test_y.py:{n}") for n in range(50)]
+    events = issue_4335()
+    process = [*events[:4], *earlier, *events[4:]]  # the test starts at the switch to #2
+    since = 4 + len(earlier)
+    record = Timeline(process).record(since)
+    # The recipe's making #1 current is not what the mismatch rests on; the rest is.
+    assert [r["where"] for r in record] == [e.where for i, e in enumerate(events) if i != 1]
+    assert not any(r["where"].startswith("test_y.py") for r in record)
+    assert Timeline(process).mismatches(since + 3) == []  # its launch is before that index

@@ -184,6 +184,28 @@ def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it() -> None:
     assert mismatch.launch.module == MODULE and mismatch.launch.name == "scale"
 
 
+def test_past_the_bound_only_launches_in_another_context_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cupti = pytest.importorskip(
+        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
+    )
+    monkeypatch.setattr(tracer, "MAX_PROCESS_EVENTS", 10)
+    traced = tracer.Tracer()
+    traced.bind(cupti)
+    drive = Driver(cupti, traced)
+    _module, module_out = pointer_to(MODULE)
+    drive.call("cuModuleLoadData", CREATED, (ctypes.c_void_p * 2)(module_out.value, 0))
+    _function, function_out = pointer_to(FUNCTION)
+    lookup = (ctypes.c_void_p * 3)(function_out.value, MODULE, 0)
+    drive.call("cuModuleGetFunction", CREATED, lookup)
+    for _ in range(50):  # in the module's own context: fine, and past the bound dropped
+        drive.call("cuLaunchKernel", CREATED, (ctypes.c_void_p * 11)(FUNCTION))
+    drive.call("cuLaunchKernel", PRIMARY, (ctypes.c_void_p * 11)(FUNCTION), result=400)
+    assert len(traced.events) == 11 and traced.dropped == 42
+    assert len(Timeline(traced.events).mismatches()) == 1
+
+
 def test_the_callback_never_raises_into_the_driver() -> None:
     cupti = pytest.importorskip(
         "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
