@@ -20,12 +20,15 @@ import pytest
 from .errors import ConfigError
 from .matrix import default_matrix_path
 from .names import (
+    ALL_HAZARDS,
     ALL_ORDERS,
     BACKENDS,
+    HAZARDS,
     ISOLATE_MODES,
     MSG_BAD_VALUE,
     MSG_NONE_ONE_ORDER,
     ORDERS,
+    SCENARIOS,
 )
 from .options import (
     AUTO_WORKERS,
@@ -87,7 +90,8 @@ def _split(value: Any) -> list[str]:
 
 
 def parse_orders(value: Any, where: str) -> tuple[str, ...]:
-    """Expand and validate a list of order names ('all' expands to every order)."""
+    """Expand and validate a list of order names ('all' expands to every init order, 'hazards'
+    to every context hazard)."""
     names = _split(value)
     if not names:
         raise ConfigError(MSG_BAD_VALUE.format(where=where, value="", allowed=_allowed_orders()))
@@ -95,7 +99,9 @@ def parse_orders(value: Any, where: str) -> tuple[str, ...]:
     for name in names:
         if name == ALL_ORDERS:
             expanded: tuple[str, ...] = ORDERS
-        elif name in ORDERS:
+        elif name == ALL_HAZARDS:
+            expanded = HAZARDS
+        elif name in SCENARIOS:
             expanded = (name,)
         else:
             raise ConfigError(
@@ -106,7 +112,7 @@ def parse_orders(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _allowed_orders() -> str:
-    return ", ".join((*ORDERS, ALL_ORDERS))
+    return ", ".join((*SCENARIOS, ALL_ORDERS, ALL_HAZARDS))
 
 
 def parse_choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:

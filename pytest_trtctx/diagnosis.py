@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .names import DRIVER_FIRST, MULTI_DEVICE, THREAD_HOP
+from .names import (
+    CONTEXT_DESTROYED,
+    DRIVER_FIRST,
+    FOREIGN_STREAM,
+    GRAPH_CAPTURE,
+    MULTI_DEVICE,
+    THREAD_HOP,
+)
 
 if TYPE_CHECKING:
     from .backends.base import Engine, ExecResult
@@ -22,7 +29,33 @@ FIX = (
 )
 
 
+#: What went wrong under each context hazard: the hazard says it, whatever the contexts compared.
+HAZARD_CAUSES = {
+    FOREIGN_STREAM: (
+        "The engine was handed a stream made in another context than its own (as pycuda code "
+        "makes one): a stream belongs to the context it was made in, and an engine enqueued on "
+        "another context's stream fails (TensorRT: 'invalid resource handle'). Fix: make the "
+        "stream in the engine's context (torch.cuda.Stream() under torch's), or let the engine "
+        "use its own (trtctx_fix_context)."
+    ),
+    GRAPH_CAPTURE: (
+        "The engine's launch was captured by torch.cuda.graph on a stream of torch's context "
+        "while the engine's kernels belong to another: the launch fails inside the capture, the "
+        "graph holds nothing, and its replays never write the outputs. No push fixes a capture: "
+        "build the engine in torch's context (torch-first), or run it outside the graph "
+        "(trtctx_fix_context runs it uncaptured, its context pushed)."
+    ),
+    CONTEXT_DESTROYED: (
+        "The engine's context was destroyed while the engine still held kernels and memory "
+        "there (a library's cleanup, pycuda's context.detach()): nothing of it can run again. "
+        "Fix: keep the context alive for the engine's lifetime (trtctx_fix_context keeps it)."
+    ),
+}
+
+
 def likely_cause(state: OrderState | None, engine: Engine, result: ExecResult) -> str:
+    if state is not None and state.order in HAZARD_CAUSES:
+        return HAZARD_CAUSES[state.order]
     built, ran = engine.built_in, result.ran_in
     if ran is None:
         return "The run failed before a context could be made current."

@@ -149,6 +149,15 @@ def create_context(index: int) -> Any:
     return check("cuCtxCreate", result)
 
 
+def create_stream() -> Any:
+    """A non-blocking stream of the context current on this thread."""
+    return check("cuStreamCreate", api().cuStreamCreate(1))
+
+
+def destroy_context(ctx: Any) -> None:
+    check("cuCtxDestroy", api().cuCtxDestroy(ctx))
+
+
 def context_device(ctx: Any) -> int:
     """The device ordinal of ``ctx`` (pushes it briefly)."""
     push(ctx)

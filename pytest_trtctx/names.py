@@ -14,9 +14,19 @@ DRIVER_FIRST: Final = "driver-first"
 THREAD_HOP: Final = "thread-hop"
 MULTI_DEVICE: Final = "multi-device"
 
-#: Every init order, in the order the summary lists them.
+#: Every init order, in the order the summary lists them: what ``all`` selects.
 ORDERS: Final[tuple[str, ...]] = (TORCH_FIRST, TRT_FIRST, DRIVER_FIRST, THREAD_HOP, MULTI_DEVICE)
 ALL_ORDERS: Final = "all"
+
+# Context hazards beyond init order (docs/orders.md): scenarios selected like orders, each with
+# its own initialisation and its own way of running the engine.
+FOREIGN_STREAM: Final = "foreign-stream"
+GRAPH_CAPTURE: Final = "graph-capture"
+CONTEXT_DESTROYED: Final = "context-destroyed"
+HAZARDS: Final[tuple[str, ...]] = (FOREIGN_STREAM, GRAPH_CAPTURE, CONTEXT_DESTROYED)
+ALL_HAZARDS: Final = "hazards"
+#: Everything --trtctx-order takes: the init orders, then the hazards.
+SCENARIOS: Final[tuple[str, ...]] = ORDERS + HAZARDS
 
 #: Backends known to this version. ``auto`` picks the best one that can run here.
 BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx")
@@ -27,6 +37,13 @@ BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx")
 #: "invalid resource handle").
 CONTEXT_MISMATCH: Final = (
     r"^backend: (CUDA_ERROR_INVALID_HANDLE$|.*Error Code 1: Cask\b|.*invalid resource handle)"
+)
+
+#: A run in a context that was destroyed underneath the engine: the driver's results for a
+#: handle of a dead context, and TensorRT's words (NVIDIA/TensorRT#2052: "context is destroyed").
+CONTEXT_GONE: Final = (
+    r"^backend: (CUDA_ERROR_(INVALID_HANDLE|CONTEXT_IS_DESTROYED|INVALID_CONTEXT)$"
+    r"|.*context is destroyed)"
 )
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")

@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 
-from .names import ALL_ORDERS, BACKENDS, ORDERS, TORCH_FIRST
+from .names import ALL_HAZARDS, ALL_ORDERS, BACKENDS, HAZARDS, ORDERS, TORCH_FIRST
 
 DEFAULT_TIMEOUT = 300.0
 #: ``--trtctx-workers=auto``: at most this many isolated processes at once. Every isolated test
@@ -45,7 +45,9 @@ OPTIONS: tuple[Option, ...] = (
         "list",
         "CUDA init order(s) to run tests under, comma separated or repeated: "
         + ", ".join(ORDERS)
-        + f", or '{ALL_ORDERS}'. Default: {DEFAULT_ORDER} for tests that ask for an order; "
+        + f", or '{ALL_ORDERS}' (every init order); context hazards: "
+        + ", ".join(HAZARDS)
+        + f", or '{ALL_HAZARDS}'. Default: {DEFAULT_ORDER} for tests that ask for an order; "
         "the plugin stays out of the way of tests that do not.",
     ),
     Option("trtctx_device", "value", "CUDA device index (default 0)."),

@@ -25,13 +25,13 @@ from .names import (
     MARK_ORDERS,
     MARK_TIMEOUT,
     MARK_TRACE,
-    ORDERS,
+    SCENARIOS,
 )
 
 #: The markers' ``pytest --markers`` lines: what each one means and takes.
 MARKERS = (
-    f"{MARK_ORDERS}(*orders): run this test only under these init orders ("
-    + ", ".join(ORDERS)
+    f"{MARK_ORDERS}(*orders): run this test only under these init orders or hazards ("
+    + ", ".join(SCENARIOS)
     + "); under the others it is skipped with the reason.",
     f"{MARK_KNOWN_FAILURE}(order, signature, reason=''): under ORDER (a name or a list) the test "
     "is expected to fail with a failure signature matching the regex SIGNATURE; it is reported "

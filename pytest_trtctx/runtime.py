@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .checks import CheckFailure, CheckResult, Outputs, output_checks, sentinel_fill
 from .diagnosis import diagnose
-from .names import MULTI_DEVICE
+from .names import CONTEXT_DESTROYED, FOREIGN_STREAM, GRAPH_CAPTURE, MULTI_DEVICE
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Engine, ExecResult
@@ -111,17 +111,22 @@ class Runtime:
         on its own device makes that device current again, and an engine built then would land
         on torch's device and read the other device's tensors (an illegal memory access). The
         retained primary is not released: the order holds it for the whole process anyway.
+        Under context-destroyed each engine is built in a context of its own (made with
+        cuCtxCreate, popped after the build), which its run destroys first.
         """
         from . import driver
 
         _x, w, b = self.host_tensors(spec)
         select = self.state.order == MULTI_DEVICE
+        own = self.state.order == CONTEXT_DESTROYED
         if select:
             driver.push(driver.retain_primary(self.state.engine_device))
+        elif own:
+            driver.create_context(self.state.engine_device)  # pushed: current for the build
         try:
             engine = self.backend.build(spec, w, b)
         finally:
-            if select:
+            if select or own:
                 driver.pop()
         self._engines.append(engine)
         return engine
@@ -143,20 +148,31 @@ class Runtime:
         y = torch.empty(spec.output_shape, dtype=_dtype(spec.dtype), device=f"cuda:{engine.device}")
         sentinel_fill(y)
         torch.cuda.synchronize(y.device)
-        if self.state.order == MULTI_DEVICE:
+        order = self.state.order
+        if order == MULTI_DEVICE:
             torch.cuda.set_device(self.state.torch_device)
         backend, fixed = self.backend, self.fix_context
+        stream = self.state.foreign_stream if order == FOREIGN_STREAM and not fixed else None
+        if order == CONTEXT_DESTROYED and not fixed:
+            self._destroy(engine)
 
         def go() -> ExecResult:
             if fixed:
                 driver.push(engine.context)
             try:
-                return backend.execute(engine, x, y)
+                return backend.execute(engine, x, y, stream)
             finally:
                 if fixed:
                     driver.pop()
 
-        result = run_on_thread(go) if self.state.hops_thread else go()
+        if order == GRAPH_CAPTURE and not fixed:
+            result = self._captured(engine, x, y)
+        else:
+            result = run_on_thread(go) if self.state.hops_thread else go()
+        if stream is not None:  # the caller's stream: synchronise it, say what that returned
+            synced = driver.api().cuStreamSynchronize(stream)[0]
+            if int(synced) != 0:
+                result.errors.append(f"cuStreamSynchronize returned {driver.result_name(synced)}")
         self.messages.extend(m for m in result.errors if m not in self.messages)
         self.outputs.add(name or spec.name, y)
         self.outputs.owned.add(id(y))
@@ -181,6 +197,46 @@ class Runtime:
             raise CheckFailure(results, diagnose(self.state, engine, result, fixed))
         return y
 
+    def _destroy(self, engine: Engine) -> None:
+        """context-destroyed: what a library that owns the engine's context does underneath it
+        (pycuda's context.detach(), a cleanup at exit). The engine is not used again."""
+        from . import driver
+
+        driver.destroy_context(engine.context)
+        engine.details["context_destroyed"] = True
+        for key, prebuilt in list(PREBUILT.items()):
+            if prebuilt is engine:
+                del PREBUILT[key]
+
+    def _captured(self, engine: Engine, x: Any, y: Any) -> ExecResult:
+        """graph-capture: the engine's execution captured by ``torch.cuda.graph`` on a stream of
+        torch's context, then the graph replayed, as a CUDA-graph deployment does; what torch
+        raised or warned is part of the result."""
+        import warnings
+
+        import torch
+
+        from .backends.base import ExecResult
+
+        graph = torch.cuda.CUDAGraph()
+        capture = torch.cuda.Stream(device=engine.device)  # type: ignore[no-untyped-call]
+        result = ExecResult("not run", False, None, [], None)
+        said: list[str] = []
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                with torch.cuda.graph(graph, stream=capture):
+                    result = self.backend.execute(engine, x, y, capture.cuda_stream)
+                graph.replay()
+                torch.cuda.synchronize(engine.device)
+            except Exception as exc:  # an invalidated capture raises at its end
+                said.append(f"capture: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        said += [f"capture: {w.message}" for w in seen]
+        result.errors.extend(said)
+        if said and result.signature is None:
+            result.ok, result.signature = False, said[0]
+        return result
+
     def check_conv(self, spec: ConvSpec) -> Any:
         """Build, feed and run ``spec``'s engine: the regression suite's one step."""
         __tracebackhide__ = True  # a failure shows the test's line and the verdict
@@ -190,8 +246,8 @@ class Runtime:
 
     def close(self) -> None:
         engines, self._engines = self._engines, []
-        for engine in engines:
-            if self._backend is not None:
+        for engine in engines:  # a destroyed context took its engine's memory with it
+            if self._backend is not None and not engine.details.get("context_destroyed"):
                 self._backend.close(engine)
 
 

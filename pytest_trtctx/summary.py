@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from .config import Settings
-from .names import ORDERS
+from .names import ORDERS, SCENARIOS
 from .outcomes import (
     BACKEND_PROPERTY,
     ORDER_PROPERTY,
@@ -67,16 +67,17 @@ class Summary:
             return  # no test ran under an order: the plugin has nothing to sum up
         tr = terminalreporter
         tr.write_sep("=", "trtctx summary")
-        tr.write_line(f"{'order':<14} {'backend':<12} " + " ".join(f"{c:>13}" for c in COLUMNS))
-        for order in (*ORDERS, NO_ORDER):
+        wide = max(14, *(len(order) for order, _backend in rows))  # a hazard's name is longer
+        tr.write_line(f"{'order':<{wide}} {'backend':<12} " + " ".join(f"{c:>13}" for c in COLUMNS))
+        for order in (*SCENARIOS, NO_ORDER):
             for (o, backend), counts in sorted(rows.items()):
                 if o == order:
                     tr.write_line(
-                        f"{order:<14} {backend:<12} "
+                        f"{order:<{wide}} {backend:<12} "
                         + " ".join(f"{counts.get(c, 0):>13}" for c in COLUMNS)
                     )
         by_reason: dict[str, list[str]] = {}
-        for order in ORDERS:
+        for order in SCENARIOS:
             for why in sorted(not_applied.get(order, ())):
                 by_reason.setdefault(why, []).append(order)
         for why, orders in by_reason.items():

@@ -96,7 +96,7 @@ def enter(order: str) -> tuple[orders.OrderState, bool]:
     """A test under ``order`` starts: its state, and whether the test meets it fresh (the first
     test of the process to run under it: after that, torch and the engine share a context)."""
     state = state_for(order)
-    fresh = state.uses == 0
+    fresh = state.uses == 0 or state.every_test_fresh
     state.uses += 1
     return state, fresh
 

@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 
 from pytest_trtctx.names import (
+    ALL_HAZARDS,
     ALL_ORDERS,
     BACKENDS,
+    HAZARDS,
     ISOLATE_MODES,
     MSG_BAD_VALUE,
     MSG_NONE_ONE_ORDER,
     ORDERS,
+    SCENARIOS,
 )
 
 from .conftest import cpu_orders, run_pytest
 
-ALLOWED_ORDERS = ", ".join((*ORDERS, ALL_ORDERS))
+ALLOWED_ORDERS = ", ".join((*SCENARIOS, ALL_ORDERS, ALL_HAZARDS))
 
 
 def test_unknown_order_on_the_command_line(pytester: pytest.Pytester) -> None:
@@ -367,3 +370,12 @@ def test_prebuild_needs_a_process_per_order(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["ERROR: option --trtctx-prebuild: --trtctx-prebuild builds an order's engines ahead*"]
     )
+
+
+def test_all_is_the_init_orders_and_hazards_the_context_hazards() -> None:
+    from pytest_trtctx.config import parse_orders
+
+    assert parse_orders("all", "here") == ORDERS
+    assert parse_orders("hazards", "here") == HAZARDS
+    assert parse_orders(["torch-first", "hazards"], "here") == (ORDERS[0], *HAZARDS)
+    assert not set(HAZARDS) & set(parse_orders("all", "here"))

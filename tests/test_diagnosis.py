@@ -32,6 +32,19 @@ def test_driver_first_blames_torchs_first_allocation() -> None:
     assert "push the engine's context around execution" in text
 
 
+def test_each_hazard_says_its_own_cause_and_fix() -> None:
+    from pytest_trtctx.names import CONTEXT_DESTROYED, FOREIGN_STREAM, GRAPH_CAPTURE
+
+    said = {
+        order: likely_cause(OrderState(order, 0, 0, 0), _engine(PRIMARY), _result(PRIMARY))
+        for order in (FOREIGN_STREAM, GRAPH_CAPTURE, CONTEXT_DESTROYED)
+    }
+    assert "a stream made in another context" in said[FOREIGN_STREAM]
+    assert "No push fixes a capture" in said[GRAPH_CAPTURE]
+    assert "context was destroyed" in said[CONTEXT_DESTROYED]
+    assert all("trtctx_fix_context" in text for text in said.values())
+
+
 def test_thread_hop_names_both_threads() -> None:
     state = OrderState("thread-hop", 0, 0, 0)
     ran = ContextInfo(0x2000, 0, True, "trtctx-exec")

@@ -165,3 +165,37 @@ def test_multi_device_skips_with_the_device_count(pytester: pytest.Pytester) -> 
             f"this machine has 1 ({info.devices[0].name})"
         ]
     )
+
+
+HAZARD_SUITE = """
+import pytest
+from pytest_trtctx.matrix import ConvSpec
+from pytest_trtctx.names import CONTEXT_GONE, CONTEXT_MISMATCH
+
+SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
+
+@pytest.mark.trtctx_known_failure(["foreign-stream", "graph-capture"], CONTEXT_MISMATCH)
+@pytest.mark.trtctx_known_failure("context-destroyed", CONTEXT_GONE)
+def test_unfixed(trtctx):
+    trtctx.check_conv(SPEC)
+
+def test_fixed(trtctx_fix_context):
+    trtctx_fix_context.check_conv(SPEC)
+
+def test_a_second_clean_engine(trtctx_fix_context):
+    trtctx_fix_context.check_conv(SPEC)  # after the failed run, in the same process
+"""
+
+
+@requires_gpu
+@pytest.mark.parametrize("isolate", ["test", "order"])
+def test_each_hazard_fails_as_the_field_saw_and_its_fix_passes(
+    pytester: pytest.Pytester, isolate: str
+) -> None:
+    """Not yet run on a GPU: each hazard's declared outcome is the field reports' (orders.md)."""
+    pytester.makepyfile(HAZARD_SUITE)
+    result = run_pytest(
+        pytester, "--trtctx-order=hazards", f"--trtctx-isolate={isolate}", "--trtctx-timeout=60",
+        "-rxX",
+    )  # fmt: skip
+    result.assert_outcomes(passed=6, xfailed=3)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtctx.names import ORDERS
+from pytest_trtctx.names import ORDERS, SCENARIOS
 from pytest_trtctx.options import OPTIONS
 from pytest_trtctx.plan import MARKERS
 
@@ -65,10 +65,10 @@ def test_every_marker_the_readme_names_exists() -> None:
 def test_every_order_the_readme_names_exists() -> None:
     named = set(
         re.findall(
-            r"`(torch-first|trt-first|driver-first|thread-hop|multi-device|[a-z]+-first)`", README
+            r"`([a-z]+-(?:first|hop|device|stream|capture|destroyed))`", README
         )
     )
-    assert named <= set(ORDERS), named - set(ORDERS)
+    assert named <= set(SCENARIOS), named - set(SCENARIOS)
 
 
 def test_the_readme_filter_example_selects_tests() -> None:

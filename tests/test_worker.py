@@ -50,6 +50,20 @@ def test_only_the_first_test_under_an_order_meets_it_fresh(
     assert worker.state_for("trt-first") is applied and applied.uses == 2
 
 
+@pytest.mark.parametrize("hazard", ["foreign-stream", "context-destroyed"])
+def test_every_test_meets_a_hazard_in_how_the_engine_runs_fresh(
+    monkeypatch: pytest.MonkeyPatch, hazard: str
+) -> None:
+    """A foreign stream or a destroyed context fails every run, not only the first in a process
+    (unlike an init order's switch, which torch's first call uses up): every test meets it."""
+    applied = orders.OrderState(hazard, 0, torch_device=0, engine_device=0)
+    monkeypatch.setattr(orders, "CURRENT", applied)
+    assert [worker.enter(hazard)[1] for _ in range(3)] == [True, True, True]
+    graph = orders.OrderState("graph-capture", 0, torch_device=0, engine_device=0)
+    monkeypatch.setattr(orders, "CURRENT", graph)  # driver-first's switch: used up once
+    assert [worker.enter("graph-capture")[1] for _ in range(2)] == [True, False]
+
+
 def test_a_test_under_an_order_this_process_did_not_apply_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

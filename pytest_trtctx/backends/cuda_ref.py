@@ -91,7 +91,7 @@ class CudaReferenceBackend:
             details={"buffers": buffers, "weight": pointers[0], "bias": pointers[1]},
         )
 
-    def execute(self, engine: Engine, x: Any, y: Any) -> ExecResult:
+    def execute(self, engine: Engine, x: Any, y: Any, stream: int | None = None) -> ExecResult:
         from ..kernels import BLOCK_SIZE, grid_size
 
         drv = driver.api()
@@ -133,9 +133,10 @@ class CudaReferenceBackend:
         ]
         params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
         errors: list[str] = []
-        stream = None
+        own = stream is None  # a stream of its own: made, synchronised and destroyed here
         try:
-            stream = check("cuStreamCreate", drv.cuStreamCreate(1))  # non-blocking stream
+            if own:
+                stream = check("cuStreamCreate", drv.cuStreamCreate(1))  # non-blocking
             total = n * k * p * q
             check(
                 "cuLaunchKernel",
@@ -153,11 +154,12 @@ class CudaReferenceBackend:
                     0,
                 ),
             )
-            check("cuStreamSynchronize", drv.cuStreamSynchronize(stream))
+            if own:
+                check("cuStreamSynchronize", drv.cuStreamSynchronize(stream))
         except CudaError as exc:
             errors.append(str(exc))
         finally:
-            if stream is not None:
+            if own and stream is not None:
                 drv.cuStreamDestroy(stream)
         if errors:
             name = errors[0].split(" returned ")[-1].split(":")[0]

@@ -105,8 +105,10 @@ class TensorRTBackend:
             details={"plan_bytes": len(plan)},
         )
 
-    def execute(self, engine: Engine, x: Any, y: Any) -> ExecResult:
-        """Run once on ``x`` into ``y`` (torch tensors on the device), synchronously."""
+    def execute(self, engine: Engine, x: Any, y: Any, stream: int | None = None) -> ExecResult:
+        """Run once on ``x`` into ``y`` (torch tensors on the device): on a stream of its own,
+        synchronously, or enqueued on the caller's ``stream``, left to the caller to
+        synchronise."""
         from ... import driver
         from ...errors import CudaError
 
@@ -117,7 +119,8 @@ class TensorRTBackend:
             ran_in = driver.describe_current(self.device)
         except CudaError as exc:
             return ExecResult(exc.result_name, False, None, [str(exc)], exc.result_name)
-        stream = None
+        own = stream is None
+        target: Any = None if own else stream  # the stream executed on
         returned: Any = None
         errors: list[str] = []
         try:
@@ -125,14 +128,16 @@ class TensorRTBackend:
                 if not handle.context.set_tensor_address(name, int(tensor.data_ptr())):
                     errors.append(f"set_tensor_address({name!r}) returned False")
             if not errors:
-                stream = driver.check("cuStreamCreate", drv.cuStreamCreate(1))
-                returned = handle.context.execute_async_v3(int(stream))
-                driver.check("cuStreamSynchronize", drv.cuStreamSynchronize(stream))
+                if own:
+                    target = driver.check("cuStreamCreate", drv.cuStreamCreate(1))
+                returned = handle.context.execute_async_v3(int(target))
+                if own:
+                    driver.check("cuStreamSynchronize", drv.cuStreamSynchronize(target))
         except CudaError as exc:
             errors.append(str(exc))
         finally:
-            if stream is not None:
-                drv.cuStreamDestroy(stream)
+            if own and target is not None:
+                drv.cuStreamDestroy(target)
         errors = handle.logger.errors(mark) + errors
         ok = returned is True and not errors
         signature = None if ok else (errors[0] if errors else "execute_async_v3 returned False")
