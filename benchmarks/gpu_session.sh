@@ -8,7 +8,8 @@
 #                its report: on two GPUs the one run where every order, multi-device too, runs),
 #                who_inits (which NVRTC and TensorRT-RTX calls initialise CUDA), installed (the
 #                suite from the wheel in .pkg, from an empty folder, diffed against ./dev matrix),
-#                hazards (benchmarks/probe_hazards.py), per_test (benchmarks/bench_per_test.py),
+#                hazards (benchmarks/probe_hazards.py), hazards_suite (the main job with the
+#                context hazards, with its report), per_test (benchmarks/bench_per_test.py),
 #                trace_bench (the main job with and without --trtctx-trace)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
@@ -113,6 +114,7 @@ step who_inits 90 "${rtx[@]}" bash -c \
 step main 200 python3 benchmarks/bench_matrix.py --cold-only --json "$work/main.json" --out "$work/main"
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
 step hazards 400 python3 benchmarks/probe_hazards.py --json "$work/hazards.json"
+step hazards_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=hazards --trtctx-report="$work/report-hazards.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"
