@@ -356,21 +356,24 @@ class Tracer:
             return f"CUresult({code})"
 
 
-#: The tracer of this process, once started.
+#: The tracer of this process, once started; else why it could not start (asked once).
 TRACER: Tracer | None = None
+WHY_OFF: str | None = None
 
 
 def start(label: str = "") -> tuple[Tracer | None, str | None]:
     """Start this process's tracer (once); (tracer, None), or (None, why it is off)."""
-    global TRACER
+    global TRACER, WHY_OFF
     if TRACER is not None:
         if label:
             TRACER.label = label
         return TRACER, None
+    if WHY_OFF is not None:  # the answer does not change within a process
+        return None, WHY_OFF
     tracer = Tracer()
     tracer.label = label
-    why = tracer.start()
-    if why is not None:
-        return None, why
+    WHY_OFF = tracer.start()
+    if WHY_OFF is not None:
+        return None, WHY_OFF
     TRACER = tracer
     return tracer, None

@@ -213,7 +213,7 @@ def test_a_slow_order_start_is_not_a_hang(pytester: pytest.Pytester) -> None:
 
         _apply = worker.apply_order
 
-        def slow_apply(config, order):
+        def slow_apply(config, order, **kwargs):
             time.sleep(3)
             return _apply(config, order)
 

@@ -63,11 +63,7 @@ def test_every_marker_the_readme_names_exists() -> None:
 
 
 def test_every_order_the_readme_names_exists() -> None:
-    named = set(
-        re.findall(
-            r"`([a-z]+-(?:first|hop|device|stream|capture|destroyed))`", README
-        )
-    )
+    named = set(re.findall(r"`([a-z]+-(?:first|hop|device|stream|capture|destroyed))`", README))
     assert named <= set(SCENARIOS), named - set(SCENARIOS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import linecache
 import sys
 import types
 from pathlib import Path
@@ -77,7 +78,8 @@ class _Frame:
 def test_no_test_code_on_the_stack_gives_the_innermost_line_and_says_so() -> None:
     recipe = str(Path(tracer.__file__).parent / "orders.py")
     stack = _Frame(recipe, "_driver_first", 108, _Frame(json.__file__, "main", 3))
-    assert where_from(stack) == ("orders.py:108 in _driver_first", "", "", False)
+    line = linecache.getline(recipe, 108).strip()
+    assert where_from(stack) == ("orders.py:108 in _driver_first", line, "", False)
     assert where_from(None) == ("?", "", "", False)
 
 
