@@ -32,18 +32,6 @@ from bench_isolation import CONFTEST  # benchmarks/ is this script's folder: sys
 # The stamps of bench_isolation's suite: each test's start and end on the system's monotonic
 # clock (perf_counter_ns is CLOCK_MONOTONIC on Linux), comparable across the workers.
 TEST = """
-import os, time, pytest
-
-@pytest.fixture(autouse=True)
-def _stamp():
-    start = time.monotonic_ns()
-    yield
-    end = time.monotonic_ns()
-    fd = os.open(os.environ["BENCH_STAMPS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.write(fd, f"{start} {end}\\n".encode())
-    os.close(fd)
-"""
-TEST = """
 import torch
 
 def test_tiny(trtctx_order, n):
