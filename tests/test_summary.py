@@ -61,3 +61,20 @@ def test_no_summary_when_no_test_ran_under_an_order(pytester: pytest.Pytester) -
     result.stdout.fnmatch_lines(
         ["trtctx: no order selected: tests run as pytest runs them (select one with *"]
     )
+
+
+def test_the_hazards_have_rows_of_their_own_in_columns_wide_enough(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_passes(trtctx_order): pass")
+    result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=torch-first,hazards")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "order             backend * passed *",
+            "torch-first       auto * 1 *",
+            "foreign-stream    auto * 1 *",
+            "graph-capture     auto * 1 *",
+            "context-destroyed auto * 1 *",
+        ]
+    )
