@@ -42,17 +42,19 @@ class Event:
     result: str = "CUDA_SUCCESS"
     #: The innermost Python line (the plugin's or a library's) when it is not ``where``.
     via: str = ""
+    stream: int = 0  # the stream made, or the stream launched on (0: the default stream)
 
 
 @dataclass(frozen=True)
 class Mismatch:
-    """A launch of a kernel whose module belongs to another context than the current one."""
+    """A launch in another context than the one its kernel's module, or its stream, belongs to."""
 
     launch: Event
-    module: Event  # where its module was loaded
-    home: int  # the module's context
+    module: Event | None  # where its kernel's module was loaded, if seen
+    home: int  # the context the launch needed: the module's, or the stream's
     switch: Event | None  # what made the launch's context current on its thread, if seen
     lookup: Event | None = None  # the kernel's lookup in its module
+    stream: Event | None = None  # the stream's making, when the stream is the one out of place
 
 
 class Timeline:
@@ -91,34 +93,47 @@ class Timeline:
         loaded: dict[int, Event] = {}  # module -> its load
         module_of: dict[int, int] = {}  # function -> module
         lookups: dict[int, Event] = {}  # function -> its lookup
+        streams: dict[int, Event] = {}  # stream -> its making
         last_switch: dict[str, Event] = {}  # thread -> what last made a context current there
         found = []
         for index, event in enumerate(self.events):
-            if event.kind == "module":
+            if event.kind == "stream" and event.stream:
+                streams[event.stream] = event
+            elif event.kind == "module":
                 loaded[event.module] = event
             elif event.kind == "function":
                 module_of[event.function] = event.module
                 lookups[event.function] = event
             elif event.kind == "current":
                 last_switch[event.thread] = event
-            elif event.kind == "launch":
+            elif event.kind == "launch" and index >= since:
                 load = loaded.get(module_of.get(event.function, event.module))
-                if load is not None and load.context != event.context and index >= since:
-                    switch = last_switch.get(event.thread)
-                    lookup = lookups.get(event.function)
+                switch = last_switch.get(event.thread)
+                lookup = lookups.get(event.function)
+                if load is not None and load.context != event.context:
                     found.append(Mismatch(event, load, load.context, switch, lookup))
+                made = streams.get(event.stream)
+                if made is not None and made.context != event.context:
+                    found.append(Mismatch(event, load, made.context, switch, lookup, made))
         return found
 
     def explain(self, mismatch: Mismatch) -> str:
         """The mismatch in one sentence, with the lines that did each part."""
         launch, load, switch = mismatch.launch, mismatch.module, mismatch.switch
         kernel = f"kernel `{launch.name}`" if launch.name else "a kernel"
-        text = (
-            f"{kernel} of the module loaded {_at(load)} in context "
-            f"{self.describe(mismatch.home)} was launched {_at(launch)}"
-            + (f" on thread {launch.thread}" if launch.thread != load.thread else "")
-            + f" while context {self.describe(launch.context)} was current"
-        )
+        home = self.describe(mismatch.home)
+        origin = mismatch.stream or load
+        if mismatch.stream is not None:  # the stream is another context's
+            text = (
+                f"{kernel} was launched {_at(launch)} on a stream made {_at(mismatch.stream)} "
+                f"in context {home}"
+            )
+        else:
+            loaded = f" of the module loaded {_at(load)}" if load is not None else ""
+            text = f"{kernel}{loaded} in context {home} was launched {_at(launch)}"
+        if origin is not None and launch.thread != origin.thread:
+            text += f" on thread {launch.thread}"
+        text += f" while context {self.describe(launch.context)} was current"
         if switch is not None and switch.context == launch.context:
             by = f"{_api(switch.api)} {_at(switch)}"
             if switch.code:
@@ -137,7 +152,7 @@ class Timeline:
         keep: set[int] = set(range(since, min(len(self.events), since + MAX_EVENTS)))
         index = {id(event): i for i, event in enumerate(self.events)}
         for m in found:
-            rests_on = [m.launch, m.module, m.lookup, m.switch]
+            rests_on = [m.launch, m.module, m.lookup, m.switch, m.stream]
             rests_on += [self.created.get(c) for c in (m.home, m.launch.context)]
             keep.update(index[id(e)] for e in rests_on if e is not None and id(e) in index)
         out = []

@@ -41,13 +41,17 @@ PRIMARY_CALLS = ("cuDevicePrimaryCtxRetain",)
 RESET_CALLS = ("cuDevicePrimaryCtxReset_v2", "cuCtxDestroy_v2")
 MODULE_CALLS = ("cuModuleLoad", "cuModuleLoadData", "cuModuleLoadDataEx", "cuModuleLoadFatBinary")
 FUNCTION_CALLS = ("cuModuleGetFunction",)
-LAUNCH_CALLS: dict[str, int] = {
-    "cuLaunchKernel": 0,
-    "cuLaunchKernel_ptsz": 0,
-    "cuLaunchCooperativeKernel": 0,
-    "cuLaunchCooperativeKernel_ptsz": 0,
-    "cuLaunchKernelEx": 8,  # (const CUlaunchConfig *config, CUfunction f, ...)
-    "cuLaunchKernelEx_ptsz": 8,
+#: Launches: where the CUfunction and the stream sit in the call's parameter struct. The
+#: classic launches take (CUfunction f, 7 unsigned ints, CUstream hStream, ...): the stream at 40
+#: after padding; the Ex launches take (const CUlaunchConfig *config, CUfunction f, ...), whose
+#: config holds 7 unsigned ints and then the stream, at 32.
+LAUNCH_CALLS: dict[str, tuple[int, int, bool]] = {  # name -> (f offset, stream offset, in config)
+    "cuLaunchKernel": (0, 40, False),
+    "cuLaunchKernel_ptsz": (0, 40, False),
+    "cuLaunchCooperativeKernel": (0, 40, False),
+    "cuLaunchCooperativeKernel_ptsz": (0, 40, False),
+    "cuLaunchKernelEx": (8, 32, True),
+    "cuLaunchKernelEx_ptsz": (8, 32, True),
 }
 STREAM_CALLS = ("cuStreamCreate", "cuStreamCreateWithPriority")
 DRIVER_CALLS = (
@@ -262,11 +266,14 @@ class Tracer:
         result = ctypes.c_int.from_address(returned).value if returned else 0
         failed = "" if result == 0 else self._result_name(result)
         if name in LAUNCH_CALLS:
-            function = _deref(params + LAUNCH_CALLS[name]) if params else 0
+            at_f, at_stream, in_config = LAUNCH_CALLS[name]
+            function = _deref(params + at_f) if params else 0
             known = self.functions.get(function)
             if known is None:
                 self.untraced_launches += 1
                 return
+            base = _deref(params) if in_config else params
+            stream = _deref(base + at_stream) if base else 0
             self._add(
                 "launch",
                 context,
@@ -275,6 +282,7 @@ class Tracer:
                 function=function,
                 kernel=known[1],
                 result=failed,
+                stream=stream,
             )
         elif name in MODULE_CALLS:
             module = _deref(_deref(params)) if params and not failed else 0
@@ -298,8 +306,9 @@ class Tracer:
             self._switch(thread, context, name)
         elif name in RESET_CALLS:
             self._add("destroyed", context, name, result=failed)
-        elif name in STREAM_CALLS:
-            self._add("stream", context, name, result=failed)
+        elif name in STREAM_CALLS:  # (CUstream *phStream, unsigned int flags, ...)
+            stream = _deref(_deref(params)) if params and not failed else 0
+            self._add("stream", context, name, result=failed, stream=stream)
         else:  # made current: the context, as the call left it
             self._switch(thread, context, name)
 
@@ -319,6 +328,7 @@ class Tracer:
         kernel: str = "",
         primary_of: int | None = None,
         result: str = "",
+        stream: int = 0,
     ) -> None:
         if len(self.events) >= MAX_PROCESS_EVENTS and not (
             kind == "launch" and self.homes.get(module, context) != context
@@ -344,6 +354,7 @@ class Tracer:
                 primary_of=primary_of,
                 result=result or "CUDA_SUCCESS",
                 via=via,
+                stream=stream,
             )
         )
 

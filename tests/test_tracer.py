@@ -186,6 +186,36 @@ def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it() -> None:
     assert mismatch.launch.module == MODULE and mismatch.launch.name == "scale"
 
 
+def test_a_launch_on_a_stream_of_another_context_is_named_with_the_streams_making() -> None:
+    """The foreign-stream hazard as the callback sees it: the kernel's module is the current
+    context's, its stream was made in another context (NVIDIA/TensorRT#4191)."""
+    cupti = pytest.importorskip(
+        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
+    )
+    traced = tracer.Tracer()
+    traced.bind(cupti)
+    drive = Driver(cupti, traced)
+    drive.call("cuCtxCreate_v4", CREATED, during=lambda: drive.created(CREATED))
+    _stream, stream_out = pointer_to(0x8800)
+    drive.call("cuStreamCreate", CREATED, (ctypes.c_void_p * 2)(stream_out.value, 1))
+    drive.call("cuCtxSetCurrent", PRIMARY, (ctypes.c_void_p * 1)(PRIMARY))
+    _module, module_out = pointer_to(MODULE)
+    drive.call("cuModuleLoadData", PRIMARY, (ctypes.c_void_p * 2)(module_out.value, 0))
+    _function, function_out = pointer_to(FUNCTION)
+    drive.call("cuModuleGetFunction", PRIMARY, (ctypes.c_void_p * 3)(function_out.value, MODULE))
+    launch = (ctypes.c_void_p * 11)(FUNCTION)
+    launch[5] = 0x8800  # hStream, at offset 40 after f and seven unsigned ints
+    drive.call("cuLaunchKernel", PRIMARY, launch, result=400)
+    timeline = Timeline(traced.events)
+    (mismatch,) = timeline.mismatches()
+    line = f"{Path(__file__).name}:{Driver.LINE}"
+    assert timeline.explain(mismatch).startswith(
+        f"a kernel was launched at {line} on a stream made at {line} in context #1 (created by "
+        f"cuCtxCreate at {Path(__file__).name}:{Driver.RESOURCE_LINE}) while context #2 was "
+        "current, made current by cuCtxSetCurrent at"
+    )
+
+
 def test_past_the_bound_only_launches_in_another_context_are_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
