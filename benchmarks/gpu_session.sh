@@ -29,15 +29,17 @@ pack() { tar -czf "$out/results.tgz" -C "$work" .; }
 die() { echo "gpu_session: $*" >&2; exit 1; }
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$work/install.log" 2>&1 \
     || { cat "$work/install.log"; die "installing this package failed"; }
-# The wheel from .pkg, first on PYTHONPATH, run from an empty folder.
+# The wheel from .pkg, first on PYTHONPATH, run from an empty folder (a function: step runs it
+# through bash -c, so it is exported; its arguments are the work folder and the extra site).
 installed() {
-    local inst=/tmp/trtctx-installed empty
+    local work=$1 site=$2 inst=/tmp/trtctx-installed empty
     empty=$(mktemp -d /tmp/trtctx-empty.XXXX)
     rm -rf "$inst" && python3 -m pip install -q --no-index --no-deps --target "$inst" .pkg/*.whl || return
     (cd "$empty" && PYTHONPATH="$inst${site:+:$site}" python3 -c "import pytest_trtctx; print('imported from', pytest_trtctx.__file__)" \
         && PYTHONPATH="$inst${site:+:$site}" python3 -m pytest --pyargs pytest_trtctx.suite --trtctx-order=all \
             --trtctx-isolate=order --trtctx-prebuild -p no:cacheprovider -q --trtctx-report="$work/report-installed.json")
 }
+export -f installed
 site=
 if [ -d .whl ]; then
     site=/tmp/site
@@ -86,9 +88,9 @@ step() {  # step NAME SECONDS COMMAND...
 # The suite installed from its wheel, from an empty folder (the editable install of this checkout
 # is on the path too, after PYTHONPATH: the log shows which one was imported), as ./dev matrix
 # runs it; its report is diffed against ./dev matrix's of the same session (step matrix).
-step installed 200 installed
+step installed 200 bash -c 'installed "$@"' _ "$work" "$site"
 step matrix 120 "${rtx[@]}" ./dev matrix -q --trtctx-report="$work/report-matrix.json"
-step installed_diff 20 bash -c "pytest-trtctx diff '$work/report-matrix.json' '$work/report-installed.json' --markdown > '$work/diff-matrix-vs-installed.md'"
+step installed_diff 20 bash -c "pytest-trtctx diff --ignore-folders '$work/report-matrix.json' '$work/report-installed.json' --markdown > '$work/diff-matrix-vs-installed.md'"
 # The README's test command, all of the plugin's tests, with TensorRT-RTX where carried (on two
 # H100s this found what CI cannot: context creation under 32 workers outlasting a test timeout).
 step tests 240 "${rtx[@]}" ./dev test -q -rs -p no:cacheprovider

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,39 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def compare(old: dict[str, Any], new: dict[str, Any], *, strict_hashes: bool = False) -> Diff:
+def without_folders(nodeid: str) -> str:
+    """A test as it is named wherever its file was collected from (a clone's folder, an
+    installed package's): ``tests/regression/test_m.py::test[x]`` is ``test_m.py::test[x]``."""
+    path, sep, rest = nodeid.partition("::")
+    return path.rsplit("/", 1)[-1] + sep + rest
+
+
+def _by(
+    tests: list[dict[str, Any]], named: Callable[[str], str], where: str
+) -> dict[str, dict[str, Any]]:
+    """The tests of a report by the name they are compared under."""
+    out: dict[str, dict[str, Any]] = {}
+    for test in tests:
+        name = named(test["nodeid"])
+        if name in out:
+            raise ReportError(
+                f"{where}: {out[name]['nodeid']} and {test['nodeid']} are both {name!r} "
+                "without their folders: compare them with their folders (no --ignore-folders)"
+            )
+        out[name] = test
+    return out
+
+
+def compare(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    *,
+    strict_hashes: bool = False,
+    ignore_folders: bool = False,
+    names: tuple[str, str] = ("old", "new"),
+) -> Diff:
+    """What changed from ``old`` to ``new``; tests are matched by node id, or with
+    ``ignore_folders`` by file name and test (ReportError where that names two tests alike)."""
     diff = Diff(strict_hashes=strict_hashes)
     a: dict[str, Any] = {}
     b: dict[str, Any] = {}
@@ -111,8 +143,8 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, strict_hashes: bool = F
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             diff.environment.append((key, a.get(key), b.get(key)))
-    before = {t["nodeid"]: t for t in old["tests"]}
-    after = {t["nodeid"]: t for t in new["tests"]}
+    named = without_folders if ignore_folders else str
+    before, after = _by(old["tests"], named, names[0]), _by(new["tests"], named, names[1])
     diff.added = sorted(set(after) - set(before))
     diff.removed = sorted(set(before) - set(after))
     for nodeid in sorted(set(before) & set(after)):
@@ -317,6 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="an output hash that changed with the environment (an upgrade) is a regression too",
     )
+    d.add_argument(
+        "--ignore-folders",
+        action="store_true",
+        help="match tests by file name and test, not by the folder they were collected from "
+        "(a clone's tests/regression against the installed package's suite)",
+    )
     m = sub.add_parser("merge", help="combine reports of one environment (one per CI job)")
     m.add_argument("reports", type=Path, nargs="+")
     m.add_argument("-o", "--output", type=Path, required=True)
@@ -339,10 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         old, new = load(args.old), load(args.new)
+        diff = compare(
+            old,
+            new,
+            strict_hashes=args.strict_hashes,
+            ignore_folders=args.ignore_folders,
+            names=(str(args.old), str(args.new)),
+        )
     except ReportError as exc:
         print(f"pytest-trtctx diff: {exc}", file=sys.stderr)
         return 2
-    diff = compare(old, new, strict_hashes=args.strict_hashes)
     sys.stdout.write(render(diff, str(args.old), str(args.new), markdown=args.markdown))
     return 1 if diff.regressed else 0
 

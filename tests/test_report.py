@@ -132,6 +132,31 @@ def test_diff_newly_passing_and_environment(tmp_path: Path, capsys: pytest.Captu
     assert "driver: '580.1' -> '590.2'" in text
 
 
+def test_a_clone_run_and_an_installed_run_compare_without_their_folders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """./dev matrix collects tests/regression/..., the installed suite test_conv_matrix.py...:
+    by node id they share nothing; --ignore-folders compares them test by test."""
+    base = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION, "environment": {}}
+    test = "test_conv_matrix.py::test_conv[torch-first-k3]"
+    clone = dict(base, tests=[{"nodeid": f"tests/regression/{test}", "outcome": "passed"}])
+    installed = dict(base, tests=[{"nodeid": test, "outcome": "failed", "signature": "boom"}])
+    (tmp_path / "clone.json").write_text(json.dumps(clone))
+    (tmp_path / "installed.json").write_text(json.dumps(installed))
+    args = ["diff", str(tmp_path / "clone.json"), str(tmp_path / "installed.json")]
+    assert cli_main(args) == 0  # nothing in common: no regression, and it says so
+    assert "compared: 0 tests in both" in capsys.readouterr().out
+    assert cli_main([*args, "--ignore-folders"]) == 1
+    text = capsys.readouterr().out
+    assert "compared: 1 tests in both" in text and test in text and "boom" in text
+
+    twice = dict(base, tests=[{"nodeid": f"a/{test}"}, {"nodeid": f"b/{test}"}])
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    assert cli_main(["diff", str(tmp_path / "twice.json"), *args[2:], "--ignore-folders"]) == 2
+    error = capsys.readouterr().err
+    assert f"a/{test} and b/{test} are both {test!r} without their folders" in error
+
+
 def test_diff_hash_changes_with_the_environment_count_only_when_strict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
