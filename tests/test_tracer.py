@@ -345,7 +345,7 @@ def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> No
         tmp_path, "traced", "torch-first,driver-first,thread-hop",
         "k1s1d1g1_f32_b1_17x19 or k3s2d1g1_f16_b1_17x19", "--trtctx-trace",
     )  # fmt: skip
-    conv = [t for t in report["tests"] if "test_conv[" in t["nodeid"] and t["order"]]
+    conv = [t for t in report["tests"] if "::test_conv" in t["nodeid"] and t["order"]]
     assert conv and all(t["trace"]["on"] for t in conv)
     for test in conv:
         said = test["trace"]["mismatches"]
