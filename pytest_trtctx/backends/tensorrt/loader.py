@@ -99,12 +99,14 @@ def _apply_options(
             )
         mark = logger.mark()
         config.hardware_compatibility_level = level
-        if config.hardware_compatibility_level != level:
+        # Read back once: TensorRT-RTX's getter is an unsupported path too (it logs an error),
+        # and a second read once crashed the process (SIGSEGV).
+        got = config.hardware_compatibility_level
+        if got != level:
             said = "; ".join(logger.warnings(mark) + logger.errors(mark)) or "no message"
             raise BackendUnavailable(
                 f"{trt.__name__} {module_version(trt)} ignores hardware_compatibility_level="
-                f"{hardware_compatibility} (it reads back "
-                f"{config.hardware_compatibility_level}); the library said: {said}"
+                f"{hardware_compatibility} (it reads back {got}); the library said: {said}"
             )
 
 
