@@ -148,28 +148,54 @@ def pointer_to(value: int) -> Any:
     return box, ctypes.c_void_p(ctypes.addressof(box))
 
 
-def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it() -> None:
-    """NVIDIA/TensorRT#4335's calls fed to the callback as CUPTI passes them (the driver's
-    parameter structs, the result behind a pointer): the sentence names each line."""
+class Calls(Driver):
+    """The calls an engine's life makes, each as the driver passes its parameters."""
+
+    def out(self, value: int) -> int:
+        box, out = pointer_to(value)
+        self.keep += [box, out]
+        return int(out.value or 0)
+
+    def load(self, module: int, context: int) -> None:
+        self.call("cuModuleLoadData", context, (ctypes.c_void_p * 2)(self.out(module), 0))
+
+    def lookup(self, function: int, module: int, context: int, name: bytes = b"") -> None:
+        text = ctypes.c_char_p(name)
+        self.keep.append(text)
+        params = (ctypes.c_void_p * 3)(
+            self.out(function), module, ctypes.cast(text, ctypes.c_void_p)
+        )
+        self.call("cuModuleGetFunction", context, params)
+
+    def launch(self, function: int, context: int, stream: int = 0, result: int = 0) -> None:
+        params = (ctypes.c_void_p * 11)(function)
+        params[5] = stream  # hStream, at offset 40 after f and seven unsigned ints
+        self.call("cuLaunchKernel", context, params, result=result)
+
+
+@pytest.fixture
+def drive() -> Calls:
+    """A fresh tracer, fed through :class:`Calls` (with the real ``cupti`` callback ids)."""
     cupti = pytest.importorskip(
         "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
     )
     traced = tracer.Tracer()
     traced.bind(cupti)
-    drive = Driver(cupti, traced)
+    return Calls(cupti, traced)
+
+
+def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it(drive: Calls) -> None:
+    """NVIDIA/TensorRT#4335's calls fed to the callback as CUPTI passes them (the driver's
+    parameter structs, the result behind a pointer): the sentence names each line."""
     drive.call("cuCtxCreate_v4", CREATED, during=lambda: drive.created(CREATED))
-    _module, module_out = pointer_to(MODULE)
-    drive.call("cuModuleLoadData", CREATED, (ctypes.c_void_p * 2)(module_out.value, 0))
-    _function, function_out = pointer_to(FUNCTION)
-    name = ctypes.c_char_p(b"scale")
-    lookup = (ctypes.c_void_p * 3)(function_out.value, MODULE, ctypes.cast(name, ctypes.c_void_p))
-    drive.call("cuModuleGetFunction", CREATED, lookup)
-    _primary, primary_out = pointer_to(PRIMARY)
-    retain = (ctypes.c_void_p * 2)(primary_out.value, 0)  # (CUcontext *pctx, CUdevice dev = 0)
+    drive.load(MODULE, CREATED)
+    drive.lookup(FUNCTION, MODULE, CREATED, b"scale")
+    retain = (ctypes.c_void_p * 2)(drive.out(PRIMARY), 0)  # (CUcontext *pctx, CUdevice dev = 0)
     drive.call("cuDevicePrimaryCtxRetain", CREATED, retain)
     drive.call("cuCtxSetCurrent", PRIMARY, (ctypes.c_void_p * 1)(PRIMARY))
-    drive.call("cuLaunchKernel", PRIMARY, (ctypes.c_void_p * 11)(FUNCTION), result=400)
-    drive.call("cuLaunchKernel", PRIMARY, (ctypes.c_void_p * 11)(OTHER))  # torch's own kernel
+    drive.launch(FUNCTION, PRIMARY, result=400)
+    drive.launch(OTHER, PRIMARY)  # torch's own kernel
+    traced = drive.tracer
     assert traced.trouble == []
     timeline = Timeline(traced.events)
     (mismatch,) = timeline.mismatches()
@@ -186,27 +212,18 @@ def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it() -> None:
     assert mismatch.launch.module == MODULE and mismatch.launch.name == "scale"
 
 
-def test_a_launch_on_a_stream_of_another_context_is_named_with_the_streams_making() -> None:
+def test_a_launch_on_a_stream_of_another_context_is_named_with_the_streams_making(
+    drive: Calls,
+) -> None:
     """The foreign-stream hazard as the callback sees it: the kernel's module is the current
     context's, its stream was made in another context (NVIDIA/TensorRT#4191)."""
-    cupti = pytest.importorskip(
-        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
-    )
-    traced = tracer.Tracer()
-    traced.bind(cupti)
-    drive = Driver(cupti, traced)
     drive.call("cuCtxCreate_v4", CREATED, during=lambda: drive.created(CREATED))
-    _stream, stream_out = pointer_to(0x8800)
-    drive.call("cuStreamCreate", CREATED, (ctypes.c_void_p * 2)(stream_out.value, 1))
+    drive.call("cuStreamCreate", CREATED, (ctypes.c_void_p * 2)(drive.out(0x8800), 1))
     drive.call("cuCtxSetCurrent", PRIMARY, (ctypes.c_void_p * 1)(PRIMARY))
-    _module, module_out = pointer_to(MODULE)
-    drive.call("cuModuleLoadData", PRIMARY, (ctypes.c_void_p * 2)(module_out.value, 0))
-    _function, function_out = pointer_to(FUNCTION)
-    drive.call("cuModuleGetFunction", PRIMARY, (ctypes.c_void_p * 3)(function_out.value, MODULE))
-    launch = (ctypes.c_void_p * 11)(FUNCTION)
-    launch[5] = 0x8800  # hStream, at offset 40 after f and seven unsigned ints
-    drive.call("cuLaunchKernel", PRIMARY, launch, result=400)
-    timeline = Timeline(traced.events)
+    drive.load(MODULE, PRIMARY)
+    drive.lookup(FUNCTION, MODULE, PRIMARY)
+    drive.launch(FUNCTION, PRIMARY, stream=0x8800, result=400)
+    timeline = Timeline(drive.tracer.events)
     (mismatch,) = timeline.mismatches()
     line = f"{Path(__file__).name}:{Driver.LINE}"
     assert timeline.explain(mismatch).startswith(
@@ -217,33 +234,20 @@ def test_a_launch_on_a_stream_of_another_context_is_named_with_the_streams_makin
 
 
 def test_past_the_bound_only_launches_in_another_context_are_kept(
-    monkeypatch: pytest.MonkeyPatch,
+    drive: Calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cupti = pytest.importorskip(
-        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
-    )
     monkeypatch.setattr(tracer, "MAX_PROCESS_EVENTS", 10)
-    traced = tracer.Tracer()
-    traced.bind(cupti)
-    drive = Driver(cupti, traced)
-    _module, module_out = pointer_to(MODULE)
-    drive.call("cuModuleLoadData", CREATED, (ctypes.c_void_p * 2)(module_out.value, 0))
-    _function, function_out = pointer_to(FUNCTION)
-    lookup = (ctypes.c_void_p * 3)(function_out.value, MODULE, 0)
-    drive.call("cuModuleGetFunction", CREATED, lookup)
+    drive.load(MODULE, CREATED)
+    drive.lookup(FUNCTION, MODULE, CREATED)
     for _ in range(50):  # in the module's own context: fine, and past the bound dropped
-        drive.call("cuLaunchKernel", CREATED, (ctypes.c_void_p * 11)(FUNCTION))
-    drive.call("cuLaunchKernel", PRIMARY, (ctypes.c_void_p * 11)(FUNCTION), result=400)
-    assert len(traced.events) == 11 and traced.dropped == 42
-    assert len(Timeline(traced.events).mismatches()) == 1
+        drive.launch(FUNCTION, CREATED)
+    drive.launch(FUNCTION, PRIMARY, result=400)
+    assert len(drive.tracer.events) == 11 and drive.tracer.dropped == 42
+    assert len(Timeline(drive.tracer.events).mismatches()) == 1
 
 
-def test_the_callback_never_raises_into_the_driver() -> None:
-    cupti = pytest.importorskip(
-        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
-    )
-    traced = tracer.Tracer()
-    traced.bind(cupti)
+def test_the_callback_never_raises_into_the_driver(drive: Calls) -> None:
+    traced = drive.tracer
     domain, cbid = next(k for k, v in traced._names.items() if v == "cuLaunchKernel")
     traced._callback(None, domain, cbid, object())  # no fields at all: counted, not raised
     assert len(traced.trouble) == 1 and "AttributeError" in traced.trouble[0]
