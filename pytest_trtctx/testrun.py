@@ -68,11 +68,12 @@ class _Traced:
         from .trace import Timeline
 
         timeline = Timeline(self.tracer.events)
-        said = [timeline.explain(m) for m in timeline.mismatches(self.since)]
+        found = timeline.mismatches(self.since)
+        said = [timeline.explain(m) for m in found]
         return {
             "on": True,
             "mismatches": list(dict.fromkeys(said)),
-            "events": timeline.record(self.since),
+            "events": timeline.record(self.since, found),
             "untraced_launches": self.tracer.untraced_launches,
             "dropped": self.tracer.dropped,
             "trouble": list(self.tracer.trouble),

@@ -143,12 +143,14 @@ class Timeline:
             text += f"; the launch returned {launch.result}"
         return text
 
-    def record(self, since: int = 0) -> list[dict[str, Any]]:
+    def record(self, since: int = 0, found: list[Mismatch] | None = None) -> list[dict[str, Any]]:
         """The timeline of a test for its report (the test's events from index ``since`` of a
         process's timeline): what each of its mismatches rests on (the contexts' making, the
         module's load, the switch), then its own events up to :data:`MAX_EVENTS`, then every
-        mismatching launch past that bound; in timeline order, contexts by name."""
-        found = self.mismatches(since)
+        mismatching launch past that bound; in timeline order, contexts by name. ``found``:
+        the test's mismatches, where the caller has them already."""
+        if found is None:
+            found = self.mismatches(since)
         keep: set[int] = set(range(since, min(len(self.events), since + MAX_EVENTS)))
         index = {id(event): i for i, event in enumerate(self.events)}
         for m in found:
