@@ -224,15 +224,10 @@ def _prebuild(item: pytest.Item, order: str, state: Any) -> None:
         except BackendUnavailable:
             continue  # its test skips with the reason, as without prebuilding
         wanted.append((backend, found[1]))
-    from . import tracer
+    from .tracer import labelled
 
-    if tracer.TRACER is not None:
-        tracer.TRACER.label = f"the {order} order's prebuilt engines (--trtctx-prebuild)"
-    try:
+    with labelled(f"the {order} order's prebuilt engines (--trtctx-prebuild)"):
         prebuild(state, wanted, settings_of(item.config).cache_dir.value)
-    finally:
-        if tracer.TRACER is not None:
-            tracer.TRACER.label = ""
 
 
 def _prebuilt(item: pytest.Item) -> bool:

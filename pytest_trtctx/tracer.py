@@ -23,14 +23,17 @@ Importing this module imports no CUDA: ``cupti`` is imported by :func:`start`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import sys
 import sysconfig
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .driver import result_name
 from .trace import Event
 
 #: Driver calls subscribed to, by what they tell: made current, created, module, function,
@@ -223,10 +226,6 @@ class Tracer:
                 self.trouble.append(f"unsubscribe: {type(exc).__name__}: {exc}")
         self._subscriber = None
 
-    @property
-    def active(self) -> bool:
-        return self._subscriber is not None
-
     # The callback ----------------------------------------------------------------------------
     def _callback(self, _userdata: Any, domain: Any, cbid: Any, cbdata: Any) -> None:
         try:
@@ -264,7 +263,7 @@ class Tracer:
         params = _deref(data + PARAMS_OFFSET)
         returned = _deref(data + RETURN_OFFSET)  # a CUresult (an int) on the way out
         result = ctypes.c_int.from_address(returned).value if returned else 0
-        failed = "" if result == 0 else self._result_name(result)
+        failed = "" if result == 0 else result_name(result)
         if name in LAUNCH_CALLS:
             at_f, at_stream, in_config = LAUNCH_CALLS[name]
             function = _deref(params + at_f) if params else 0
@@ -358,31 +357,34 @@ class Tracer:
             )
         )
 
-    def _result_name(self, code: int) -> str:
-        try:
-            from cuda.bindings import driver
-
-            return str(driver.CUresult(code).name)
-        except Exception:
-            return f"CUresult({code})"
-
 
 #: The tracer of this process, once started; else why it could not start (asked once).
 TRACER: Tracer | None = None
 WHY_OFF: str | None = None
 
 
-def start(label: str = "") -> tuple[Tracer | None, str | None]:
+@contextlib.contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """What the plugin is doing meanwhile (an order's recipe, prebuilding), as events with no
+    test code on the stack are named; nothing where no tracer runs."""
+    if TRACER is None:
+        yield
+        return
+    TRACER.label = label
+    try:
+        yield
+    finally:
+        TRACER.label = ""
+
+
+def start() -> tuple[Tracer | None, str | None]:
     """Start this process's tracer (once); (tracer, None), or (None, why it is off)."""
     global TRACER, WHY_OFF
     if TRACER is not None:
-        if label:
-            TRACER.label = label
         return TRACER, None
     if WHY_OFF is not None:  # the answer does not change within a process
         return None, WHY_OFF
     tracer = Tracer()
-    tracer.label = label
     WHY_OFF = tracer.start()
     if WHY_OFF is not None:
         return None, WHY_OFF

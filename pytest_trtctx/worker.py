@@ -68,8 +68,8 @@ def apply_order(
     clean, why = probe.cuda_untouched(nvml_ok=True)
     blocked = "" if clean else MSG_CUDA_TOUCHED.format(why=why, culprit=culprit or "unknown")
     if trace and clean and info.has_gpu:  # after the proof: subscribing may load the driver
-        tracer.start(label=f"the {order} order's recipe")
-    try:
+        tracer.start()
+    with tracer.labelled(f"the {order} order's recipe"):
         return orders.apply(
             order,
             settings.device.value,
@@ -78,9 +78,6 @@ def apply_order(
             names=", ".join(d.name for d in info.devices) or "none",
             blocked=blocked,
         )
-    finally:
-        if tracer.TRACER is not None:
-            tracer.TRACER.label = ""
 
 
 def state_for(order: str) -> orders.OrderState:
