@@ -8,7 +8,8 @@ the output was written, the exit status and the end of stderr. Run on a GPU host
     python benchmarks/probe_hazards.py [SCENARIO ...] [--json out.json]
 
 Scenarios: fork_after_cuinit, fork_after_torch, foreign_stream, graph_capture, context_destroyed,
-primary_reset, lazy_stall (CUDA_MODULE_LOADING=LAZY), lazy_stall_eager (=EAGER).
+primary_reset, lazy_stall (CUDA_MODULE_LOADING=LAZY), lazy_stall_eager (=EAGER), and the same
+for a kernel of a library (cuLibraryLoadData): lazy_stall_library, lazy_stall_library_eager.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def cubin(log: list[str]) -> bytes:
     from cuda.bindings import nvrtc
 
     d = cu()
+    call(log, "cuInit", d.cuInit(0))  # the device's attributes need it
     dev = call(log, "cuDeviceGet", d.cuDeviceGet(0))
     attr = d.CUdevice_attribute
     major = call(
@@ -281,21 +283,28 @@ def primary_reset() -> dict[str, Any]:
     return {"log": log}
 
 
-def lazy_stall() -> dict[str, Any]:
-    """A persistent kernel polls a host-mapped flag on one stream; another thread's first launch
-    of a kernel of a module loaded but never launched yet. The flag is set only after that
-    launch returns: under lazy loading the launch may wait for the device, i.e. forever."""
+def lazy_stall(kind: str) -> dict[str, Any]:
+    """A persistent kernel polls a host-mapped flag on one stream; another thread then looks up
+    and launches a kernel never used yet: of a module loaded earlier (``kind`` "module": under
+    lazy loading cuModuleGetFunction loads it), or of a library (``kind`` "library",
+    cuLibraryLoadData, as the CUDA runtime loads its own kernels: loaded into the context at
+    the first launch). The flag is set only after that thread is done or 10 s have passed:
+    where loading waits for the device to drain, the thread waits for ever."""
     log: list[str] = [f"CUDA_MODULE_LOADING={os.environ.get('CUDA_MODULE_LOADING', '(unset)')}"]
     d = cu()
-    call(log, "cuInit", d.cuInit(0))
+    data = cubin(log)
     dev = call(log, "cuDeviceGet", d.cuDeviceGet(0))
     ctx = call(log, "cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain(dev))
     call(log, "cuCtxSetCurrent", d.cuCtxSetCurrent(ctx))
-    data = cubin(log)
     spin_mod = call(log, "cuModuleLoadData spin", d.cuModuleLoadData(data))
     spin = call(log, "cuModuleGetFunction spin", d.cuModuleGetFunction(spin_mod, b"spin"))
-    other_mod = call(log, "cuModuleLoadData other", d.cuModuleLoadData(data))
-    other = call(log, "cuModuleGetFunction other", d.cuModuleGetFunction(other_mod, b"other"))
+    if kind == "library":
+        lib = call(
+            log, "cuLibraryLoadData", d.cuLibraryLoadData(data, None, None, 0, None, None, 0)
+        )
+        kernel = call(log, "cuLibraryGetKernel other", d.cuLibraryGetKernel(lib, b"other"))
+    else:
+        other_mod = call(log, "cuModuleLoadData other", d.cuModuleLoadData(data))
     flags = d.CU_MEMHOSTALLOC_DEVICEMAP if hasattr(d, "CU_MEMHOSTALLOC_DEVICEMAP") else 2
     host = call(log, "cuMemHostAlloc", d.cuMemHostAlloc(4, flags))
     ctypes.c_int.from_address(int(host)).value = 0
@@ -306,14 +315,22 @@ def lazy_stall() -> dict[str, Any]:
     params = (ctypes.c_void_p * 1)(ctypes.addressof(fp))
     err = d.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, stream, ctypes.addressof(params), 0)[0]
     log.append(f"launch spin: {name(err)}")
-    done: dict[str, Any] = {}
+    done: dict[str, Any] = {"log": []}
 
     def second() -> None:
-        call(done.setdefault("log", []), "cuCtxSetCurrent (thread)", d.cuCtxSetCurrent(ctx))
+        call(done["log"], "cuCtxSetCurrent (thread)", d.cuCtxSetCurrent(ctx))
+        t0 = time.perf_counter()
+        if kind == "library":
+            function = d.CUfunction(int(kernel))  # a CUkernel launches as a CUfunction
+        else:
+            function = call(
+                done["log"], "cuModuleGetFunction other (thread)",
+                d.cuModuleGetFunction(other_mod, b"other"),
+            )  # fmt: skip
+        done["lookup_s"] = round(time.perf_counter() - t0, 3)
         yp, n = ctypes.c_void_p(int(y)), ctypes.c_int(N)
         ps = (ctypes.c_void_p * 2)(ctypes.addressof(yp), ctypes.addressof(n))
-        t0 = time.perf_counter()
-        e = d.cuLaunchKernel(other, N // 256, 1, 1, 256, 1, 1, 0, 0, ctypes.addressof(ps), 0)[0]
+        e = d.cuLaunchKernel(function, N // 256, 1, 1, 256, 1, 1, 0, 0, ctypes.addressof(ps), 0)[0]
         done["launch"] = name(e)
         done["launch_s"] = round(time.perf_counter() - t0, 3)
 
@@ -334,12 +351,16 @@ SCENARIOS = {
     "graph_capture": graph_capture,
     "context_destroyed": context_destroyed,
     "primary_reset": primary_reset,
-    "lazy_stall": lazy_stall,
-    "lazy_stall_eager": lazy_stall,
+    "lazy_stall": lambda: lazy_stall("module"),
+    "lazy_stall_eager": lambda: lazy_stall("module"),
+    "lazy_stall_library": lambda: lazy_stall("library"),
+    "lazy_stall_library_eager": lambda: lazy_stall("library"),
 }
 ENV = {
     "lazy_stall": {"CUDA_MODULE_LOADING": "LAZY"},
     "lazy_stall_eager": {"CUDA_MODULE_LOADING": "EAGER"},
+    "lazy_stall_library": {"CUDA_MODULE_LOADING": "LAZY"},
+    "lazy_stall_library_eager": {"CUDA_MODULE_LOADING": "EAGER"},
 }
 
 

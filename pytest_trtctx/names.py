@@ -48,6 +48,11 @@ CONTEXT_GONE: Final = (
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 
+#: The attribute of a thread the plugin starts for a test's work (thread-hop runs the engine on
+#: one): the frame that started it. The thread's own stack holds no line of the test, so the
+#: tracer follows this frame to name the test's line for what the thread does.
+STARTED_FROM: Final = "trtctx_started_from"
+
 # Marker names.
 MARK_ORDERS: Final = "trtctx_orders"
 MARK_KNOWN_FAILURE: Final = "trtctx_known_failure"

@@ -32,6 +32,7 @@ context-destroyed  torch-first; each engine built in    after its context was de
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from .names import (
     MSG_TOO_FEW_DEVICES,
     MULTI_DEVICE,
     SCENARIOS,
+    STARTED_FROM,
     THREAD_HOP,
     TORCH_FIRST,
     TRT_FIRST,
@@ -268,6 +270,7 @@ def run_on_thread(fn: Callable[[], T], name: str = "trtctx-exec") -> T:
             box["error"] = exc
 
     thread = threading.Thread(target=target, name=name, daemon=True)
+    setattr(thread, STARTED_FROM, sys._getframe(1))  # the tracer names the caller's line
     thread.start()
     thread.join()
     if "error" in box:

@@ -33,7 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import driver
 from .driver import result_name
+from .names import STARTED_FROM
 from .trace import Event
 
 #: Driver calls subscribed to, by what they tell: made current, created, module, function,
@@ -98,6 +100,9 @@ MSG_WOULD_ADD = (
 )
 
 _PLUGIN = Path(__file__).resolve().parent
+#: Frames never named: this module's, and the driver helper's, whose every line is the same
+#: unwrapping of one call (its caller says what the call was for).
+_UNSAID = frozenset({__file__, driver.__file__})
 _SUITE = _PLUGIN / "suite"
 _LIBRARIES = tuple(
     {
@@ -128,36 +133,46 @@ def _user_code(filename: str) -> bool:
 
 
 def where_from(frame: Any) -> tuple[str, str, str, bool]:
-    """(where, code, via, found) for the Python stack at ``frame``, this module's frames left
-    out: the innermost line of the test's own code and its source, with the innermost line of
-    any Python code (the plugin's or a library's) as ``via`` when that is another one. Where no
-    test code is on the stack (the plugin's own work, an order's recipe), the innermost line and
-    ``found`` False."""
+    """(where, code, via, found) for the Python stack at ``frame``: the innermost line of the
+    test's own code and its source, with the innermost line of any other Python code (the
+    plugin's or a library's) as ``via`` when that is another one. Where no test code is on the
+    stack (the plugin's own work, an order's recipe), the innermost line and ``found`` False."""
     import linecache
 
-    here = __file__
-    while frame is not None and frame.f_code.co_filename == here:
-        frame = frame.f_back
-    inner = frame
-    while frame is not None:
-        code = frame.f_code
-        if _user_code(code.co_filename):
-            where = f"{Path(code.co_filename).name}:{frame.f_lineno}"
-            via = "" if frame is inner else _line(inner)
-            return where, linecache.getline(code.co_filename, frame.f_lineno).strip(), via, True
-        frame = frame.f_back
+    inner = None
+    for f in _frames(frame):
+        filename = f.f_code.co_filename
+        if filename in _UNSAID:
+            continue
+        inner = inner or f
+        if _user_code(filename):
+            via = "" if f is inner else _line(inner)
+            return _short(f), linecache.getline(filename, f.f_lineno).strip(), via, True
     if inner is None:
         return "?", "", "", False
-    return (
-        _line(inner),
-        linecache.getline(inner.f_code.co_filename, inner.f_lineno).strip(),
-        "",
-        False,
-    )
+    code = linecache.getline(inner.f_code.co_filename, inner.f_lineno).strip()
+    return _line(inner), code, "", False
+
+
+def _frames(frame: Any) -> Iterator[Any]:
+    """``frame`` and its callers; on a thread the plugin started for a test's work, on into the
+    frame that started it (names.STARTED_FROM), since that thread's own stack ends in
+    threading."""
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+    frame = getattr(threading.current_thread(), STARTED_FROM, None)
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def _short(frame: Any) -> str:
+    return f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
 
 
 def _line(frame: Any) -> str:
-    return f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} in {frame.f_code.co_name}"
+    return f"{_short(frame)} in {frame.f_code.co_name}"
 
 
 class Tracer:
@@ -168,6 +183,7 @@ class Tracer:
         self.functions: dict[int, tuple[int, str]] = {}  # function -> (module, name)
         self.homes: dict[int, int] = {}  # module -> the context it was loaded in
         self.current: dict[int, int] = {}  # thread ident -> context last seen current
+        self.primaries: set[int] = set()  # primary contexts already named
         self.calls: dict[int, list[str]] = {}  # thread ident -> driver calls in progress
         self.untraced_launches = 0
         self.dropped = 0
@@ -295,15 +311,18 @@ class Tracer:
                 self._add(
                     "function", context, name, module=module, function=function, kernel=kernel
                 )
-        elif name in PRIMARY_CALLS:
-            if params and not failed:
+        elif name in PRIMARY_CALLS:  # said once per primary context: each later retain is
+            if params and not failed:  # only a reference more (torch and backends retain often)
                 primary = _deref(_deref(params))
-                device = ctypes.c_int.from_address(params + 8).value
-                self._add("created", primary, name, primary_of=device)
+                if primary not in self.primaries:
+                    self.primaries.add(primary)
+                    device = ctypes.c_int.from_address(params + 8).value
+                    self._add("created", primary, name, primary_of=device)
         elif name in CREATE_CALLS:
             self._add("created", context, name, result=failed)
             self._switch(thread, context, name)
         elif name in RESET_CALLS:
+            self.primaries.discard(context)  # a reset primary is made anew at its next retain
             self._add("destroyed", context, name, result=failed)
         elif name in STREAM_CALLS:  # (CUstream *phStream, unsigned int flags, ...)
             stream = _deref(_deref(params)) if params and not failed else 0

@@ -7,6 +7,7 @@ import ctypes
 import json
 import linecache
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,6 @@ from typing import Any
 import pytest
 
 from pytest_trtctx import tracer
-from pytest_trtctx.names import CONTEXT_MISMATCH
 from pytest_trtctx.trace import Timeline
 from pytest_trtctx.tracer import MSG_NO_SUBSCRIBE, MSG_WOULD_ADD, where_from
 
@@ -55,12 +55,48 @@ def test_an_event_is_blamed_on_the_tests_own_line_with_the_library_line_under_it
     assert via.endswith(" in deepcopy") and where.startswith(f"{Path(__file__).name}:")
 
 
+def test_work_on_a_thread_the_plugin_started_is_blamed_on_the_line_that_started_it() -> None:
+    """thread-hop runs the engine on a thread of its own, whose stack holds no line of the test:
+    the line named is the test's that started it, with the library line under it."""
+    import copy
+    import functools
+
+    from pytest_trtctx.orders import run_on_thread
+
+    class Probe:
+        def __deepcopy__(self, memo: Any) -> Any:
+            return where_from(sys._getframe(1))  # from copy.deepcopy's own frame
+
+    seen, line = run_on_thread(functools.partial(copy.deepcopy, Probe())), sys._getframe().f_lineno
+    where, code, via, found = seen
+    assert found and where == f"{Path(__file__).name}:{line}", seen
+    assert code.startswith("seen, line = run_on_thread(") and via.endswith(" in deepcopy"), seen
+
+    # A thread started otherwise has only its own stack: nothing of the test's is named.
+    box: list[Any] = []
+    thread = threading.Thread(target=functools.partial(copy.deepcopy, _Unowned(box)))
+    thread.start()
+    thread.join()
+    assert box and box[0][3] is False and box[0][0].startswith("copy.py:"), box
+
+
 def test_the_plugins_own_frames_are_left_out_but_its_suite_is_test_code() -> None:
     package = Path(tracer.__file__).parent
     assert not tracer._user_code(str(package / "runtime.py"))
     assert tracer._user_code(str(package / "suite" / "test_conv_matrix.py"))
     assert not tracer._user_code(json.__file__)
     assert tracer._user_code(__file__)
+
+
+class _Unowned:
+    """Copied on a thread that nothing of the plugin started: says where it was copied from."""
+
+    def __init__(self, box: list[Any]) -> None:
+        self.box = box
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        self.box.append(where_from(sys._getframe(1)))
+        return self
 
 
 class _Code:
@@ -357,11 +393,12 @@ def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> No
             assert said == [], test["nodeid"]
             continue
         assert test["known_failure"]["status"] == "reproduced", test["nodeid"]
-        assert len(said) == 1 and "was launched at test_conv_matrix.py:" in said[0], said
-        assert "in the {}".format(test["order"]) in said[0] and "made current by" in said[0]
-        if test["order"] == "thread-hop":
-            assert "on thread trtctx-exec" in said[0]
-    assert CONTEXT_MISMATCH  # the family the declarations match, unchanged by tracing
+        assert len(said) == 1, said
+        launched, _, switched = said[0].partition(" was current, made current by ")
+        assert "was launched at test_conv_matrix.py:" in launched, said
+        assert "in the {}".format(test["order"]) in launched, said
+        assert " at test_conv_matrix.py:" in switched, said  # the test's line, not the plugin's
+        assert ("on thread trtctx-exec" in launched) == (test["order"] == "thread-hop"), said
 
 
 def _profiler_beside_the_tracer(first: str) -> dict[str, Any]:
