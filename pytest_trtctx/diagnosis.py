@@ -12,6 +12,7 @@ from .names import (
     CONTEXT_DESTROYED,
     DRIVER_FIRST,
     FOREIGN_STREAM,
+    FORK_AFTER_INIT,
     GRAPH_CAPTURE,
     MULTI_DEVICE,
     THREAD_HOP,
@@ -49,6 +50,13 @@ HAZARD_CAUSES = {
         "The engine's context was destroyed while the engine still held kernels and memory "
         "there (a library's cleanup, pycuda's context.detach()): nothing of it can run again. "
         "Fix: keep the context alive for the engine's lifetime (trtctx_fix_context keeps it)."
+    ),
+    FORK_AFTER_INIT: (
+        "The engine ran in a process forked after CUDA was initialised (here only cuInit, as a "
+        "library's import does): a forked child cannot use CUDA, every driver call in it "
+        "returns CUDA_ERROR_NOT_INITIALIZED, and torch's own guard only knows of torch's "
+        "initialisation. Fix: fork before any CUDA call, or start workers with spawn "
+        "(multiprocessing.get_context('spawn')); trtctx_fix_context runs the engine unforked."
     ),
 }
 

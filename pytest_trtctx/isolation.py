@@ -22,8 +22,6 @@ scheduler with ``MockNode``); the real ones, which fork and report, are in :mod:
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,6 +33,7 @@ import pytest
 from . import plan
 from .config import Settings
 from .names import MSG_CRASHED, MSG_HUNG, MSG_STICKY, MSG_WORKER_REPLACED
+from .status import describe_status
 from .worker import Group, group_message
 
 #: Seconds a worker may take to apply its order before it counts as hung, when the test's own
@@ -388,17 +387,3 @@ def when_of(phase: str) -> Literal["setup", "call", "teardown"]:
     if phase == "teardown":
         return "teardown"
     return "setup"
-
-
-def describe_status(status: int | None) -> str:
-    """A wait status in words: ``killed by signal 11 (SIGSEGV)``, ``exited with status 70``."""
-    if status is None:
-        return "its exit status is unknown"
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return f"killed by signal {sig} ({name})"
-    return f"exited with status {os.WEXITSTATUS(status)}"

@@ -23,7 +23,13 @@ ALL_ORDERS: Final = "all"
 FOREIGN_STREAM: Final = "foreign-stream"
 GRAPH_CAPTURE: Final = "graph-capture"
 CONTEXT_DESTROYED: Final = "context-destroyed"
-HAZARDS: Final[tuple[str, ...]] = (FOREIGN_STREAM, GRAPH_CAPTURE, CONTEXT_DESTROYED)
+FORK_AFTER_INIT: Final = "fork-after-init"
+HAZARDS: Final[tuple[str, ...]] = (
+    FOREIGN_STREAM,
+    GRAPH_CAPTURE,
+    CONTEXT_DESTROYED,
+    FORK_AFTER_INIT,
+)
 ALL_HAZARDS: Final = "hazards"
 #: Everything --trtctx-order takes: the init orders, then the hazards.
 SCENARIOS: Final[tuple[str, ...]] = ORDERS + HAZARDS
@@ -45,6 +51,11 @@ CONTEXT_GONE: Final = (
     r"^backend: (CUDA_ERROR_(INVALID_HANDLE|CONTEXT_IS_DESTROYED|INVALID_CONTEXT)$"
     r"|.*context is destroyed)"
 )
+
+#: An engine run in a process forked after CUDA was initialised: the child's driver refuses every
+#: call (CUDA_ERROR_NOT_INITIALIZED), and TensorRT's words for it (NVIDIA/TensorRT#3636:
+#: "Error Code 1: Cuda Runtime (initialization error)").
+CUDA_LOST_IN_FORK: Final = r"^backend: (CUDA_ERROR_NOT_INITIALIZED$|.*initialization error)"
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 

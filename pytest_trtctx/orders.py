@@ -27,13 +27,17 @@ graph-capture      driver-first                         captured by torch.cuda.g
                                                         primary context, then replayed
 context-destroyed  torch-first; each engine built in    after its context was destroyed
                    a context of its own
+fork-after-init    cuInit only (as a library's import   in a child process forked after it
+                   does)
 =================  ==================================  ======================================
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,6 +47,7 @@ from .names import (
     CONTEXT_DESTROYED,
     DRIVER_FIRST,
     FOREIGN_STREAM,
+    FORK_AFTER_INIT,
     GRAPH_CAPTURE,
     MSG_NO_DRIVER,
     MSG_TOO_FEW_DEVICES,
@@ -53,6 +58,7 @@ from .names import (
     TORCH_FIRST,
     TRT_FIRST,
 )
+from .status import describe_status
 
 T = TypeVar("T")
 
@@ -91,6 +97,13 @@ EXPECTED: dict[str, str] = {
         "memory there (NVIDIA/TensorRT#2052, inducer/pycuda#460); the fix is to keep the "
         "context alive for the engine's lifetime (trtctx_fix_context)"
     ),
+    FORK_AFTER_INIT: (
+        "known failure CUDA_ERROR_NOT_INITIALIZED, output never written: the engine runs in a "
+        "child forked after cuInit, where the driver refuses every call, and torch's own "
+        "bad-fork guard saw no initialisation of torch's (NVIDIA/TensorRT#3636, "
+        "pytorch/TensorRT#758, vllm-project/vllm#32611); fixed by running where CUDA was "
+        "initialised (trtctx_fix_context), or forking before it / spawning"
+    ),
 }
 
 
@@ -125,7 +138,7 @@ class OrderState:
         """Whether every test meets this scenario as the first one does: a hazard in how the
         engine is run (a foreign stream, a context destroyed under it) does not wear off once
         torch has initialised, as an init order's switch does."""
-        return self.order in (FOREIGN_STREAM, CONTEXT_DESTROYED)
+        return self.order in (FOREIGN_STREAM, CONTEXT_DESTROYED, FORK_AFTER_INIT)
 
 
 #: The order applied in this process (set once: by a worker at start, or at session start).
@@ -182,6 +195,15 @@ def _foreign_stream(state: OrderState) -> None:
     )
 
 
+def _fork_after_init(state: OrderState) -> None:
+    """cuInit alone, as a library does at import (cuda-python's users, NVRTC, a TensorRT build):
+    torch's bad-fork guard cannot see it. apply() has run it already."""
+    state.steps.append(
+        "cuInit in this process, nothing else (as a library's import does); each engine then "
+        "runs in a child forked after it"
+    )
+
+
 _RECIPES: dict[str, Callable[[OrderState], None]] = {
     TORCH_FIRST: _torch_first,
     TRT_FIRST: _trt_first,
@@ -191,6 +213,7 @@ _RECIPES: dict[str, Callable[[OrderState], None]] = {
     FOREIGN_STREAM: _foreign_stream,
     GRAPH_CAPTURE: _driver_first,
     CONTEXT_DESTROYED: _torch_first,
+    FORK_AFTER_INIT: _fork_after_init,
 }
 
 
@@ -276,3 +299,63 @@ def run_on_thread(fn: Callable[[], T], name: str = "trtctx-exec") -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]
+
+
+#: How long a child forked to run an engine may take before it is killed (a child of a process
+#: with threads can deadlock on a lock another thread held at the fork).
+FORK_TIMEOUT_S = 60.0
+
+
+def run_in_fork(fn: Callable[[], T], timeout: float = FORK_TIMEOUT_S) -> T | ForkFailure:
+    """Run ``fn`` in a child forked from this process and return what it returned (pickled back),
+    as a program that forks its workers after initialising CUDA does. The child never returns
+    into pytest: it reports and leaves with os._exit. Where it raises, dies or does not answer
+    in ``timeout`` seconds, a :class:`ForkFailure` says so (the child is killed and reaped)."""
+    import os
+    import pickle
+    import select
+    import signal
+    import warnings
+
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # this fork is the scenario itself, not an accident
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: only fn, then out
+        os.close(read)
+        try:
+            data = pickle.dumps(("value", fn()))
+        except BaseException as exc:
+            data = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+        with open(write, "wb") as out:
+            out.write(data)
+        os._exit(0)
+    os.close(write)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    with open(read, "rb", buffering=0) as pipe:
+        while (left := deadline - time.monotonic()) > 0 and select.select([pipe], [], [], left)[0]:
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    timed_out = time.monotonic() >= deadline
+    if timed_out:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _pid, status = os.waitpid(pid, 0)
+    if timed_out:
+        return ForkFailure(f"the forked child did not answer in {timeout:.0f} s and was killed")
+    if not chunks:
+        return ForkFailure(f"the forked child {describe_status(status)} without an answer")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "error":
+        return ForkFailure(f"the forked child raised {value}")
+    return value  # type: ignore[no-any-return]
+
+
+@dataclass
+class ForkFailure:
+    """What :func:`run_in_fork` says when the child gave no result."""
+
+    reason: str

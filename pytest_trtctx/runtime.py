@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .checks import CheckFailure, CheckResult, Outputs, output_checks, sentinel_fill
 from .diagnosis import diagnose
-from .names import CONTEXT_DESTROYED, FOREIGN_STREAM, GRAPH_CAPTURE, MULTI_DEVICE
+from .names import CONTEXT_DESTROYED, FOREIGN_STREAM, FORK_AFTER_INIT, GRAPH_CAPTURE, MULTI_DEVICE
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Engine, ExecResult
@@ -142,7 +142,7 @@ class Runtime:
         import torch
 
         from . import driver
-        from .orders import run_on_thread
+        from .orders import run_in_fork, run_on_thread
 
         spec = engine.spec
         y = torch.empty(spec.output_shape, dtype=_dtype(spec.dtype), device=f"cuda:{engine.device}")
@@ -167,6 +167,8 @@ class Runtime:
 
         if order == GRAPH_CAPTURE and not fixed:
             result = self._captured(engine, x, y)
+        elif order == FORK_AFTER_INIT and not fixed:
+            result = _forked_result(run_in_fork(go))
         else:
             result = run_on_thread(go) if self.state.hops_thread else go()
         if stream is not None:  # the caller's stream: synchronise it, say what that returned
@@ -288,3 +290,12 @@ def prebuild(state: OrderState, wanted: list[tuple[str, ConvSpec]], cache_dir: P
             continue
         built += 1
     return built
+
+
+def _forked_result(forked: Any) -> ExecResult:
+    """The run's result from a forked child, or a failed one that says why the child gave none."""
+    from .backends.base import ExecResult
+
+    if isinstance(forked, ExecResult):
+        return forked
+    return ExecResult("not run", False, None, [forked.reason], forked.reason)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_trtctx.names import HAZARDS
+
 from .conftest import cpu_orders, run_pytest
 
 SUITE = """
@@ -68,7 +70,7 @@ def test_the_hazards_have_rows_of_their_own_in_columns_wide_enough(
 ) -> None:
     pytester.makepyfile("def test_passes(trtctx_order): pass")
     result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=torch-first,hazards")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=1 + len(HAZARDS))
     result.stdout.fnmatch_lines(
         [
             "order             backend * passed *",
@@ -76,5 +78,6 @@ def test_the_hazards_have_rows_of_their_own_in_columns_wide_enough(
             "foreign-stream    auto * 1 *",
             "graph-capture     auto * 1 *",
             "context-destroyed auto * 1 *",
+            "fork-after-init   auto * 1 *",
         ]
     )

@@ -22,8 +22,10 @@ from pytest_trtctx.names import (
     CONTEXT_DESTROYED,
     CONTEXT_GONE,
     CONTEXT_MISMATCH,
+    CUDA_LOST_IN_FORK,
     DRIVER_FIRST,
     FOREIGN_STREAM,
+    FORK_AFTER_INIT,
     GRAPH_CAPTURE,
     MULTI_DEVICE,
     THREAD_HOP,
@@ -71,6 +73,12 @@ if TYPE_CHECKING:
     CONTEXT_DESTROYED,
     CONTEXT_GONE,
     reason="the engine's context was destroyed underneath it (NVIDIA/TensorRT#2052)",
+)
+@pytest.mark.trtctx_known_failure(
+    FORK_AFTER_INIT,
+    CUDA_LOST_IN_FORK,
+    reason="run in a child forked after cuInit: the driver refuses every call there "
+    "(NVIDIA/TensorRT#3636, vllm-project/vllm#32611)",
 )
 @pytest.mark.trtctx_nonzero
 def test_conv(trtctx: Runtime, trtctx_spec: ConvSpec) -> None:
