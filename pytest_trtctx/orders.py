@@ -81,21 +81,21 @@ EXPECTED: dict[str, str] = {
         "written: torch's device is current while the engine lives on another "
         "(ultralytics#21300, mmdeploy#112); passes with trtctx_fix_context"
     ),
-    # The hazards' expectations are the field reports' until a GPU run shows them (orders.md).
+    # The hazards' outcomes as a GPU showed them (docs/orders.md has the run).
     FOREIGN_STREAM: (
-        "expected known failure CUDA_ERROR_INVALID_HANDLE: a stream of another context is handed "
-        "to the engine (NVIDIA/TensorRT#4191, #4518, cupy/cupy#4618); passes with "
-        "trtctx_fix_context (the engine's own stream)"
+        "known failure CUDA_ERROR_INVALID_HANDLE, output never written: a stream of another "
+        "context is handed to the engine (NVIDIA/TensorRT#4191, #4518, cupy/cupy#4618); passes "
+        "with trtctx_fix_context (the engine's own stream)"
     ),
     GRAPH_CAPTURE: (
-        "expected known failure, output never written: the launch fails inside torch.cuda.graph's "
+        "known failure, output never written: the launch fails inside torch.cuda.graph's "
         "capture, the graph is empty and its replay writes nothing (ultralytics PR #26223, "
         "NVIDIA/TensorRT#2603); no push fixes it: build the engine in torch's context"
     ),
     CONTEXT_DESTROYED: (
-        "expected known failure: the engine's context was destroyed while it held kernels and "
-        "memory there (NVIDIA/TensorRT#2052, inducer/pycuda#460); the fix is to keep the "
-        "context alive for the engine's lifetime (trtctx_fix_context)"
+        "known failure CUDA_ERROR_INVALID_HANDLE: the engine's context was destroyed while it "
+        "held kernels and memory there (NVIDIA/TensorRT#2052, inducer/pycuda#460); the fix is to "
+        "keep the context alive for the engine's lifetime (trtctx_fix_context)"
     ),
     FORK_AFTER_INIT: (
         "known failure CUDA_ERROR_NOT_INITIALIZED, output never written: the engine runs in a "

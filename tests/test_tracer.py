@@ -432,11 +432,12 @@ def _profiler_beside_the_tracer(first: str) -> dict[str, Any]:
 @pytest.mark.parametrize("first", ["tracer", "profiler"])
 def test_torch_profiler_beside_the_tracer_never_crashes_and_is_explained(first: str) -> None:
     got = in_child(_profiler_beside_the_tracer, first)
-    if first == "profiler":  # the profiler holds CUPTI's one subscription: the tracer says so
+    if first == "profiler":  # the profiler holds CUPTI's one subscription: the tracer says so,
         assert got["tracer"] == "on" or "Another CUPTI subscriber is active" in got["tracer"], got
-    else:
+        assert got["profiler_cuda_events"] > 0, got  # and takes none of the profiler's events
+    else:  # the tracer holds it: the profiler warns and records no CUDA events (docs/trace.md)
         assert got["tracer"] == "on", got
-    print(got)  # what the profiler got beside it: docs/trace.md records it
+    print(got)
 
 
 def test_the_hint_names_the_option() -> None:

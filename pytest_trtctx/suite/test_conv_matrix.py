@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     reason="torch's device is current while the engine lives on another (ultralytics#21300): "
     "CUDA_ERROR_INVALID_HANDLE, output never written",
 )
-# The hazards' declarations are the field reports' expectation; their outcome on a GPU is what
-# docs/orders.md records (a declaration that does not hold fails its test: that is the canary).
+# The hazards' declarations are what a GPU showed for each (docs/orders.md); a declaration that
+# stops holding fails its test: that is the canary.
 @pytest.mark.trtctx_known_failure(
     FOREIGN_STREAM,
     CONTEXT_MISMATCH,
