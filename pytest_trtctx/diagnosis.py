@@ -14,6 +14,7 @@ from .names import (
     FOREIGN_STREAM,
     FORK_AFTER_INIT,
     GRAPH_CAPTURE,
+    LAZY_STALL,
     MULTI_DEVICE,
     THREAD_HOP,
 )
@@ -57,6 +58,14 @@ HAZARD_CAUSES = {
         "returns CUDA_ERROR_NOT_INITIALIZED, and torch's own guard only knows of torch's "
         "initialisation. Fix: fork before any CUDA call, or start workers with spawn "
         "(multiprocessing.get_context('spawn')); trtctx_fix_context runs the engine unforked."
+    ),
+    LAZY_STALL: (
+        "The engine's first launch waited while a kernel polled on another stream: under lazy "
+        "loading (CUDA_MODULE_LOADING=LAZY, which torch sets when it is unset) the driver loads "
+        "a kernel at its first launch and waits for the device to drain first, so a persistent "
+        "kernel that waits for this engine's output hangs both. Fix: CUDA_MODULE_LOADING=EAGER "
+        "before CUDA starts, or run each engine once before the persistent work starts "
+        "(trtctx_fix_context loads its kernels first)."
     ),
 }
 

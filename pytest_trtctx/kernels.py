@@ -27,6 +27,7 @@ __all__ = [
     "CONV_SOURCE",
     "KERNEL_NAMES",
     "MAX_GRID_BLOCKS",
+    "POLL_KERNEL",
     "Cubin",
     "clear_memo",
     "compile_conv",
@@ -50,6 +51,9 @@ KERNEL_NAMES: dict[str, str] = {
     "float16": "trtctx_conv2d_f16",
     "bfloat16": "trtctx_conv2d_bf16",
 }
+
+#: The kernel that polls a host-mapped flag (the lazy-stall scenario).
+POLL_KERNEL = "trtctx_poll"
 
 # No #include at all: NVRTC would need the toolkit's headers on disk (cuda_fp16.h), which a
 # pip-installed NVRTC does not reliably ship, so half and bfloat16 are converted by hand.
@@ -195,6 +199,13 @@ __device__ __forceinline__ void trtctx_conv2d_body(
 TRTCTX_CONV2D_KERNEL(trtctx_conv2d_f32, trtctx_f32)
 TRTCTX_CONV2D_KERNEL(trtctx_conv2d_f16, trtctx_f16)
 TRTCTX_CONV2D_KERNEL(trtctx_conv2d_bf16, trtctx_bf16)
+
+// The lazy-stall scenario's other workload: one thread polls a host-mapped flag until the host
+// sets it (a persistent kernel, a producer waiting for data).
+extern "C" __global__ void trtctx_poll(volatile int* flag)
+{
+    while (*flag == 0) { }
+}
 """
 
 _ARCH_RE = re.compile(r"^sm_\d+[a-z]?$")

@@ -24,11 +24,13 @@ FOREIGN_STREAM: Final = "foreign-stream"
 GRAPH_CAPTURE: Final = "graph-capture"
 CONTEXT_DESTROYED: Final = "context-destroyed"
 FORK_AFTER_INIT: Final = "fork-after-init"
+LAZY_STALL: Final = "lazy-stall"
 HAZARDS: Final[tuple[str, ...]] = (
     FOREIGN_STREAM,
     GRAPH_CAPTURE,
     CONTEXT_DESTROYED,
     FORK_AFTER_INIT,
+    LAZY_STALL,
 )
 ALL_HAZARDS: Final = "hazards"
 #: Everything --trtctx-order takes: the init orders, then the hazards.
@@ -56,6 +58,11 @@ CONTEXT_GONE: Final = (
 #: call (CUDA_ERROR_NOT_INITIALIZED), and TensorRT's words for it (NVIDIA/TensorRT#3636:
 #: "Error Code 1: Cuda Runtime (initialization error)").
 CUDA_LOST_IN_FORK: Final = r"^backend: (CUDA_ERROR_NOT_INITIALIZED$|.*initialization error)"
+
+#: A run that returned only once a kernel polling on another stream was released: under lazy
+#: loading a kernel's first launch waits for the device to drain (NVIDIA/nvbench#136).
+MSG_LAZY_STALL: Final = "lazy loading: the launch waited for a kernel on another stream"
+LAZY_LOADING_STALL: Final = r"^backend: lazy loading: the launch waited for a kernel"
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 

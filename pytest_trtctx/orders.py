@@ -29,12 +29,15 @@ context-destroyed  torch-first; each engine built in    after its context was de
                    a context of its own
 fork-after-init    cuInit only (as a library's import   in a child process forked after it
                    does)
+lazy-stall         CUDA_MODULE_LOADING=LAZY, then       its first launch while a kernel polls
+                   torch-first; kernels from libraries  on another stream
 =================  ==================================  ======================================
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -49,6 +52,7 @@ from .names import (
     FOREIGN_STREAM,
     FORK_AFTER_INIT,
     GRAPH_CAPTURE,
+    LAZY_STALL,
     MSG_NO_DRIVER,
     MSG_TOO_FEW_DEVICES,
     MULTI_DEVICE,
@@ -104,6 +108,12 @@ EXPECTED: dict[str, str] = {
         "pytorch/TensorRT#758, vllm-project/vllm#32611); fixed by running where CUDA was "
         "initialised (trtctx_fix_context), or forking before it / spawning"
     ),
+    LAZY_STALL: (
+        "known failure, the run stalled: under lazy loading (CUDA_MODULE_LOADING=LAZY, torch's "
+        "default) a kernel's first launch waits for the device to drain, here for a kernel "
+        "polling on another stream (NVIDIA/nvbench#136); fixed by loading the engine's kernels "
+        "before (trtctx_fix_context), or CUDA_MODULE_LOADING=EAGER"
+    ),
 }
 
 
@@ -138,7 +148,7 @@ class OrderState:
         """Whether every test meets this scenario as the first one does: a hazard in how the
         engine is run (a foreign stream, a context destroyed under it) does not wear off once
         torch has initialised, as an init order's switch does."""
-        return self.order in (FOREIGN_STREAM, CONTEXT_DESTROYED, FORK_AFTER_INIT)
+        return self.order in (FOREIGN_STREAM, CONTEXT_DESTROYED, FORK_AFTER_INIT, LAZY_STALL)
 
 
 #: The order applied in this process (set once: by a worker at start, or at session start).
@@ -214,6 +224,7 @@ _RECIPES: dict[str, Callable[[OrderState], None]] = {
     GRAPH_CAPTURE: _driver_first,
     CONTEXT_DESTROYED: _torch_first,
     FORK_AFTER_INIT: _fork_after_init,
+    LAZY_STALL: _torch_first,  # after apply() set CUDA_MODULE_LOADING=LAZY
 }
 
 
@@ -260,6 +271,8 @@ def apply(
     try:
         from . import driver
 
+        if order == LAZY_STALL:  # read once, at cuInit: the scenario is lazy loading itself
+            os.environ["CUDA_MODULE_LOADING"] = "LAZY"
         driver.init()
         if device >= driver.device_count():
             state.skip_reason = (

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checks import CheckFailure, CheckResult, Outputs, output_checks, sentinel_fill
 from .diagnosis import diagnose
-from .names import CONTEXT_DESTROYED, FOREIGN_STREAM, FORK_AFTER_INIT, GRAPH_CAPTURE, MULTI_DEVICE
+from .names import (
+    CONTEXT_DESTROYED,
+    FOREIGN_STREAM,
+    FORK_AFTER_INIT,
+    GRAPH_CAPTURE,
+    LAZY_STALL,
+    MSG_LAZY_STALL,
+    MULTI_DEVICE,
+)
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Engine, ExecResult
@@ -73,6 +82,8 @@ class Runtime:
             from .backends import create
 
             self._backend = create(self.backend_name, self.state.engine_device, self.cache_dir)
+            if self.order == LAZY_STALL and hasattr(self._backend, "load_as_library"):
+                self._backend.load_as_library = True  # its kernels then load at first launch
         return self._backend
 
     # Data -----------------------------------------------------------------------------------
@@ -169,6 +180,8 @@ class Runtime:
             result = self._captured(engine, x, y)
         elif order == FORK_AFTER_INIT and not fixed:
             result = _forked_result(run_in_fork(go))
+        elif order == LAZY_STALL:
+            result = self._beside_a_polling_kernel(engine, go)
         else:
             result = run_on_thread(go) if self.state.hops_thread else go()
         if stream is not None:  # the caller's stream: synchronise it, say what that returned
@@ -242,6 +255,74 @@ class Runtime:
             result.ok, result.signature = False, said[0]
         return result
 
+    def _beside_a_polling_kernel(self, engine: Engine, go: Callable[[], ExecResult]) -> ExecResult:
+        """lazy-stall: the engine's run while a kernel polls a host-mapped flag on a stream of its
+        own (a persistent kernel, a producer waiting for data); a host thread sets the flag after
+        :data:`POLL_RELEASE_S`. Under lazy loading the first launch of a kernel not loaded yet
+        waits for the device to drain, so the run returns only once the flag is set: it is
+        named a stall (bounded here, where a program's poller might never be released). The fix
+        loads the engine's kernel before the poller starts, as CUDA_MODULE_LOADING=EAGER does."""
+        import ctypes
+        import threading
+        import time
+
+        from . import driver
+        from .backends.cuda_ref import CudaReferenceBackend
+        from .kernels import POLL_KERNEL
+
+        drv, check = driver.api(), driver.check
+        preload = getattr(self.backend, "preload", None)  # the reference backend's; TensorRT
+        if self.fix_context and preload is not None:  # loads its kernels its own way
+            driver.push(engine.context)
+            try:
+                preload(engine)
+            finally:
+                driver.pop()
+        own = self.backend if isinstance(self.backend, CudaReferenceBackend) else None
+        kernels = own or CudaReferenceBackend(self.state.engine_device, self.cache_dir)
+        poll = kernels.function(POLL_KERNEL)
+        host = check("cuMemHostAlloc", drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
+        flag = ctypes.c_int.from_address(int(host))
+        flag.value = 0
+        stream = check("cuStreamCreate", drv.cuStreamCreate(1))  # non-blocking
+        try:
+            arg = ctypes.c_void_p(
+                int(check("cuMemHostGetDevicePointer", drv.cuMemHostGetDevicePointer(host, 0)))
+            )
+            params = (ctypes.c_void_p * 1)(ctypes.addressof(arg))
+            launched = drv.cuLaunchKernel(
+                poll, 1, 1, 1, 1, 1, 1, 0, stream, ctypes.addressof(params), 0
+            )
+            check("cuLaunchKernel (the poller)", launched)
+            released = threading.Event()
+
+            def release() -> None:
+                flag.value = 1
+                released.set()
+
+            timer = threading.Timer(POLL_RELEASE_S, release)
+            timer.start()
+            began = time.monotonic()
+            try:
+                result = go()
+            finally:
+                waited, stalled = time.monotonic() - began, released.is_set()
+                timer.cancel()
+                flag.value = 1
+                check("cuStreamSynchronize (the poller)", drv.cuStreamSynchronize(stream))
+        finally:
+            drv.cuStreamDestroy(stream)
+            drv.cuMemFreeHost(host)
+        if stalled:
+            result.ok = False
+            result.signature = result.signature or MSG_LAZY_STALL
+            result.errors.append(
+                f"{MSG_LAZY_STALL}: the run returned after {waited:.2f} s, only once the "
+                f"kernel polling on another stream was released ({POLL_RELEASE_S:g} s); under "
+                "lazy loading a kernel's first launch waits for the device to drain"
+            )
+        return result
+
     def check_conv(self, spec: ConvSpec) -> Any:
         """Build, feed and run ``spec``'s engine: the regression suite's one step."""
         __tracebackhide__ = True  # a failure shows the test's line and the verdict
@@ -290,6 +371,11 @@ def prebuild(state: OrderState, wanted: list[tuple[str, ConvSpec]], cache_dir: P
             continue
         built += 1
     return built
+
+
+#: When the lazy-stall scenario's poller is released: a run still in its launch then was stalled
+#: (an unstalled run takes milliseconds).
+POLL_RELEASE_S = 0.5
 
 
 def _forked_result(forked: Any) -> ExecResult:

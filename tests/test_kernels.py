@@ -46,6 +46,7 @@ def test_compile_gives_cubin_with_all_kernels(arch: str, tmp_path: Path) -> None
     assert set(kernels.KERNEL_NAMES) == {"float32", "float16", "bfloat16"}
     for name in kernels.KERNEL_NAMES.values():
         assert kernels.cubin_has_kernel(cubin.data, name), name
+    assert kernels.cubin_has_kernel(cubin.data, kernels.POLL_KERNEL)
     assert not kernels.cubin_has_kernel(cubin.data, "trtctx_conv2d_f64")
     assert cubin.path == tmp_path / "cubin" / f"{cubin.key}.cubin"
     assert cubin.path.read_bytes() == kernels.pack_cached(cubin.data)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_trtctx.names import (
+    HAZARDS,
     MSG_CUDA_TOUCHED,
     MSG_CULPRIT_MODULE,
     MSG_CULPRIT_STARTUP,
@@ -176,13 +177,16 @@ def test_multi_device_skips_with_the_device_count(pytester: pytest.Pytester) -> 
 HAZARD_SUITE = """
 import pytest
 from pytest_trtctx.matrix import ConvSpec
-from pytest_trtctx.names import CONTEXT_GONE, CONTEXT_MISMATCH, CUDA_LOST_IN_FORK
+from pytest_trtctx.names import (
+    CONTEXT_GONE, CONTEXT_MISMATCH, CUDA_LOST_IN_FORK, LAZY_LOADING_STALL,
+)
 
 SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
 
 @pytest.mark.trtctx_known_failure(["foreign-stream", "graph-capture"], CONTEXT_MISMATCH)
 @pytest.mark.trtctx_known_failure("context-destroyed", CONTEXT_GONE)
 @pytest.mark.trtctx_known_failure("fork-after-init", CUDA_LOST_IN_FORK)
+@pytest.mark.trtctx_known_failure("lazy-stall", LAZY_LOADING_STALL)
 def test_unfixed(trtctx):
     trtctx.check_conv(SPEC)
 
@@ -206,7 +210,7 @@ def test_each_hazard_fails_as_the_field_saw_and_its_fix_passes(
         pytester, "--trtctx-order=hazards", f"--trtctx-isolate={isolate}", "--trtctx-timeout=60",
         "-rxX",
     )  # fmt: skip
-    result.assert_outcomes(passed=8, xfailed=4)
+    result.assert_outcomes(passed=2 * len(HAZARDS), xfailed=len(HAZARDS))
 
 
 def test_a_forked_run_returns_what_the_child_returned() -> None:

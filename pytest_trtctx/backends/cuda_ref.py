@@ -39,23 +39,54 @@ class CudaReferenceBackend:
         self.device = device
         self.cache_dir = cache_dir
         self._modules: dict[int, Any] = {}  # context handle -> CUmodule
+        #: Load each engine's kernel from a library of its own (cuLibraryLoadData) instead of the
+        #: context's module: the driver then loads it into a context at its first launch under
+        #: lazy loading, as it does the CUDA runtime's kernels (the lazy-stall scenario).
+        self.load_as_library = False
 
     def _ensure_context(self) -> None:
         """What the CUDA runtime does on a thread with no current context."""
         if int(driver.current()) == 0:
             driver.set_current(driver.retain_primary(self.device))
 
-    def _module(self) -> Any:
+    def _cubin(self) -> bytes:
         from ..kernels import compile_conv
 
+        major, minor = driver.compute_capability(self.device)
+        return compile_conv(f"sm_{major}{minor}", cache_dir=self.cache_dir).data
+
+    def _module(self) -> Any:
         ctx = int(driver.current())
         module = self._modules.get(ctx)
         if module is None:
-            major, minor = driver.compute_capability(self.device)
-            cubin = compile_conv(f"sm_{major}{minor}", cache_dir=self.cache_dir)
-            module = check("cuModuleLoadData", driver.api().cuModuleLoadData(cubin.data))
+            module = check("cuModuleLoadData", driver.api().cuModuleLoadData(self._cubin()))
             self._modules[ctx] = module
         return module
+
+    def function(self, name: str) -> Any:
+        """The kernel ``name`` of this backend's module in the current context."""
+        return check(
+            "cuModuleGetFunction", driver.api().cuModuleGetFunction(self._module(), name.encode())
+        )
+
+    def _library_kernel(self, name: str, details: dict[str, Any]) -> Any:
+        """``name`` from a library of its own, as a CUfunction (a CUkernel launches as one)."""
+        drv = driver.api()
+        library = check(
+            "cuLibraryLoadData", drv.cuLibraryLoadData(self._cubin(), None, None, 0, None, None, 0)
+        )
+        details["library"] = library
+        details["kernel"] = check(
+            "cuLibraryGetKernel", drv.cuLibraryGetKernel(library, name.encode())
+        )
+        return drv.CUfunction(int(details["kernel"]))
+
+    def preload(self, engine: Engine) -> None:
+        """Load the engine's kernel into the current context now, not at its first launch (what
+        CUDA_MODULE_LOADING=EAGER does for every kernel). A module's kernel is loaded already."""
+        kernel = engine.details.get("kernel")
+        if kernel is not None:
+            check("cuKernelGetFunction", driver.api().cuKernelGetFunction(kernel))
 
     def build(self, spec: Any, weight: Any, bias: Any | None) -> Engine:
         from ..kernels import KERNEL_NAMES
@@ -64,11 +95,12 @@ class CudaReferenceBackend:
         drv = driver.api()
         ctx = driver.current()
         built_in = driver.describe_current(self.device)
-        module = self._module()
-        function = check(
-            "cuModuleGetFunction",
-            drv.cuModuleGetFunction(module, KERNEL_NAMES[spec.dtype].encode()),
-        )
+        details: dict[str, Any] = {}
+        name = KERNEL_NAMES[spec.dtype]
+        if self.load_as_library:
+            function = self._library_kernel(name, details)
+        else:
+            function = self.function(name)
         dtype = _torch_dtype(spec.dtype)
         buffers: list[Any] = []
         pointers: list[int] = []
@@ -88,7 +120,7 @@ class CudaReferenceBackend:
             context=ctx,
             built_in=built_in,
             handle=function,
-            details={"buffers": buffers, "weight": pointers[0], "bias": pointers[1]},
+            details={**details, "buffers": buffers, "weight": pointers[0], "bias": pointers[1]},
         )
 
     def execute(self, engine: Engine, x: Any, y: Any, stream: int | None = None) -> ExecResult:
@@ -167,7 +199,7 @@ class CudaReferenceBackend:
         return ExecResult("CUDA_SUCCESS", True, ran_in)
 
     def close(self, engine: Engine) -> None:
-        """Free the engine's weights in the context that owns them."""
+        """Free the engine's weights in the context that owns them, and its library if any."""
         drv = driver.api()
         driver.push(engine.context)
         try:
@@ -175,3 +207,5 @@ class CudaReferenceBackend:
                 drv.cuMemFree(dptr)
         finally:
             driver.pop()
+        if "library" in engine.details:
+            drv.cuLibraryUnload(engine.details["library"])
