@@ -95,8 +95,8 @@ step installed_diff 20 bash -c "pytest-trtctx diff --ignore-folders '$work/repor
 # H100s this found what CI cannot: context creation under 32 workers outlasting a test timeout).
 step tests 240 "${rtx[@]}" ./dev test -q -rs -p no:cacheprovider
 # Only the plugin's tests that need a GPU, verbose (not in the default steps).
-step orders 150 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/test_backends.py \
-    tests/test_tensorrt_backend.py -p no:cacheprovider -v -rs --tb=short
+step orders 150 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/backends tests/test_runtime.py \
+    tests/test_tracer.py -p no:cacheprovider -v -rs --tb=short
 # The main job (pytest tests/regression --trtctx-order=all), cold then warm kernel cache, each
 # (without TensorRT-RTX on the path, as the machine comes: every worker would load its 234 MB lib)
 # with its terminal output and JSON report; then the warm report diffed against the cold one.

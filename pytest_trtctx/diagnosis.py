@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .names import (
     CONTEXT_DESTROYED,
+    DEVICE_HOP,
     DRIVER_FIRST,
     FOREIGN_STREAM,
     FORK_AFTER_INIT,
@@ -66,6 +67,13 @@ HAZARD_CAUSES = {
         "kernel that waits for this engine's output hangs both. Fix: CUDA_MODULE_LOADING=EAGER "
         "before CUDA starts, or run each engine once before the persistent work starts "
         "(trtctx_fix_context loads its kernels first)."
+    ),
+    DEVICE_HOP: (
+        "The engine and its buffers live on another device than the one the executing thread "
+        "bound: a new thread's first CUDA runtime call binds device 0 (cudaSetDevice's "
+        "default), whose primary context then is current, not the engine's device's. Fix: "
+        "cudaSetDevice (torch.cuda.set_device) to the engine's device on that thread, or push "
+        "the engine's context there (trtctx_fix_context)."
     ),
 }
 

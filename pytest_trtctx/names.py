@@ -25,13 +25,17 @@ GRAPH_CAPTURE: Final = "graph-capture"
 CONTEXT_DESTROYED: Final = "context-destroyed"
 FORK_AFTER_INIT: Final = "fork-after-init"
 LAZY_STALL: Final = "lazy-stall"
+DEVICE_HOP: Final = "device-hop"
 HAZARDS: Final[tuple[str, ...]] = (
     FOREIGN_STREAM,
     GRAPH_CAPTURE,
     CONTEXT_DESTROYED,
     FORK_AFTER_INIT,
     LAZY_STALL,
+    DEVICE_HOP,
 )
+#: Scenarios whose engine lives on the next device after torch's: they need two GPUs.
+TWO_DEVICES: Final[tuple[str, ...]] = (MULTI_DEVICE, DEVICE_HOP)
 ALL_HAZARDS: Final = "hazards"
 #: Everything --trtctx-order takes: the init orders, then the hazards.
 SCENARIOS: Final[tuple[str, ...]] = ORDERS + HAZARDS
@@ -131,5 +135,5 @@ MSG_KNOWN_FAILURE_STALE: Final = (
 MSG_ONLY_ORDERS: Final = "runs only under {wanted}; selected: {selected}"
 MSG_NO_DRIVER: Final = "no CUDA driver: {why}"
 MSG_TOO_FEW_DEVICES: Final = (
-    "multi-device needs at least 2 CUDA devices; this machine has {count} ({names})"
+    "{order} needs at least 2 CUDA devices; this machine has {count} ({names})"
 )

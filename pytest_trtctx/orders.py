@@ -31,6 +31,8 @@ fork-after-init    cuInit only (as a library's import   in a child process forke
                    does)
 lazy-stall         CUDA_MODULE_LOADING=LAZY, then       its first launch while a kernel polls
                    torch-first; kernels from libraries  on another stream
+device-hop         device d+1's primary made current    on a new thread whose first runtime
+                   on the main thread; engine there     call binds device d (the default)
 =================  ==================================  ======================================
 """
 
@@ -48,6 +50,7 @@ from typing import Any, TypeVar
 from .errors import NoCudaDriver, OrderError, TrtctxError
 from .names import (
     CONTEXT_DESTROYED,
+    DEVICE_HOP,
     DRIVER_FIRST,
     FOREIGN_STREAM,
     FORK_AFTER_INIT,
@@ -61,6 +64,7 @@ from .names import (
     THREAD_HOP,
     TORCH_FIRST,
     TRT_FIRST,
+    TWO_DEVICES,
 )
 from .status import describe_status
 
@@ -114,6 +118,12 @@ EXPECTED: dict[str, str] = {
         "polling on another stream (NVIDIA/nvbench#136); fixed by loading the engine's kernels "
         "before (trtctx_fix_context), or CUDA_MODULE_LOADING=EAGER"
     ),
+    DEVICE_HOP: (
+        "needs 2 GPUs (skipped otherwise); expected known failure CUDA_ERROR_INVALID_HANDLE: the "
+        "engine and its buffers live on device d+1, the thread that runs it binds device d first "
+        "(microsoft/onnxruntime#16274); passes with trtctx_fix_context (its context pushed on "
+        "that thread)"
+    ),
 }
 
 
@@ -148,7 +158,13 @@ class OrderState:
         """Whether every test meets this scenario as the first one does: a hazard in how the
         engine is run (a foreign stream, a context destroyed under it) does not wear off once
         torch has initialised, as an init order's switch does."""
-        return self.order in (FOREIGN_STREAM, CONTEXT_DESTROYED, FORK_AFTER_INIT, LAZY_STALL)
+        return self.order in (
+            FOREIGN_STREAM,
+            CONTEXT_DESTROYED,
+            FORK_AFTER_INIT,
+            LAZY_STALL,
+            DEVICE_HOP,
+        )
 
 
 #: The order applied in this process (set once: by a worker at start, or at session start).
@@ -214,6 +230,16 @@ def _fork_after_init(state: OrderState) -> None:
     )
 
 
+def _device_hop(state: OrderState) -> None:
+    from . import driver
+
+    driver.set_current(driver.retain_primary(state.engine_device))
+    state.steps.append(
+        f"device {state.engine_device}'s primary context made current on the main thread (as "
+        f"cudaSetDevice({state.engine_device}) does); the engine lives there"
+    )
+
+
 _RECIPES: dict[str, Callable[[OrderState], None]] = {
     TORCH_FIRST: _torch_first,
     TRT_FIRST: _trt_first,
@@ -225,6 +251,7 @@ _RECIPES: dict[str, Callable[[OrderState], None]] = {
     CONTEXT_DESTROYED: _torch_first,
     FORK_AFTER_INIT: _fork_after_init,
     LAZY_STALL: _torch_first,  # after apply() set CUDA_MODULE_LOADING=LAZY
+    DEVICE_HOP: _device_hop,
 }
 
 
@@ -253,7 +280,7 @@ def apply(
             )
         return CURRENT
     engine_device = device
-    if order == MULTI_DEVICE and device_count is not None:
+    if order in TWO_DEVICES and device_count is not None:
         engine_device = (device + 1) % max(device_count, 1)
     state = OrderState(order, device, torch_device=device, engine_device=engine_device)
     CURRENT = state
@@ -263,9 +290,9 @@ def apply(
     if why_no_gpu:
         state.skip_reason = MSG_NO_DRIVER.format(why=why_no_gpu)
         return state
-    if order == MULTI_DEVICE and (device_count or 0) < 2:
+    if order in TWO_DEVICES and (device_count or 0) < 2:
         state.skip_reason = MSG_TOO_FEW_DEVICES.format(
-            count=device_count or 0, names=names or "none"
+            order=order, count=device_count or 0, names=names or "none"
         )
         return state
     try:

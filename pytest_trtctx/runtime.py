@@ -17,6 +17,7 @@ from .checks import CheckFailure, CheckResult, Outputs, output_checks, sentinel_
 from .diagnosis import diagnose
 from .names import (
     CONTEXT_DESTROYED,
+    DEVICE_HOP,
     FOREIGN_STREAM,
     FORK_AFTER_INIT,
     GRAPH_CAPTURE,
@@ -128,7 +129,7 @@ class Runtime:
         from . import driver
 
         _x, w, b = self.host_tensors(spec)
-        select = self.state.order == MULTI_DEVICE
+        select = self.state.order in (MULTI_DEVICE, DEVICE_HOP)
         own = self.state.order == CONTEXT_DESTROYED
         if select:
             driver.push(driver.retain_primary(self.state.engine_device))
@@ -182,6 +183,8 @@ class Runtime:
             result = _forked_result(run_in_fork(go))
         elif order == LAZY_STALL:
             result = self._beside_a_polling_kernel(engine, go)
+        elif order == DEVICE_HOP:  # the new thread's first runtime call binds torch's device
+            result = run_on_thread(functools.partial(_bound_to, self.state.torch_device, go))
         else:
             result = run_on_thread(go) if self.state.hops_thread else go()
         if stream is not None:  # the caller's stream: synchronise it, say what that returned
@@ -376,6 +379,15 @@ def prebuild(state: OrderState, wanted: list[tuple[str, ConvSpec]], cache_dir: P
 #: When the lazy-stall scenario's poller is released: a run still in its launch then was stalled
 #: (an unstalled run takes milliseconds).
 POLL_RELEASE_S = 0.5
+
+
+def _bound_to(device: int, go: Callable[[], ExecResult]) -> ExecResult:
+    """``go`` on this thread after its first CUDA runtime call bound ``device`` (cudaSetDevice's
+    default is device 0: the device's primary context made current)."""
+    from . import driver
+
+    driver.set_current(driver.retain_primary(device))
+    return go()
 
 
 def _forked_result(forked: Any) -> ExecResult:

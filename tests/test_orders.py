@@ -18,7 +18,9 @@ from pytest_trtctx.names import (
     MSG_CULPRIT_MODULE,
     MSG_CULPRIT_STARTUP,
     MSG_NO_DRIVER,
+    MSG_TOO_FEW_DEVICES,
     ORDERS,
+    TWO_DEVICES,
 )
 from pytest_trtctx.orders import ForkFailure, run_in_fork
 from pytest_trtctx.probe import machine
@@ -159,19 +161,18 @@ def test_without_a_gpu_order_tests_skip_with_the_reason(pytester: pytest.Pyteste
     )
 
 
-def test_multi_device_skips_with_the_device_count(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("order", TWO_DEVICES)
+def test_the_two_device_scenarios_skip_with_the_device_count(
+    pytester: pytest.Pytester, order: str
+) -> None:
     info = machine()
     if len(info.devices) != 1:
         pytest.skip(f"needs exactly one GPU to see the skip; this machine has {len(info.devices)}")
     pytester.makepyfile("def test_x(trtctx): pass")
-    result = run_pytest(pytester, "--trtctx-order=multi-device", "-rs")
+    result = run_pytest(pytester, f"--trtctx-order={order}", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*multi-device needs at least 2 CUDA devices; "
-            f"this machine has 1 ({info.devices[0].name})"
-        ]
-    )
+    said = MSG_TOO_FEW_DEVICES.format(order=order, count=1, names=info.devices[0].name)
+    result.stdout.fnmatch_lines([f"*{said}"])
 
 
 HAZARD_SUITE = """
@@ -187,6 +188,7 @@ SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "fl
 @pytest.mark.trtctx_known_failure("context-destroyed", CONTEXT_GONE)
 @pytest.mark.trtctx_known_failure("fork-after-init", CUDA_LOST_IN_FORK)
 @pytest.mark.trtctx_known_failure("lazy-stall", LAZY_LOADING_STALL)
+@pytest.mark.trtctx_known_failure("device-hop", CONTEXT_MISMATCH)
 def test_unfixed(trtctx):
     trtctx.check_conv(SPEC)
 
@@ -210,7 +212,9 @@ def test_each_hazard_fails_as_the_field_saw_and_its_fix_passes(
         pytester, "--trtctx-order=hazards", f"--trtctx-isolate={isolate}", "--trtctx-timeout=60",
         "-rxX",
     )  # fmt: skip
-    result.assert_outcomes(passed=2 * len(HAZARDS), xfailed=len(HAZARDS))
+    skipped = [h for h in HAZARDS if h in TWO_DEVICES and len(machine().devices) < 2]
+    runs = len(HAZARDS) - len(skipped)  # a two-device hazard's 3 tests skip on one GPU
+    result.assert_outcomes(passed=2 * runs, xfailed=runs, skipped=3 * len(skipped))
 
 
 def test_a_forked_run_returns_what_the_child_returned() -> None:

@@ -80,5 +80,6 @@ def test_the_hazards_have_rows_of_their_own_in_columns_wide_enough(
             "context-destroyed auto * 1 *",
             "fork-after-init   auto * 1 *",
             "lazy-stall        auto * 1 *",
+            "device-hop        auto * 1 *",
         ]
     )

@@ -23,6 +23,7 @@ from pytest_trtctx.names import (
     CONTEXT_GONE,
     CONTEXT_MISMATCH,
     CUDA_LOST_IN_FORK,
+    DEVICE_HOP,
     DRIVER_FIRST,
     FOREIGN_STREAM,
     FORK_AFTER_INIT,
@@ -87,6 +88,12 @@ if TYPE_CHECKING:
     LAZY_LOADING_STALL,
     reason="under lazy loading the kernel's first launch waits for a kernel polling on another "
     "stream (NVIDIA/nvbench#136)",
+)
+@pytest.mark.trtctx_known_failure(
+    DEVICE_HOP,
+    CONTEXT_MISMATCH,
+    reason="the executing thread binds device 0 while the engine lives on device 1 "
+    "(microsoft/onnxruntime#16274); expected from the field, not yet seen on two GPUs",
 )
 @pytest.mark.trtctx_nonzero
 def test_conv(trtctx: Runtime, trtctx_spec: ConvSpec) -> None:
