@@ -113,10 +113,10 @@ EXPECTED: dict[str, str] = {
         "initialised (trtctx_fix_context), or forking before it / spawning"
     ),
     LAZY_STALL: (
-        "known failure, the run stalled: under lazy loading (CUDA_MODULE_LOADING=LAZY, torch's "
-        "default) a kernel's first launch waits for the device to drain, here for a kernel "
-        "polling on another stream (NVIDIA/nvbench#136); fixed by loading the engine's kernels "
-        "before (trtctx_fix_context), or CUDA_MODULE_LOADING=EAGER"
+        "known failure, the run stalled: under lazy loading (CUDA_MODULE_LOADING=LAZY, the "
+        "driver's default) a kernel's first launch waits for the device to drain, here for a "
+        "kernel polling on another stream (NVIDIA/nvbench#136); fixed by loading the engine's "
+        "kernels before (trtctx_fix_context), or CUDA_MODULE_LOADING=EAGER"
     ),
     DEVICE_HOP: (
         "needs 2 GPUs (skipped otherwise); expected known failure CUDA_ERROR_INVALID_HANDLE: the "
