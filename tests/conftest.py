@@ -23,6 +23,20 @@ def gpu_skip_reason() -> str | None:
 requires_gpu = pytest.mark.skipif(gpu_skip_reason() is not None, reason=str(gpu_skip_reason()))
 
 
+def two_gpus_skip_reason() -> str | None:
+    """None when two CUDA GPUs are usable here; else why not."""
+    why = gpu_skip_reason()
+    if why is not None:
+        return why
+    count = len(machine().devices)
+    return None if count >= 2 else f"needs two CUDA GPUs; this machine has {count}"
+
+
+requires_two_gpus = pytest.mark.skipif(
+    two_gpus_skip_reason() is not None, reason=str(two_gpus_skip_reason())
+)
+
+
 #: A pytest run under test that outlives this is a hang of its own: fail, never wait forever.
 SUBPROCESS_TIMEOUT = 240
 

@@ -18,7 +18,14 @@ from pytest_trtctx import tracer
 from pytest_trtctx.trace import Timeline
 from pytest_trtctx.tracer import MSG_NO_SUBSCRIBE, MSG_WOULD_ADD, where_from
 
-from .conftest import gpu_skip_reason, in_child, requires_gpu, run_pytest, suite_report
+from .conftest import (
+    gpu_skip_reason,
+    in_child,
+    requires_gpu,
+    requires_two_gpus,
+    run_pytest,
+    suite_report,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test_own_engine.py"
 cpu_only = pytest.mark.skipif(
@@ -399,6 +406,24 @@ def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> No
         assert "in the {}".format(test["order"]) in launched, said
         assert " at test_conv_matrix.py:" in switched, said  # the test's line, not the plugin's
         assert ("on thread trtctx-exec" in launched) == (test["order"] == "thread-hop"), said
+
+
+@requires_two_gpus
+def test_a_known_failure_across_two_devices_names_each_devices_context(tmp_path: Any) -> None:
+    """multi-device and device-hop traced: the module's context is device 1's primary, the
+    launch's device 0's. Written for a two-GPU host; not yet run on one."""
+    report = suite_report(
+        tmp_path, "two-devices", "multi-device,device-hop", "k1s1d1g1_f32_b1_17x19",
+        "--trtctx-trace",
+    )  # fmt: skip
+    conv = [t for t in report["tests"] if "::test_conv[" in t["nodeid"] and t["order"]]
+    assert {t["order"] for t in conv} == {"multi-device", "device-hop"}, conv
+    for test in conv:
+        said = test["trace"]["mismatches"]
+        assert test["known_failure"]["status"] == "reproduced" and len(said) == 1, test
+        launched = said[0].partition(" was current")[0]
+        assert "(the primary context of device 1) was launched at test_conv_matrix.py:" in launched
+        assert launched.endswith("(the primary context of device 0)"), said
 
 
 def _profiler_beside_the_tracer(first: str) -> dict[str, Any]:
