@@ -63,10 +63,10 @@ HAZARD_CAUSES = {
     LAZY_STALL: (
         "The engine's first launch waited while a kernel polled on another stream: under lazy "
         "loading (CUDA_MODULE_LOADING=LAZY, the driver's default since CUDA 12.2) the driver "
-        "loads a kernel at its first launch and waits for the device to drain first, so a persistent "
-        "kernel that waits for this engine's output hangs both. Fix: CUDA_MODULE_LOADING=EAGER "
-        "before CUDA starts, or run each engine once before the persistent work starts "
-        "(trtctx_fix_context loads its kernels first)."
+        "loads a kernel at its first launch and waits for the device to drain first, so a "
+        "persistent kernel that waits for this engine's output hangs both. Fix: "
+        "CUDA_MODULE_LOADING=EAGER before CUDA starts, or run each engine once before the "
+        "persistent work starts (trtctx_fix_context loads its kernels first)."
     ),
     DEVICE_HOP: (
         "The engine and its buffers live on another device than the one the executing thread "
