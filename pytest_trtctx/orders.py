@@ -351,7 +351,6 @@ def run_in_fork(fn: Callable[[], T], timeout: float = FORK_TIMEOUT_S) -> T | For
     as a program that forks its workers after initialising CUDA does. The child never returns
     into pytest: it reports and leaves with os._exit. Where it raises, dies or does not answer
     in ``timeout`` seconds, a :class:`ForkFailure` says so (the child is killed and reaped)."""
-    import os
     import pickle
     import select
     import signal

@@ -281,8 +281,9 @@ class Runtime:
                 preload(engine)
             finally:
                 driver.pop()
-        own = self.backend if isinstance(self.backend, CudaReferenceBackend) else None
-        kernels = own or CudaReferenceBackend(self.state.engine_device, self.cache_dir)
+        kernels = self.backend  # the poller comes from the reference backend's module
+        if not isinstance(kernels, CudaReferenceBackend):
+            kernels = CudaReferenceBackend(self.state.engine_device, self.cache_dir)
         poll = kernels.function(POLL_KERNEL)
         host = check("cuMemHostAlloc", drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
         flag = ctypes.c_int.from_address(int(host))

@@ -144,7 +144,8 @@ def where_from(frame: Any) -> tuple[str, str, str, bool]:
         filename = f.f_code.co_filename
         if filename in _UNSAID:
             continue
-        inner = inner or f
+        if inner is None:
+            inner = f
         if _user_code(filename):
             via = "" if f is inner else _line(inner)
             return _short(f), linecache.getline(filename, f.f_lineno).strip(), via, True
