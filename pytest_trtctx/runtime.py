@@ -81,9 +81,10 @@ class Runtime:
     def backend(self) -> Backend:
         if self._backend is None:
             from .backends import create
+            from .backends.cuda_ref import CudaReferenceBackend
 
             self._backend = create(self.backend_name, self.state.engine_device, self.cache_dir)
-            if self.order == LAZY_STALL and hasattr(self._backend, "load_as_library"):
+            if self.order == LAZY_STALL and isinstance(self._backend, CudaReferenceBackend):
                 self._backend.load_as_library = True  # its kernels then load at first launch
         return self._backend
 
@@ -274,17 +275,17 @@ class Runtime:
         from .kernels import POLL_KERNEL
 
         drv, check = driver.api(), driver.check
-        preload = getattr(self.backend, "preload", None)  # the reference backend's; TensorRT
-        if self.fix_context and preload is not None:  # loads its kernels its own way
+        backend = self.backend
+        reference = backend if isinstance(backend, CudaReferenceBackend) else None
+        if self.fix_context and reference is not None:  # TensorRT loads its kernels its own way
             driver.push(engine.context)
             try:
-                preload(engine)
+                reference.preload(engine)
             finally:
                 driver.pop()
-        kernels = self.backend  # the poller comes from the reference backend's module
-        if not isinstance(kernels, CudaReferenceBackend):
-            kernels = CudaReferenceBackend(self.state.engine_device, self.cache_dir)
-        poll = kernels.function(POLL_KERNEL)
+        # The poller comes from the reference backend's module, whichever backend runs engines.
+        poller = reference or CudaReferenceBackend(self.state.engine_device, self.cache_dir)
+        poll = poller.function(POLL_KERNEL)
         host = check("cuMemHostAlloc", drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
         flag = ctypes.c_int.from_address(int(host))
         flag.value = 0
