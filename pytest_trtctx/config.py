@@ -26,6 +26,7 @@ from .names import (
     HAZARDS,
     ISOLATE_MODES,
     MSG_BAD_VALUE,
+    MSG_DEBUGGER_ISOLATED,
     MSG_NONE_ONE_ORDER,
     ORDERS,
     SCENARIOS,
@@ -270,6 +271,14 @@ def _in_xdist(config: pytest.Config) -> bool:
     return xdist_controller(config) or hasattr(config, "workerinput")
 
 
+def _debugger(config: pytest.Config) -> str:
+    """The debugger flag of the run (``--pdb``, ``--trace``), or ``""``."""
+    for flag, dest in (("--pdb", "usepdb"), ("--trace", "trace")):
+        if getattr(config.option, dest, False):
+            return flag
+    return ""
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
     raw = _raw(config, BY_NAME["trtctx_order"])
@@ -295,6 +304,9 @@ def resolve(config: pytest.Config) -> Settings:
                 where=isolate.source, count=len(orders.value), orders=", ".join(orders.value)
             )
         )
+    debugger = _debugger(config)
+    if isolate.value != "none" and debugger:
+        raise ConfigError(MSG_DEBUGGER_ISOLATED.format(flag=debugger, where=isolate.source))
     if isolate.value == "order" and _in_xdist(config):
         raise ConfigError(
             f"{isolate.source}: --trtctx-isolate=order runs each order's tests in one process, "

@@ -74,6 +74,7 @@ class Worker:
     #: Set when the worker retired itself after a sticky CUDA error (what, and in which test).
     retired: str | None = None
     started_at: float = 0.0  # when the item in progress started
+    reruns: set[int] = field(default_factory=set)  # items whose attempt asked to run again
 
 
 class Processes(Protocol):
@@ -224,7 +225,8 @@ class Scheduler:
                 self.sink.finish(item)
             return
         indices = [self.index[id(i)] for i in group.items]
-        self.processes.assign(spare, group_message(group.order, indices, group.note, group.trace))
+        sent = group_message(group.order, indices, group.note, group.trace, group.attempt)
+        self.processes.assign(spare, sent)
         worker = Worker(pid=spare.pid, group=group, fd=spare.fd, dump=spare.dump)
         self._arm(worker, 0, applying_order=group.order is not None)
         self.running[spare.fd] = worker
@@ -290,9 +292,16 @@ class Scheduler:
             self._arm(worker, index)
         elif event == "report" and item is not None:
             self.sink.report(item, msg["data"])
+        elif event == "rerun" and item is not None:
+            worker.reruns.add(index)
         elif event == "done" and item is not None:
             worker.finished.add(index)
             self.sink.finish(item)
+            if index in worker.reruns:  # pytest-rerunfailures: again, in a fresh worker
+                rerun = replace(
+                    worker.group, items=[item], note=None, attempt=worker.group.attempt + 1
+                )
+                self.queue.appendleft(rerun)
             if len(worker.finished) == len(worker.group.items):
                 self.processes.kill(worker.pid)  # with whatever its last test left running
             else:

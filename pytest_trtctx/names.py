@@ -90,6 +90,11 @@ MSG_NONE_ONE_ORDER: Final = (
     "{where}: --trtctx-isolate=none applies one order once, in this process; "
     "{count} orders were selected ({orders}). Use --trtctx-isolate=order or test."
 )
+MSG_DEBUGGER_ISOLATED: Final = (
+    "{flag} cannot stop in a test that runs in a forked worker ({where}): the worker is not in "
+    "the terminal's foreground and would die waiting for input. Debug one test in the pytest "
+    "process with --trtctx-isolate=none (with one order selected), or drop {flag}."
+)
 MSG_CUDA_TOUCHED: Final = (
     "not run: the pytest process initialised CUDA ({why}; {culprit}), and a test runs under an "
     "order only in a process where CUDA was never initialised before the order's recipe. "

@@ -69,6 +69,7 @@ class ReportWriter:
                 "messages": [],
                 "outputs_sha256": {},
                 "durations": {},
+                "reruns": 0,
             }
         return self.tests[nodeid]
 
@@ -111,6 +112,8 @@ class ReportWriter:
             rec["signature"] = props[SIGNATURE_PROPERTY]
         if isinstance(props.get(TRACE_PROPERTY), dict):
             rec["trace"] = props[TRACE_PROPERTY]
+        if str(report.outcome) == "rerun":  # pytest-rerunfailures: this attempt runs again
+            rec["reruns"] = max(rec["reruns"], int(getattr(report, "rerun", 0)) + 1)
         outcome = classify(report)
         if (
             outcome == "skipped"

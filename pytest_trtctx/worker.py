@@ -25,7 +25,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 from _pytest.warnings import catch_warnings_for_item
 
-from . import contexts, orders, probe, tracer
+from . import contexts, orders, probe, reruns, tracer
 from .config import settings_of
 from .errors import OrderError
 from .names import MSG_CUDA_TOUCHED, MSG_ORDER_NOT_APPLIED
@@ -109,14 +109,20 @@ class Group:
     note: str | None = None
     #: Some item is traced: the context tracer starts before the order's recipe.
     trace: bool = False
+    #: Which attempt at its one test this group is (0: the first; a rerun's group has one item).
+    attempt: int = 0
 
 
 def group_message(
-    order: str | None, indices: list[int], note: str | None = None, trace: bool = False
+    order: str | None,
+    indices: list[int],
+    note: str | None = None,
+    trace: bool = False,
+    attempt: int = 0,
 ) -> bytes:
-    """What the parent writes to a spare's control pipe: its order, item indices, note and
-    whether to trace."""
-    message = {"order": order, "items": indices, "note": note, "trace": trace}
+    """What the parent writes to a spare's control pipe: its order, item indices, note, whether
+    to trace, and which attempt this is."""
+    message = {"order": order, "items": indices, "note": note, "trace": trace, "attempt": attempt}
     return json.dumps(message).encode() + b"\n"
 
 
@@ -277,16 +283,22 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             except KeyboardInterrupt:  # the test raised it: stop the run, as pytest would
                 send({"event": "interrupt", "index": index})
                 break
+            rerun = reruns.judge(item, reports, group.attempt)
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
                 send({"event": "report", "index": index, "data": data})
+            if rerun:  # the parent runs it again in a fresh worker
+                send({"event": "rerun", "index": index})
             sticky = None if last else _sticky(reports)
             if sticky is not None:
                 # The context is unusable: every later test here would fail with it. Finish
                 # this one, take no more; the parent gives the rest to a fresh worker.
                 send({"event": "retire", "index": index, "reason": sticky})
+                save_coverage()
                 send({"event": "done", "index": index})
                 break
+            if last:  # the parent ends the worker once it reads the last "done"
+                save_coverage()
             send({"event": "done", "index": index})
     except BaseException:  # anything here is the plugin's own failure: say it, then exit
         import traceback
@@ -300,6 +312,32 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
         os._exit(code)
 
 
+def save_coverage() -> None:
+    """Write what coverage.py measured in this worker, as a data file of its own.
+
+    A worker leaves with ``os._exit``, so coverage's own save at exit never runs there. Where
+    coverage names its data files per process (pytest-cov does; ``coverage run --parallel-mode``
+    too), this worker's file is combined with the others' at the end of the run, as pytest-cov
+    combines its xdist workers'. Where it does not, the file name is the pytest process's own, and
+    saving here would erase the pytest process's data: nothing is saved (docs/isolation.md).
+    """
+    module = sys.modules.get("coverage")
+    cov = getattr(getattr(module, "Coverage", None), "current", lambda: None)()
+    if cov is None:
+        return
+    per_process = getattr(cov, "_data_suffix_specified", None) is True or cov.config.parallel
+    if not per_process:
+        return
+    try:
+        cov.stop()
+        cov.save()
+    except Exception as exc:  # a worker's results matter more than its coverage: say, go on
+        print(
+            f"pytest-trtctx: coverage data of worker {os.getpid()} not saved: {exc!r}",
+            file=sys.stderr,
+        )
+
+
 def _read_group(session: pytest.Session, ctrl: int) -> Group | None:
     """In a spare: the group the parent sends (item indices and order), or None at EOF."""
     data = b""
@@ -311,4 +349,10 @@ def _read_group(session: pytest.Session, ctrl: int) -> Group | None:
     os.close(ctrl)
     message = json.loads(data)
     items = [session.items[i] for i in message["items"]]
-    return Group(message["order"], items, message.get("note"), bool(message.get("trace")))
+    return Group(
+        message["order"],
+        items,
+        message.get("note"),
+        bool(message.get("trace")),
+        int(message.get("attempt") or 0),
+    )

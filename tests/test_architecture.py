@@ -23,6 +23,7 @@ WORKER_MAY_IMPORT = {
     "spec",
     "storage",
     "tracer",
+    "reruns",
     "trace",
 }
 MAX_LINES = 450

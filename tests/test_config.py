@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pytest_trtctx.names import (
     HAZARDS,
     ISOLATE_MODES,
     MSG_BAD_VALUE,
+    MSG_DEBUGGER_ISOLATED,
     MSG_NONE_ONE_ORDER,
     ORDERS,
     SCENARIOS,
@@ -379,3 +381,19 @@ def test_all_is_the_init_orders_and_hazards_the_context_hazards() -> None:
     assert parse_orders("hazards", "here") == HAZARDS
     assert parse_orders(["torch-first", "hazards"], "here") == (ORDERS[0], *HAZARDS)
     assert not set(HAZARDS) & set(parse_orders("all", "here"))
+
+
+@pytest.mark.parametrize("flag", ["--pdb", "--trace"])
+def test_the_debugger_in_a_forked_worker_is_refused_at_start(
+    pytester: pytest.Pytester, flag: str
+) -> None:
+    pytester.makepyfile("def test_fail():\n    assert 0\n")
+    result = run_pytest(pytester, "--trtctx-isolate=test", flag)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    message = MSG_DEBUGGER_ISOLATED.format(flag=flag, where="option --trtctx-isolate")
+    result.stderr.fnmatch_lines(["*" + message])
+    result.stdout.no_fnmatch_line("*died*")
+    # In the pytest process the debugger works as pytest's own: it stops at the failure.
+    args = ("-p", "pytest_trtctx.plugin", "--trtctx-isolate=none", "--pdb")
+    result = pytester.run(sys.executable, "-m", "pytest", *args, stdin=b"c\n", timeout=120)
+    result.stdout.fnmatch_lines(["*entering PDB*", "*1 failed*"])

@@ -12,6 +12,8 @@ import pytest
 from pytest_trtctx import orders, worker
 from pytest_trtctx.errors import OrderError
 
+from .conftest import cpu_orders, run_pytest
+
 
 def test_the_group_message_is_one_json_line() -> None:
     blob = worker.group_message("driver-first", [3, 4])
@@ -21,9 +23,11 @@ def test_the_group_message_is_one_json_line() -> None:
         "items": [3, 4],
         "note": None,
         "trace": False,
+        "attempt": 0,
     }
     assert json.loads(worker.group_message(None, [0], "why"))["note"] == "why"
     assert json.loads(worker.group_message(None, [0], trace=True))["trace"] is True
+    assert json.loads(worker.group_message(None, [0], attempt=2))["attempt"] == 2
 
 
 def test_preload_imports_what_is_installed_and_initialises_nothing() -> None:
@@ -92,3 +96,56 @@ def test_warnings_cross_as_plain_data_with_their_category() -> None:
     )
     unknown = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
     assert unknown.category is UserWarning and str(unknown.message) == "old"
+
+
+#: Four statements, two branches; the tests below cover every line between them.
+MYLIB = """
+def f(x):
+    if x:
+        return 1
+    return 2
+"""
+
+COVERING = """
+import mylib
+
+def test_one():
+    assert mylib.f(1) == 1
+
+def test_two():
+    assert mylib.f(0) == 2
+"""
+
+
+def _covered(pytester: pytest.Pytester, *args: str) -> dict[str, object]:
+    """Run the tests under pytest-cov; the JSON report's executed and missing lines of mylib."""
+    out = pytester.path / "cov.json"
+    out.unlink(missing_ok=True)
+    result = run_pytest(
+        pytester, "-p", "pytest_cov.plugin", "--cov=mylib", f"--cov-report=json:{out}", *args
+    )
+    result.assert_outcomes(passed=2)
+    data = json.loads(out.read_text())["files"]["mylib.py"]
+    return {"executed": data["executed_lines"], "missing": data["missing_lines"]}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ("--trtctx-isolate=test",),
+        ("--trtctx-isolate=order",),
+        ("--trtctx-order=torch-first", "--trtctx-isolate=order"),
+        ("--trtctx-order=torch-first", "-p", "xdist", "-n", "2"),
+    ],
+    ids=["test", "order", "order-with-an-order", "xdist"],
+)
+def test_coverage_of_isolated_workers_equals_in_process(
+    pytester: pytest.Pytester, mode: tuple[str, ...]
+) -> None:
+    pytest.importorskip("pytest_cov", reason="pytest-cov is in the [test] extra")
+    pytester.makepyfile(mylib=MYLIB, test_eco=COVERING)
+    pytester.syspathinsert()
+    in_process = _covered(pytester)
+    assert in_process["missing"] == [], in_process
+    assert _covered(pytester, *cpu_orders(pytester), *mode) == in_process
+    assert not list(pytester.path.glob(".coverage.*")), "a worker's data file was not combined"
