@@ -106,7 +106,7 @@ class Baseline:
         path = self._file(fp)
         try:
             text = read_regular(path, MAX_BASELINE_BYTES).decode()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # none yet (writing it says the rest)
             return {"environment": {}, "tests": {}}
         except UnusableInput as exc:
             raise BaselineError(f"{exc.strerror}; a baseline is a JSON file") from None
