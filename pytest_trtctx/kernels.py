@@ -19,15 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_trtctx import storage
 from pytest_trtctx.errors import BackendUnavailable, KernelCompileError
-from pytest_trtctx.storage import (
-    CUBIN_SUBDIR,
-    UnusableInput,
-    default_cache_dir,
-    digest,
-    read_regular,
-    write_output,
-)
+from pytest_trtctx.storage import CUBIN_SUBDIR, default_cache_dir, digest
 
 __all__ = [
     "BLOCK_SIZE",
@@ -407,8 +401,8 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     path = root / CUBIN_SUBDIR / f"{key}.cubin"
 
     try:
-        cached: bytes | None = read_regular(path, MAX_CACHED_BYTES)
-    except UnusableInput as exc:  # a FIFO, a device or a runaway file named like an entry
+        cached: bytes | None = storage.read_regular(path, MAX_CACHED_BYTES)
+    except storage.UnusableInput as exc:  # a FIFO, a device or a runaway file named like an entry
         cached = None
         warnings.warn(
             f"pytest-trtctx: cached cubin unusable ({exc.strerror}); recompiling",
@@ -433,7 +427,7 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     data = _compile(arch, options)
     written: Path | None = path
     try:
-        write_output(path, pack_cached(data), private=True)
+        storage.write_output(path, pack_cached(data), private=True)
     except OSError as exc:
         written = None
         warnings.warn(
