@@ -20,6 +20,7 @@ import json
 import os
 import re
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -182,10 +183,40 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+#: Names of one of this process's open descriptors: ``/dev/stdout``, ``/dev/fd/3``,
+#: ``/proc/self/fd/1``.
+_DESCRIPTOR = re.compile(
+    r"^/(dev/(?P<std>stdout|stderr)|dev/fd/(?P<fd>\d+)|proc/(?P<pid>[^/]+)/fd/(?P<pfd>\d+))$"
+)
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """The descriptor ``path`` names in this process, or None. Its file is a stream others write
+    too (``pytest > log.txt``): it is written through that descriptor, at its position, so that
+    the report lands after what was written before it and what comes after does not overwrite
+    it, as opening the file anew (at offset 0) would."""
+    found = _DESCRIPTOR.match(os.path.abspath(path))
+    if found is None:
+        return None
+    if found["std"]:
+        return 1 if found["std"] == "stdout" else 2
+    if found["fd"]:
+        return int(found["fd"])
+    if found["pid"] in ("self", "thread-self", str(os.getpid())):
+        return int(found["pfd"])
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _write_through(path: Path, data: bytes) -> None:
     """Write into what ``path`` names (following symlinks) without replacing it: a regular file
-    is truncated and rewritten, a character device or a FIFO is written to. The open does not
-    block (a FIFO nobody reads is refused, not waited on); the writes do, as any writer's."""
+    is truncated and rewritten, a character device or a FIFO is written to. The open does not block
+    (a FIFO nobody reads is refused, not waited on); the writes do, as any writer's."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o644)
     except OSError as exc:
@@ -199,9 +230,7 @@ def _write_through(path: Path, data: bytes) -> None:
         os.set_blocking(fd, True)
         if stat.S_ISREG(mode):
             os.ftruncate(fd, 0)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
 
@@ -217,6 +246,13 @@ def write_output(path: Path, data: bytes, *, private: bool = False) -> None:
     Replacing them instead, as ``os.replace`` would, turns ``/dev/null`` into a regular file
     for everyone on the machine when run as root.
     """
+    own = _own_descriptor(path)
+    if own is not None:
+        for stream in (sys.stdout, sys.stderr):  # what was printed before goes before
+            with contextlib.suppress(Exception):
+                stream.flush()
+        _write_all(own, data)
+        return
     try:
         mode: int | None = os.lstat(path).st_mode
     except FileNotFoundError:

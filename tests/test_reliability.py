@@ -239,6 +239,22 @@ def test_a_symlinked_report_is_written_through_and_the_link_kept(
     assert load(pytester.path / "runs" / "r1.json")["tests"][0]["outcome"] == "passed"
 
 
+def test_a_report_to_a_descriptor_goes_to_the_run_s_own_output(pytester: pytest.Pytester) -> None:
+    """``--trtctx-report=/dev/stdout`` writes through the process's descriptor, at its position
+    (a shell's ``> log`` keeps what came before and after). ``/proc/self/fd/1`` stands for it
+    here: a rename onto it fails, so a regression cannot replace anything on the machine."""
+    pytester.makepyfile(RECORDS)
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first",
+        "--trtctx-report=/proc/self/fd/1",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    text = result.stdout.str()
+    report = json.loads(text[text.index("{\n") : text.index("\n}\n") + 2])
+    assert report["tests"][0]["outcome"] == "passed"
+    assert text.index("trtctx: report written to /proc/self/fd/1") > text.index("\n}\n")
+
+
 def test_a_fifo_as_report_is_written_into_not_replaced(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(RECORDS)
     fifo = pytester.path / "report.fifo"
