@@ -19,7 +19,7 @@ import pytest
 from pytest_trtctx.baseline import LOCK_NAME
 from pytest_trtctx.cli import EXIT_INCOMPLETE
 from pytest_trtctx.outcomes import EXIT_UNSAVED
-from pytest_trtctx.report import INTERRUPTED, SCHEMA_VERSION, load
+from pytest_trtctx.report import INTERRUPTED, SCHEMA_VERSION, STOPPED_EARLY, load
 from pytest_trtctx.storage import locked
 
 from .conftest import cpu_orders, run_pytest
@@ -667,3 +667,20 @@ def test_a_stride_padding_or_dilation_past_32_bits_is_refused_naming_it(
     result = run_pytest(pytester, "--trtctx-matrix=conv_matrix.toml")
     result.assert_outcomes(errors=1)
     assert f"[[conv]] #1 ('huge') at line 3: {what}" in result.stdout.str()
+
+
+def test_a_run_stopped_by_x_is_incomplete(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_1(trtctx_order): assert False
+        def test_2(trtctx_order): pass
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-workers=1",
+        "--trtctx-report=r.json", "-x",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    run = load(pytester.path / "r.json")["run"]
+    assert (run["complete"], run["ended_by"], run["exit_status"]) == (False, STOPPED_EARLY, 1)
+    assert run["not_run"] == 1
