@@ -204,7 +204,9 @@ class ConvSpec:
         sizes = (("height", height), ("width", width))
         for axis, (label, size) in enumerate(sizes):
             k, s, p, d = kernel[axis], stride[axis], padding[axis], dilation[axis]
-            if size + 2 * p > MAX_INDEX:  # the kernels' input index spans -pad .. size + pad
+            # The kernels' input index spans -pad .. size + pad (a size past it alone is an
+            # input too large, said by check_bounds).
+            if size <= MAX_INDEX < size + 2 * p:
                 raise MatrixError(
                     f"{where}: field 'padding': {label} + 2*padding would be {size + 2 * p}, "
                     f"more than {MAX_INDEX} (the reference kernels index with 32-bit integers)"
