@@ -90,6 +90,7 @@ def test_a_report_that_cannot_be_written_at_the_end_is_saved_elsewhere(
         pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-report=r.json"
     )
     result.assert_outcomes(passed=1)
+    assert result.ret == EXIT_UNSAVED  # not where asked: CI must not take it for a clean run
     line = next(x for x in result.stdout.lines if x.startswith("trtctx: report written to "))
     assert "r.json could not be written" in line
     saved = Path(line.split("written to ", 1)[1].split(" instead")[0])
