@@ -249,7 +249,7 @@ def write_output(path: Path, data: bytes, *, private: bool = False) -> None:
     own = _own_descriptor(path)
     if own is not None:
         for stream in (sys.stdout, sys.stderr):  # what was printed before goes before
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
                 stream.flush()
         _write_all(own, data)
         return
