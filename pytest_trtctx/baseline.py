@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,21 @@ from .outcomes import (
     OUTPUTS_PROPERTY,
     SIGNATURE_PROPERTY,
     properties,
+    unsaved,
 )
 from .probe import environment
-from .storage import json_problem, save_json
+from .storage import UnusableInput, json_problem, locked, read_regular, save_json
 
 
 class BaselineError(TrtctxError):
     """A baseline file cannot be used: the message names it and what is wrong."""
 
+
+#: The largest baseline file read: a baseline of 100 000 tests is far smaller; a device or a
+#: runaway file is refused instead of read into memory.
+MAX_BASELINE_BYTES = 256 << 20
+#: The lock beside each ``baseline.json`` that serialises the runs recording into it.
+LOCK_NAME = "baseline.json.lock"
 
 FINGERPRINT_KEYS = ("gpus", "driver", "cuda_driver_api", "versions", "python")
 
@@ -86,18 +94,22 @@ class Baseline:
         self.root = root
         self.current = current
         self.keep_outputs = keep_outputs
+        self._loaded: dict[str, dict[str, Any]] = {}
+        self._others: list[str] | None = None  # other fingerprints, newest first
 
     def _file(self, fp: str) -> Path:
         return self.root / fp / "baseline.json"
 
-    def _load(self, fp: str) -> dict[str, Any]:
-        """One fingerprint's baseline; empty where there is none. A damaged one is an error
-        naming the file: silently starting afresh would overwrite what it held."""
+    def _read(self, fp: str) -> dict[str, Any]:
+        """One fingerprint's baseline as it is on disk now; empty where there is none. A damaged
+        one is an error naming the file: silently starting afresh would overwrite what it held."""
         path = self._file(fp)
         try:
-            text = path.read_text()
-        except FileNotFoundError:
+            text = read_regular(path, MAX_BASELINE_BYTES).decode()
+        except (FileNotFoundError, NotADirectoryError):  # none yet (writing it says the rest)
             return {"environment": {}, "tests": {}}
+        except UnusableInput as exc:
+            raise BaselineError(f"{exc.strerror}; a baseline is a JSON file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise BaselineError(f"{path}: cannot be read ({exc})") from None
         try:
@@ -119,25 +131,37 @@ class Baseline:
             )
         return {"environment": data.get("environment", {}), "tests": tests}
 
-    def check(self) -> None:
-        """Read every baseline under the root once: a damaged one stops the run before tests."""
-        for path in self.root.glob("*/baseline.json"):
-            self._load(path.parent.name)
+    def _load(self, fp: str) -> dict[str, Any]:
+        """One fingerprint's baseline, read once per run (the pytest process reads them all at
+        its start, and forked workers inherit what it read): re-reading it for every test made a
+        run quadratic in its tests. Only :meth:`record` reads the disk again, under its lock."""
+        if fp not in self._loaded:
+            self._loaded[fp] = self._read(fp)
+        return self._loaded[fp]
 
-    def reference(self, nodeid: str) -> tuple[str, dict[str, str]] | None:
-        """The baseline for ``nodeid``: this fingerprint's, else the newest other one's."""
-        mine = self._load(self.current)["tests"].get(nodeid)
-        if mine:
-            return self.current, mine
+    def check(self) -> None:
+        """Read every baseline under the root once: a damaged one stops the run before tests.
+        What was read serves the whole run."""
         others = sorted(
             (p for p in self.root.glob("*/baseline.json") if p.parent.name != self.current),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
-        for path in others:
-            entry = self._load(path.parent.name)["tests"].get(nodeid)
+        self._others = [p.parent.name for p in others]
+        for fp in (self.current, *self._others):
+            self._load(fp)
+
+    def reference(self, nodeid: str) -> tuple[str, dict[str, str]] | None:
+        """The baseline for ``nodeid``: this fingerprint's, else the newest other one's."""
+        if self._others is None:
+            self.check()
+        mine = self._load(self.current)["tests"].get(nodeid)
+        if mine:
+            return self.current, mine
+        for fp in self._others or []:
+            entry = self._load(fp)["tests"].get(nodeid)
             if entry:
-                return path.parent.name, entry
+                return fp, entry
         return None
 
     def compare(self, nodeid: str, outputs: dict[str, Any], hashes: dict[str, str]) -> list[Drift]:
@@ -161,7 +185,15 @@ class Baseline:
                     )
                 )
         if self.keep_outputs and (found is None or found[0] != self.current):
-            self._keep(nodeid, outputs)
+            try:
+                self._keep(nodeid, outputs)
+            except OSError as exc:  # a full disk: the comparison stands, the outputs are lost
+                warnings.warn(
+                    f"trtctx baseline: the outputs of {nodeid} were not kept under "
+                    f"{self.root / self.current / 'outputs'} ({exc.strerror or exc})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return drifts
 
     def _largest(self, fp: str, nodeid: str, name: str, tensor: Any) -> str:
@@ -197,18 +229,28 @@ class Baseline:
             os.replace(tmp, target)
 
     def record(self, env: dict[str, Any], results: dict[str, dict[str, str]]) -> int:
-        """Add entries for tests this fingerprint has none for; return how many were added."""
-        data = self._load(self.current)
-        data["environment"] = env
-        added = 0
-        for nodeid, hashes in results.items():
-            if hashes and nodeid not in data["tests"]:
-                data["tests"][nodeid] = hashes
-                added += 1
-        if added:
-            where, why = save_json(self._file(self.current), data)
-            if why is not None:
-                raise BaselineError(f"{why}; the new entries were saved to {where}")
+        """Add entries for tests this fingerprint has none for; return how many were added.
+
+        Runs that share a baseline folder (one CI job per order) record at once: the file is
+        read, merged and replaced under a lock beside it, so that no run's entries are lost.
+        BaselineError says where the new entries went instead when the file cannot be written.
+        """
+        path = self._file(self.current)
+        with locked(path.with_name(LOCK_NAME)):
+            data = self._read(self.current)  # as it is now: another run may have added entries
+            data["environment"] = env
+            added = 0
+            for nodeid, hashes in results.items():
+                if hashes and nodeid not in data["tests"]:
+                    data["tests"][nodeid] = hashes
+                    added += 1
+            if added:
+                where, why = save_json(path, data)
+                if where is None:
+                    raise BaselineError(f"{why}; the {added} new entries were not saved")
+                if why is not None:
+                    raise BaselineError(f"{why}; the {added} new entries were saved to {where}")
+        self._loaded[self.current] = data
         return added
 
 
@@ -294,6 +336,7 @@ class BaselineKeeper:
                 self.added = self.baseline.record(self.env, self.results)
             except BaselineError as exc:
                 self.failure = str(exc)
+                unsaved(session)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter

@@ -7,8 +7,12 @@ per order, say) into one.
 what newly fails, what newly skips (a test that ran before and skips now is lost coverage: a backend
 that stopped running on this GPU, a driver that went missing), what newly passes, known failures
 that stopped reproducing, outputs whose hash changed, tests that appeared or vanished, and what
-changed in the environment, after a line that says how much was compared. Exit status: 0 when
-nothing regressed, 1 on a regression, 2 on bad input.
+changed in the environment, after a line that says how much was compared, and the tests that
+never ran because a run was cut short (interrupted, an internal error, ``-x``). Exit status:
+:data:`EXIT_OK` when nothing regressed, :data:`EXIT_REGRESSED` on a regression,
+:data:`EXIT_BAD_INPUT` on bad input, :data:`EXIT_INCOMPLETE` when nothing regressed among the
+tests that ran but a report is of a run that did not complete (0 with ``--allow-incomplete``).
+``merge`` refuses an incomplete report with :data:`EXIT_INCOMPLETE` unless ``--allow-incomplete``.
 
 An output hash that changed in the *same* environment is a regression (the run is not bitwise
 reproducible). One that changed *with* the environment (a new driver, CUDA, library version or GPU
@@ -26,9 +30,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from .report import ReportError, load
+from .merging import IncompleteRun, merge
+from .report import ReportError, how_it_ended, load, run_of
+
+#: Exit statuses of ``diff`` and ``merge`` (docs/report.md).
+EXIT_OK = 0
+EXIT_REGRESSED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
 
 GOOD = {"passed", "known-failure", "xfailed"}
 BAD = {"failed", "error"}
@@ -46,7 +57,9 @@ class Diff:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     environment: list[tuple[str, Any, Any]] = field(default_factory=list)
-    compared: int = 0  # tests in both reports
+    not_run: list[tuple[str, str]] = field(default_factory=list)  # nodeid, the report(s)
+    incomplete: list[tuple[str, str]] = field(default_factory=list)  # report, how it ended
+    compared: int = 0  # tests in both reports, run to an outcome in both
     same_outcome: int = 0
     hashes_compared: int = 0
     strict_hashes: bool = False
@@ -143,8 +156,24 @@ def compare(
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             diff.environment.append((key, a.get(key), b.get(key)))
+    for name, data in zip(names, (old, new), strict=True):
+        if not run_of(data).get("complete"):
+            diff.incomplete.append((name, how_it_ended(data)))
     named = without_folders if ignore_folders else str
     before, after = _by(old["tests"], named, names[0]), _by(new["tests"], named, names[1])
+    # A test that never ran (the run ended before it) says nothing of the code: it is listed as
+    # such and compared with nothing, so that a cut-short run cannot read as "no regression".
+    unrun_before = {n for n, t in before.items() if t.get("outcome") is None}
+    unrun_after = {n for n, t in after.items() if t.get("outcome") is None}
+    for nodeid in sorted(unrun_before | unrun_after):
+        which = [
+            label
+            for label, unrun in zip(names, (unrun_before, unrun_after), strict=True)
+            if nodeid in unrun
+        ]
+        diff.not_run.append((nodeid, " and ".join(which)))
+    before = {n: t for n, t in before.items() if n not in unrun_before | unrun_after}
+    after = {n: t for n, t in after.items() if n not in unrun_before | unrun_after}
     diff.added = sorted(set(after) - set(before))
     diff.removed = sorted(set(before) - set(after))
     for nodeid in sorted(set(before) & set(after)):
@@ -214,10 +243,17 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     head = "## " if markdown else ""
     item = "- " if markdown else "  "
     code = "`" if markdown else ""
-    verdict = "REGRESSED" if diff.regressed else "no regression"
+    if diff.regressed:
+        verdict = "REGRESSED"
+    elif diff.incomplete:
+        verdict = "INCOMPLETE (no regression among the tests that ran)"
+    else:
+        verdict = "no regression"
     lines.append(f"{head}pytest-trtctx diff: {verdict}")
     lines.append(f"{item}old: {code}{old}{code}")
     lines.append(f"{item}new: {code}{new}{code}")
+    for name, how in diff.incomplete:
+        lines.append(f"{item}incomplete run: {code}{name}{code}: {how}")
     unchanged = diff.hashes_compared - len(diff.hash_changed)
     lines.append(
         f"{item}compared: {diff.compared} tests in both ({diff.same_outcome} with the same "
@@ -232,6 +268,11 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
         return shown
 
     sections: list[tuple[str, int, list[str]]] = [  # title, how many, its lines
+        (
+            "Not run (the run ended before them: compared with nothing)",
+            len(diff.not_run),
+            listed([f"{code}{n}{code} (never ran in {w})" for n, w in diff.not_run]),
+        ),
         (
             "Newly failing",
             len(diff.newly_failing),
@@ -278,69 +319,29 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: What must agree where one test is in several reports (a test under no order runs in every
-#: per-order job of a suite): then it is one record; else the merge names the conflict.
-SAME_IN_EVERY_JOB = ("outcome", "signature", "outputs_sha256", "known_failure")
+def _emit(stream: TextIO, text: str) -> None:
+    """Write ``text`` so that any report's text can be shown: what the stream's encoding cannot
+    hold (a lone surrogate in a skip reason) is written escaped, never an exception."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
-def _not_applied(test: dict[str, Any]) -> bool:
-    return test.get("order_applied") is False and test.get("outcome") == "skipped"
-
-
-def merge(paths: Sequence[Path]) -> dict[str, Any]:
-    """One report from several of one environment (one per CI job, say): tests are combined. A
-    test in several reports with the same outcome and hashes is one record; a record skipped
-    because its order could not be applied yields to one where it was; any other difference
-    fails the merge, naming both reports and what differs. Reports from different environments
-    (their fingerprints) are refused."""
-    from .baseline import fingerprint
-
-    reports = [load(p) for p in paths]
-    merged = dict(reports[0])
-    seen: dict[str, tuple[Path, dict[str, Any]]] = {}
-    fp = fingerprint(reports[0].get("environment", {}))
-    for path, data in zip(paths, reports, strict=True):
-        if fingerprint(data.get("environment", {})) != fp:
-            raise ReportError(
-                f"{path}: another environment than {paths[0]} (fingerprint differs); "
-                "merge reports of one machine and software stack, diff the others"
-            )
-        for test in data["tests"]:
-            nodeid = test["nodeid"]
-            if nodeid not in seen:
-                seen[nodeid] = (path, test)
-                continue
-            first_path, first = seen[nodeid]
-            # With one order selected a plain test runs under it, and skips where that order
-            # could not be applied (multi-device on one GPU): such a record says nothing of the
-            # test itself, and yields to one from a job where the order was applied.
-            if _not_applied(test) and not _not_applied(first):
-                continue
-            if _not_applied(first) and not _not_applied(test):
-                seen[nodeid] = (path, test)
-                continue
-            differs = [f for f in SAME_IN_EVERY_JOB if first.get(f) != test.get(f)]
-            if differs:
-                raise ReportError(
-                    f"{path}: test {nodeid} is also in {first_path} with another "
-                    + ", ".join(
-                        f"{f} ({first.get(f)!r} there, {test.get(f)!r} here)" for f in differs
-                    )
-                )
-    merged["tests"] = sorted((test for _path, test in seen.values()), key=lambda t: t["nodeid"])
-    merged["settings"] = dict(merged.get("settings", {}))
-    merged["settings"]["orders"] = sorted(
-        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
-    )
-    merged["merged_from"] = [str(p) for p in paths]
-    return merged
+ALLOW_INCOMPLETE_HELP = (
+    "a report of a run that did not complete (interrupted, an internal error, -x) is accepted: "
+    "its tests that never ran are listed as such (without it: exit 3)"
+)
+EPILOG = (
+    "exit status: 0 no regression; 1 a regression (diff); 2 bad input (a file that is not a "
+    "usable report, a bad -o); 3 a report of a run that did not complete, without "
+    "--allow-incomplete"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     description = __doc__.splitlines()[0].replace("``", "")
-    parser = argparse.ArgumentParser(prog="pytest-trtctx", description=description)
+    parser = argparse.ArgumentParser(prog="pytest-trtctx", description=description, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("diff", help="compare two --trtctx-report files")
+    d = sub.add_parser("diff", help="compare two --trtctx-report files", epilog=EPILOG)
     d.add_argument("old", type=Path)
     d.add_argument("new", type=Path)
     d.add_argument("--markdown", action="store_true", help="Markdown, for a CI comment")
@@ -355,26 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="match tests by file name and test, not by the folder they were collected from "
         "(a clone's tests/regression against the installed package's suite)",
     )
-    m = sub.add_parser("merge", help="combine reports of one environment (one per CI job)")
+    d.add_argument("--allow-incomplete", action="store_true", help=ALLOW_INCOMPLETE_HELP)
+    m = sub.add_parser(
+        "merge", help="combine reports of one environment (one per CI job)", epilog=EPILOG
+    )
     m.add_argument("reports", type=Path, nargs="+")
     m.add_argument("-o", "--output", type=Path, required=True)
+    m.add_argument("--allow-incomplete", action="store_true", help=ALLOW_INCOMPLETE_HELP)
     args = parser.parse_args(argv)
     if args.command == "merge":
-        from .storage import path_problem, write_json
-
-        try:
-            problem = path_problem(args.output, folder=False)
-            if problem is not None:
-                raise ReportError(f"-o: {problem}")
-            write_json(args.output, merge(args.reports))
-        except ReportError as exc:
-            print(f"pytest-trtctx merge: {exc}", file=sys.stderr)
-            return 2
-        except OSError as exc:
-            print(f"pytest-trtctx merge: -o {args.output}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-        print(f"pytest-trtctx merge: {len(args.reports)} reports -> {args.output}")
-        return 0
+        return _merge(args.reports, args.output, allow_incomplete=args.allow_incomplete)
     try:
         old, new = load(args.old), load(args.new)
         diff = compare(
@@ -385,10 +376,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             names=(str(args.old), str(args.new)),
         )
     except ReportError as exc:
-        print(f"pytest-trtctx diff: {exc}", file=sys.stderr)
-        return 2
-    sys.stdout.write(render(diff, str(args.old), str(args.new), markdown=args.markdown))
-    return 1 if diff.regressed else 0
+        _emit(sys.stderr, f"pytest-trtctx diff: {exc}\n")
+        return EXIT_BAD_INPUT
+    _emit(sys.stdout, render(diff, str(args.old), str(args.new), markdown=args.markdown))
+    if diff.regressed:
+        return EXIT_REGRESSED
+    return EXIT_INCOMPLETE if diff.incomplete and not args.allow_incomplete else EXIT_OK
+
+
+def _merge(reports: list[Path], output: Path, *, allow_incomplete: bool) -> int:
+    from .storage import path_problem, write_json
+
+    try:
+        problem = path_problem(output, folder=False)
+        if problem is not None:
+            raise ReportError(f"-o: {problem}")
+        write_json(output, merge(reports, allow_incomplete=allow_incomplete))
+    except IncompleteRun as exc:
+        _emit(sys.stderr, f"pytest-trtctx merge: {exc}\n")
+        return EXIT_INCOMPLETE
+    except ReportError as exc:
+        _emit(sys.stderr, f"pytest-trtctx merge: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        _emit(sys.stderr, f"pytest-trtctx merge: -o {output}: {exc.strerror or exc}\n")
+        return EXIT_BAD_INPUT
+    _emit(sys.stdout, f"pytest-trtctx merge: {len(reports)} reports -> {output}\n")
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,11 +20,13 @@ would at best refuse it and at worst crash. The key parts are stored, not only t
 reader can tell what an entry is and a hash collision cannot hand back the wrong engine.
 
 Writers write a temp file in the same directory and ``os.replace`` it into place, so readers only
-ever see no file or a whole one. An advisory ``flock`` on ``<key>.lock`` makes concurrent
-builders of one key wait for the first instead of all building (where locking is not possible,
-they all build and the last replace wins, which is still correct).
+ever see no file or a whole one. An advisory ``flock`` on ``<key>.lock``
+(:func:`pytest_trtctx.storage.locked`) makes concurrent builders of one key wait for the first
+instead of all building (where locking is not possible, they all build and the last replace
+wins, which is still correct). New cache folders are 0700, entries and locks 0600.
 
-Writes go through :func:`pytest_trtctx.storage.write_atomic`.
+Writes go through :func:`pytest_trtctx.storage.write_output`, reads through
+:func:`pytest_trtctx.storage.read_regular` (a FIFO or a device named like an entry is refused).
 """
 
 from __future__ import annotations
@@ -32,15 +34,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import struct
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_trtctx.errors import TrtctxError
-from pytest_trtctx.storage import ENGINE_MAGIC, ENGINE_SUBDIR, digest, write_atomic
+from pytest_trtctx.storage import (
+    ENGINE_MAGIC,
+    ENGINE_SUBDIR,
+    digest,
+    locked,
+    read_regular,
+    write_output,
+)
 
 if TYPE_CHECKING:
     from pytest_trtctx.spec import ConvSpec
@@ -60,6 +68,9 @@ __all__ = [
 
 MAGIC = ENGINE_MAGIC
 FORMAT_VERSION = 1
+#: The largest entry read back: far above a plan of the matrix's convolutions, bounded so that a
+#: device or a runaway file named like an entry cannot fill the memory.
+MAX_ENTRY_BYTES = 4 << 30
 _HEAD = struct.Struct("<8sIQ32sI")  # magic, format, payload length, sha256, key length
 
 
@@ -123,7 +134,7 @@ def write_entry(path: Path, key_parts: Mapping[str, object], payload: bytes) -> 
     head = _HEAD.pack(
         MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest(), len(key)
     )
-    write_atomic(path, head + key + payload, private=True)
+    write_output(path, head + key + payload, private=True)
 
 
 def read_entry(path: Path, key_parts: Mapping[str, object]) -> bytes:
@@ -131,7 +142,7 @@ def read_entry(path: Path, key_parts: Mapping[str, object]) -> bytes:
 
     OSError (missing file) propagates: a miss is not a corrupt entry.
     """
-    data = path.read_bytes()
+    data = read_regular(path, MAX_ENTRY_BYTES)
     if len(data) < _HEAD.size:
         raise CacheEntryError(f"truncated header ({len(data)} bytes, need {_HEAD.size})")
     magic, fmt, length, checksum, klen = _HEAD.unpack_from(data)
@@ -152,29 +163,6 @@ def read_entry(path: Path, key_parts: Mapping[str, object]) -> bytes:
     if not payload:
         raise CacheEntryError("empty payload")
     return payload
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``<entry>.lock``; yields False when locking is impossible.
-
-    The lock file stays: unlinking it while another process waits on it would let a third
-    process lock a new file of the same name, and two builders would run at once.
-    """
-    lock = path.with_suffix(".lock")
-    try:
-        import fcntl
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except (ImportError, OSError):
-        yield False
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _try_read(path: Path, key_parts: Mapping[str, object]) -> bytes | None:
@@ -210,7 +198,7 @@ def get_or_build(
         hit = _try_read(path, key_parts)
         if hit is not None:
             return hit, True
-    with _build_lock(path):
+    with locked(path.with_suffix(".lock"), private=True):
         if not rebuild:
             # Another process may have built it while this one waited for the lock. A corrupt
             # entry was already reported above; read quietly here.

@@ -9,7 +9,8 @@ next run); by default it is ``.hypothesis/trtctx`` under the rootdir.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def explore(
 
     @settings(
         max_examples=max_examples,
-        database=DirectoryBasedExampleDatabase(str(database)) if database else None,
+        database=_checked(DirectoryBasedExampleDatabase(str(database)), database)
+        if database
+        else None,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
         print_blob=False,
@@ -79,3 +82,36 @@ def explore(
         check(spec)
 
     run()
+
+
+def _checked(inner: Any, path: Path) -> Any:
+    """hypothesis's directory database ignores a write that fails (a full disk, a folder removed
+    or made read-only): a failing example it could not keep would silently not be replayed on the
+    next run. This one delegates to it and warns, once, naming the folder."""
+    from hypothesis.database import ExampleDatabase
+
+    class Checked(ExampleDatabase):
+        warned = False
+
+        def save(self, key: bytes, value: bytes) -> None:
+            inner.save(key, value)
+            if not Checked.warned and value not in set(inner.fetch(key)):
+                Checked.warned = True
+                warnings.warn(
+                    f"pytest-trtctx: --trtctx-explore-db {path}: an example could not be saved "
+                    "there; a failure found now will not be replayed first on the next run",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+        def fetch(self, key: bytes) -> Iterable[bytes]:
+            fetched: Iterable[bytes] = inner.fetch(key)
+            return fetched
+
+        def delete(self, key: bytes, value: bytes) -> None:
+            inner.delete(key, value)
+
+        def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+            inner.move(src, dest, value)
+
+    return Checked()

@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_trtctx import storage
 from pytest_trtctx.errors import BackendUnavailable, KernelCompileError
-from pytest_trtctx.storage import CUBIN_SUBDIR, default_cache_dir, digest, write_atomic
+from pytest_trtctx.storage import CUBIN_SUBDIR, default_cache_dir, digest
 
 __all__ = [
     "BLOCK_SIZE",
@@ -372,6 +373,10 @@ def _program_log(nvrtc: Any, prog: Any, arch: str) -> str:
     return buf.rstrip(b"\x00").decode(errors="replace").strip()
 
 
+#: The largest cached cubin read back: the conv kernels' cubin is a few KiB per architecture.
+MAX_CACHED_BYTES = 64 << 20
+
+
 def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     """The CUBIN of :data:`CONV_SOURCE` for ``arch`` (``"sm_80"``), from cache or NVRTC.
 
@@ -396,7 +401,14 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     path = root / CUBIN_SUBDIR / f"{key}.cubin"
 
     try:
-        cached: bytes | None = path.read_bytes()
+        cached: bytes | None = storage.read_regular(path, MAX_CACHED_BYTES)
+    except storage.UnusableInput as exc:  # a FIFO, a device or a runaway file named like an entry
+        cached = None
+        warnings.warn(
+            f"pytest-trtctx: cached cubin unusable ({exc.strerror}); recompiling",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     except OSError:
         cached = None  # missing, or the dir is unusable (reported below if writing fails too)
     if cached is not None:
@@ -415,7 +427,7 @@ def compile_conv(arch: str, *, cache_dir: Path | None = None) -> Cubin:
     data = _compile(arch, options)
     written: Path | None = path
     try:
-        write_atomic(path, pack_cached(data), private=True)
+        storage.write_output(path, pack_cached(data), private=True)
     except OSError as exc:
         written = None
         warnings.warn(

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from pytest_trtctx.errors import ConfigError, MatrixError
 from pytest_trtctx.spec import DTYPES, ConvSpec, as_int, show
+from pytest_trtctx.storage import UnusableInput, read_regular
 
 __all__ = [
     "DTYPES",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: The largest matrix file read: thousands of entries fit in far less; a device or a runaway
+#: file named as the matrix is refused instead of read into memory.
+MAX_MATRIX_BYTES = 16 << 20
 
 _TOP_LEVEL = ("schema", "conv")
 
@@ -75,9 +79,11 @@ def load_matrix(path: Path) -> list[ConvSpec]:
     """
     shown = _display(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_MATRIX_BYTES)
     except FileNotFoundError:
         raise MatrixError(f"{shown}: matrix file not found") from None
+    except UnusableInput as exc:
+        raise MatrixError(f"{shown}: cannot read the matrix file: {exc.strerror}") from None
     except OSError as exc:
         raise MatrixError(f"{shown}: cannot read the matrix file: {exc.strerror or exc}") from None
     try:

@@ -93,3 +93,18 @@ def signature_of(exc: BaseException) -> str:
 def properties(report: pytest.TestReport) -> dict[str, Any]:
     """The report's user properties as a dict (a serialized report makes its pairs lists)."""
     return {str(k): v for k, v in (tuple(p) for p in report.user_properties)}
+
+
+#: The exit status of a run whose tests ended as pytest says but whose results (the report or
+#: the baseline) could not be written where asked: distinct from pytest's own 0-5, so that CI
+#: cannot take a run whose results are lost for a clean one. A run whose tests failed keeps
+#: pytest's status (the failure is what CI must see first); the summary names what was not saved.
+EXIT_UNSAVED = 6
+
+
+def unsaved(session: pytest.Session) -> None:
+    """Say that an output was not saved where asked (its writer's summary line says which and
+    why): the exit status becomes
+    :data:`EXIT_UNSAVED` where the tests alone would have given 0 (all passed) or 5 (none ran)."""
+    if int(session.exitstatus) in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = EXIT_UNSAVED

@@ -28,6 +28,10 @@ from .names import (
     SCENARIOS,
 )
 
+#: The most runs ``trtctx_bitwise_stable`` takes: more is a typo that would hold a worker for
+#: hours, not a stricter test.
+MAX_BITWISE_RUNS = 1000
+
 #: The markers' ``pytest --markers`` lines: what each one means and takes.
 MARKERS = (
     f"{MARK_ORDERS}(*orders): run this test only under these init orders or hazards ("
@@ -36,10 +40,12 @@ MARKERS = (
     f"{MARK_KNOWN_FAILURE}(order, signature, reason=''): under ORDER (a name or a list) the test "
     "is expected to fail with a failure signature matching the regex SIGNATURE; it is reported "
     "as xfailed while it does, and FAILS the day it passes or fails differently.",
-    f"{MARK_NONZERO}: every output handed to trtctx_outputs (or made by trtctx.run) must be "
-    "written (no sentinel left where the plugin owns the buffer), finite and not all zero.",
-    f"{MARK_BITWISE_STABLE}(runs=2): run the test body RUNS times; every output must be bitwise "
-    "identical across runs; a failure shows the first differing index and the hashes.",
+    f"{MARK_NONZERO}: (no arguments) every output handed to trtctx_outputs (or made by "
+    "trtctx.run) must be written (no sentinel left where the plugin owns the buffer), finite "
+    "and not all zero.",
+    f"{MARK_BITWISE_STABLE}(runs=2): run the test body RUNS times (2 to {MAX_BITWISE_RUNS}); "
+    "every output must be bitwise identical across runs; a failure shows the first differing "
+    "index and the hashes.",
     f"{MARK_TIMEOUT}(seconds): hang timeout for this test in an isolated process "
     "(overrides --trtctx-timeout and the ini key trtctx_timeout).",
     f"{MARK_BACKEND}(name): engine backend for this test (" + ", ".join(BACKENDS) + "); "
@@ -136,7 +142,7 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
         ),
         known_failures=tuple(_known(m, where(MARK_KNOWN_FAILURE)) for m in _knowns(item)),
         bitwise_runs=_bitwise_runs(item, where(MARK_BITWISE_STABLE)),
-        nonzero=item.get_closest_marker(MARK_NONZERO) is not None,
+        nonzero=_nonzero(item, where(MARK_NONZERO)),
         trace=cfg.with_marker(
             settings.trace,
             True if item.get_closest_marker(MARK_TRACE) is not None else None,
@@ -197,7 +203,29 @@ def _bitwise_runs(item: pytest.Item, where: str) -> int:
     marker = item.get_closest_marker(MARK_BITWISE_STABLE)
     if marker is None:
         return 1
+    unknown = sorted(set(marker.kwargs) - {"runs"})
+    if unknown or len(marker.args) > 1 or (marker.args and "runs" in marker.kwargs):
+        raise ConfigError(
+            f"{where}: takes runs (one number, or runs=N) and nothing else, got "
+            f"{_arguments(marker)}"
+        )
     runs = marker.kwargs.get("runs", marker.args[0] if marker.args else 2)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 2:
-        raise ConfigError(f"{where}: runs must be an integer >= 2, got {runs!r}")
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 2 <= runs <= MAX_BITWISE_RUNS:
+        raise ConfigError(
+            f"{where}: runs must be an integer from 2 to {MAX_BITWISE_RUNS}, got {runs!r}"
+        )
     return runs
+
+
+def _nonzero(item: pytest.Item, where: str) -> bool:
+    marker = item.get_closest_marker(MARK_NONZERO)
+    if marker is None:
+        return False
+    if marker.args or marker.kwargs:  # ignoring them would check something else than asked
+        raise ConfigError(f"{where}: takes no arguments, got {_arguments(marker)}")
+    return True
+
+
+def _arguments(marker: pytest.Mark) -> str:
+    shown = [repr(a) for a in marker.args] + [f"{k}={v!r}" for k, v in marker.kwargs.items()]
+    return "(" + ", ".join(shown) + ")"

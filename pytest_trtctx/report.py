@@ -7,6 +7,7 @@ sent back, so it is complete whatever the isolation mode. The schema is document
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from pathlib import Path
@@ -31,12 +32,22 @@ from .outcomes import (
     TRACE_PROPERTY,
     classify,
     properties,
+    unsaved,
 )
 from .probe import environment
-from .storage import json_problem, save_json
+from .storage import UnusableInput, json_problem, read_regular, save_json
 
-SCHEMA_VERSION = 1
+#: 2 added the top-level ``run`` record (whether the run completed and how it ended).
+SCHEMA_VERSION = 2
+#: Schemas :func:`load` reads: a schema 1 report has no ``run``; :func:`run_of` derives it.
+READABLE_SCHEMAS = (1, 2)
 TOOL = "pytest-trtctx"
+#: How a session ended, as the report's ``run.ended_by`` says it.
+FINISHED = "finished"
+INTERRUPTED = "interrupted"
+INTERNAL_ERROR = "internal error"
+STOPPED_EARLY = "stopped early"
+UNKNOWN = "unknown"
 
 
 class ReportError(TrtctxError):
@@ -53,6 +64,9 @@ class ReportWriter:
         self.tests: dict[str, dict[str, Any]] = {}
         self.started = time.time()
         self.written = ""  # what the terminal summary says of the file
+        self.exit_status: int | None = None
+        self.ended_by = FINISHED
+        self.detail: str | None = None  # what interrupted the run, or the internal error
 
     def _record(self, nodeid: str) -> dict[str, Any]:
         if nodeid not in self.tests:
@@ -124,6 +138,27 @@ class ReportWriter:
         if outcome is not None and OUTCOME_RANK[outcome] >= OUTCOME_RANK.get(rec["outcome"], -1):
             rec["outcome"] = outcome
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # ^C, SIGTERM/SIGHUP (the plugin turns them into pytest.exit) and pytest.exit in a test.
+        self.ended_by = INTERRUPTED
+        self.detail = str(getattr(excinfo.value, "msg", "") or excinfo.exconly())
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        self.ended_by = INTERNAL_ERROR
+        self.detail = str(excrepr).strip().splitlines()[-1] if str(excrepr).strip() else None
+
+    def run(self) -> dict[str, Any]:
+        """Whether the run completed and how it ended: a report of a run cut short must never
+        read as a run that passed (``pytest-trtctx diff`` and ``merge`` refuse it unless asked)."""
+        not_run = sum(1 for rec in self.tests.values() if rec["outcome"] is None)
+        return {
+            "complete": self.ended_by == FINISHED and not not_run,
+            "exit_status": self.exit_status,
+            "ended_by": self.ended_by,
+            "detail": self.detail,
+            "not_run": not_run,
+        }
+
     def data(self) -> dict[str, Any]:
         from . import __version__
 
@@ -141,6 +176,7 @@ class ReportWriter:
                 "device": s.device.value,
             },
             "environment": environment(),
+            "run": self.run(),
             "tests": sorted(self.tests.values(), key=lambda r: str(r["nodeid"])),
         }
 
@@ -148,8 +184,18 @@ class ReportWriter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller writes the report
+        self.exit_status = int(session.exitstatus)
+        if self.ended_by == FINISHED and session.shouldfail:  # -x, --maxfail
+            self.ended_by, self.detail = STOPPED_EARLY, str(session.shouldfail)
+        elif self.ended_by == FINISHED and session.shouldstop:
+            self.ended_by, self.detail = STOPPED_EARLY, str(session.shouldstop)
         where, why = save_json(self.path, self.data())
-        self.written = f"report written to {where}" + (f" instead: {why}" if why else "")
+        if why is not None:
+            unsaved(session)
+        if where is None:
+            self.written = f"report NOT written: {why}"
+        else:
+            self.written = f"report written to {where}" + (f" instead: {why}" if why else "")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.written:
@@ -216,9 +262,15 @@ def load(path: Path) -> dict[str, Any]:
     """Read and validate a report, plain or gzip-compressed (told by its first bytes, not its
     name); ReportError names the file and the problem."""
     try:
-        blob = Path(path).read_bytes()
+        blob = read_regular(Path(path), MAX_REPORT_BYTES)
     except FileNotFoundError:
         raise ReportError(f"{path}: no such file") from None
+    except UnusableInput as exc:
+        if exc.errno == errno.EFBIG:
+            raise ReportError(
+                f"{path}: larger than {MAX_REPORT_BYTES >> 20} MiB; not a report"
+            ) from None
+        raise ReportError(f"{exc.strerror}; not a report") from None
     except OSError as exc:
         raise ReportError(f"{path}: cannot be read ({exc.strerror})") from None
     if blob.startswith(GZIP_MAGIC):
@@ -237,10 +289,11 @@ def load(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: JSON nested too deeply to be a report") from None
     if not isinstance(data, dict) or data.get("tool") != TOOL:
         raise ReportError(f"{path}: not a {TOOL} report (no 'tool': '{TOOL}' field)")
-    if data.get("schema") != SCHEMA_VERSION:
+    if data.get("schema") not in READABLE_SCHEMAS:
         raise ReportError(
-            f"{path}: report schema {data.get('schema')!r}, this version reads schema "
-            f"{SCHEMA_VERSION}; compare reports written by the same plugin version"
+            f"{path}: report schema {data.get('schema')!r}, this version reads schemas "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}; compare reports written by the same "
+            "plugin version"
         )
     tests = data.get("tests")
     if not isinstance(tests, list):
@@ -250,4 +303,64 @@ def load(path: Path) -> dict[str, Any]:
     for field in ("environment", "settings"):
         if not isinstance(data.get(field, {}), dict):
             raise ReportError(f"{path}: field {field!r} must be an object")
+    orders = data.get("settings", {}).get("orders", [])
+    if not isinstance(orders, list) or not all(isinstance(o, str) for o in orders):
+        raise ReportError(
+            f"{path}: field 'settings.orders' must be a list of order names (strings), "
+            f"got {json.dumps(orders, default=str)[:80]}"
+        )
+    _check_run(path, data.get("run"))
     return data
+
+
+#: The ``run`` record's fields and the types they may hold.
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "complete": (bool,),
+    "exit_status": (int, type(None)),
+    "ended_by": (str,),
+    "detail": (str, type(None)),
+    "not_run": (int,),
+}
+
+
+def _check_run(path: Path, run: Any) -> None:
+    if run is None:
+        return  # schema 1: derived by run_of
+    if not isinstance(run, dict):
+        raise ReportError(f"{path}: field 'run' must be an object")
+    for field, types in RUN_FIELDS.items():
+        value = run.get(field, ...)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ReportError(f"{path}: field 'run.{field}' must be {allowed}")
+
+
+def not_run(data: dict[str, Any]) -> list[str]:
+    """The tests of a report that never ran to an outcome (the run ended before them)."""
+    return [t["nodeid"] for t in data["tests"] if t.get("outcome") is None]
+
+
+def run_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The report's ``run`` record. A report without one (schema 1, or a hand-made one) is read
+    as complete exactly when every test has an outcome, ended by :data:`UNKNOWN`."""
+    run = data.get("run")
+    if isinstance(run, dict):
+        return run
+    missing = len(not_run(data))
+    return {
+        "complete": not missing,
+        "exit_status": None,
+        "ended_by": UNKNOWN,
+        "detail": "a report without a 'run' record: read as complete where every test ran",
+        "not_run": missing,
+    }
+
+
+def how_it_ended(data: dict[str, Any]) -> str:
+    """One phrase for an incomplete run: ``interrupted (pytest-trtctx: SIGTERM received), exit
+    status 2, 6 tests never ran``."""
+    run = run_of(data)
+    words = str(run["ended_by"]) + (f" ({run['detail']})" if run.get("detail") else "")
+    if run.get("exit_status") is not None:
+        words += f", exit status {run['exit_status']}"
+    return words + f", {len(not_run(data))} tests never ran"

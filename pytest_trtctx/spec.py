@@ -18,6 +18,8 @@ from pytest_trtctx.errors import MatrixError
 
 #: The reference kernels index every tensor with a 32-bit int.
 MAX_ELEMENTS = 2**31 - 1
+#: The largest stride, padding or dilation, and padded size: what a 32-bit int holds.
+MAX_INDEX = 2**31 - 1
 #: A spec's tensors are made on the CPU (inputs, the reference) and on the device: one that needs
 #: more than this is a typo, not a test.
 MAX_TENSOR_BYTES = 4 << 30
@@ -202,6 +204,13 @@ class ConvSpec:
         sizes = (("height", height), ("width", width))
         for axis, (label, size) in enumerate(sizes):
             k, s, p, d = kernel[axis], stride[axis], padding[axis], dilation[axis]
+            # The kernels' input index spans -pad .. size + pad (a size past it alone is an
+            # input too large, said by check_bounds).
+            if size <= MAX_INDEX < size + 2 * p:
+                raise MatrixError(
+                    f"{where}: field 'padding': {label} + 2*padding would be {size + 2 * p}, "
+                    f"more than {MAX_INDEX} (the reference kernels index with 32-bit integers)"
+                )
             out = _out_size(size, k, s, p, d)
             if out < 1:
                 raise MatrixError(
@@ -285,6 +294,14 @@ def _pair(data: Mapping[str, object], key: str, where: str, *, minimum: int) -> 
     if len(items) == 2:
         first, second = as_int(items[0], minimum), as_int(items[1], minimum)
         if first is not None and second is not None:
+            for each in (first, second):
+                # Backends take these as 32-bit ints (ctypes.c_int, TensorRT's Dims): a larger
+                # one would wrap silently (2**32 + 1 becomes 1) and test another convolution.
+                if each > MAX_INDEX:
+                    raise MatrixError(
+                        f"{where}: field {key!r}: {each} is more than {MAX_INDEX} (backends "
+                        "take it as a 32-bit integer)"
+                    )
             return (first, second)
     what = "a positive integer" if minimum >= 1 else "a non-negative integer"
     raise MatrixError(f"{where}: field {key!r}: expected {what} or [h, w], got {show(value)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,23 @@ def test_another_environments_baseline_is_reported_not_failed(pytester: pytest.P
             "environment*outputs were not kept*",
         ]
     )
+
+
+def test_a_baseline_is_read_once_per_run(tmp_path: Path) -> None:
+    """Every test's comparison reads what the run's start read: re-reading and re-parsing the
+    files for each test made ``--trtctx-baseline`` quadratic in the tests (the figure:
+    benchmarks/bench_baseline.py). The files are replaced by garbage after the start: a second
+    read would fail."""
+    from pytest_trtctx.baseline import Baseline
+
+    for fp, nodeid in (("a" * 16, "t::mine"), ("b" * 16, "t::other")):
+        (tmp_path / fp).mkdir()
+        data = {"environment": {}, "tests": {nodeid: {"y": fp}}}
+        (tmp_path / fp / "baseline.json").write_text(json.dumps(data))
+    baseline = Baseline(tmp_path, "a" * 16, keep_outputs=False)
+    baseline.check()
+    for path in tmp_path.glob("*/baseline.json"):
+        path.write_text("not json")
+    assert baseline.reference("t::mine") == ("a" * 16, {"y": "a" * 16})
+    assert baseline.reference("t::other") == ("b" * 16, {"y": "b" * 16})
+    assert baseline.reference("t::none") is None

@@ -64,3 +64,28 @@ def test_exploration_is_off_by_default(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*spec exploration is off: pass --trtctx-explore=N*"])
+
+
+def test_an_example_database_that_cannot_be_written_is_a_warning(
+    pytester: pytest.Pytester,
+) -> None:
+    """hypothesis ignores a database write that fails: the failure found would silently not be
+    replayed first next run. The database's folder becomes a file during the run."""
+    pytester.makepyfile(
+        test_explore_suite="""
+        import os, shutil
+        def test_explore(trtctx_explore):
+            def check(spec):
+                if os.path.isdir("exdb"):
+                    shutil.rmtree("exdb")
+                    open("exdb", "w").close()
+                assert spec.kernel[0] < 5, f"kernel {spec.kernel} fails"
+            trtctx_explore(check)
+        """
+    )
+    (pytester.path / "exdb").mkdir()  # there at the first check, so every save meets a file
+    result = run_pytest(pytester, "--trtctx-explore=200", "--trtctx-explore-db=exdb")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-trtctx: --trtctx-explore-db */exdb: an example could not be saved there*"]
+    )

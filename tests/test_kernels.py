@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +213,31 @@ def test_import_does_not_load_cuda() -> None:
         cwd=Path(kernels.__file__).resolve().parent.parent,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_fifo_named_like_a_cached_cubin_is_refused_not_read(tmp_path: Path) -> None:
+    """A FIFO (or a device) under a cache entry's name is reported and the kernel compiled; it is
+    never opened for a blocking read (in a child: such a read would hang the test)."""
+    good = kernels.compile_conv("sm_90", cache_dir=tmp_path)
+    assert good.path is not None
+    good.path.unlink()
+    os.mkfifo(good.path)
+    code = (
+        "import sys, warnings\n"
+        "from pathlib import Path\n"
+        "from pytest_trtctx import kernels\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    got = kernels.compile_conv('sm_90', cache_dir=Path(sys.argv[1]))\n"
+        "print(got.from_cache, len(got.data))\n"
+        "print('|'.join(str(w.message) for w in seen))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first, warned = done.stdout.splitlines()
+    assert first == f"False {len(good.data)}"
+    assert f"{good.path} is a FIFO, not a regular file" in warned
+    assert stat.S_ISFIFO(os.lstat(good.path).st_mode)

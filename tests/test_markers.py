@@ -13,6 +13,7 @@ from pytest_trtctx.names import (
     MARK_TIMEOUT,
     MSG_ONLY_ORDERS,
 )
+from pytest_trtctx.plan import MAX_BITWISE_RUNS
 
 from .conftest import cpu_orders, run_pytest
 
@@ -134,7 +135,7 @@ def test_bitwise_stable_bad_runs(pytester: pytest.Pytester, runs: str) -> None:
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"*marker {MARK_BITWISE_STABLE} on *::test_x: runs must be an integer >= 2, got*"]
+        [f"*marker {MARK_BITWISE_STABLE} on *::test_x: runs must be an integer from 2 to *, got*"]
     )
 
 
@@ -186,6 +187,20 @@ def test_orders_marker_with_an_unknown_order(pytester: pytest.Pytester) -> None:
         (f"{MARK_TIMEOUT}(1, 2)", f"marker {MARK_TIMEOUT} on {{test}}: takes one number"),
         (f"{MARK_BACKEND}('tensorrt9')", f"marker {MARK_BACKEND} on {{test}}: unknown value"),
         (f"{MARK_BITWISE_STABLE}(runs=0)", f"marker {MARK_BITWISE_STABLE} on {{test}}: runs must"),
+        (
+            f"{MARK_BITWISE_STABLE}(runs=10**9)",
+            f"marker {MARK_BITWISE_STABLE} on {{test}}: runs must be an integer from 2 to "
+            f"{MAX_BITWISE_RUNS}, got 1000000000",
+        ),
+        (
+            f"{MARK_BITWISE_STABLE}(3, runs=4)",
+            f"marker {MARK_BITWISE_STABLE} on {{test}}: takes runs (one number, or runs=N)",
+        ),
+        (f"{MARK_NONZERO}(5)", f"marker {MARK_NONZERO} on {{test}}: takes no arguments, got (5)"),
+        (
+            f"{MARK_NONZERO}(atol=1)",
+            f"marker {MARK_NONZERO} on {{test}}: takes no arguments, got (atol=1)",
+        ),
         (f"{MARK_ORDERS}('gpu-first')", f"marker {MARK_ORDERS} on {{test}}: unknown value"),
         (f"{MARK_KNOWN_FAILURE}('gpu-first', 'x')", f"marker {MARK_KNOWN_FAILURE} on {{test}}:"),
     ],

@@ -1,0 +1,104 @@
+"""``pytest-trtctx merge``: one report from several of one environment (one CI job per order).
+
+A test in several reports with the same outcome and hashes is one record; a record that says
+nothing of the test (it never ran, or its order could not be applied) yields to one that does;
+any other difference fails the merge, naming both reports and what differs. A report of a run
+that did not complete is refused unless asked (``--allow-incomplete``), and the merged report's
+``run`` says whether every run completed and every test ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .report import FINISHED, SCHEMA_VERSION, ReportError, how_it_ended, load, run_of
+
+#: What must agree where one test is in several reports (a test under no order runs in every
+#: per-order job of a suite): then it is one record; else the merge names the conflict.
+SAME_IN_EVERY_JOB = ("outcome", "signature", "outputs_sha256", "known_failure")
+
+
+def _not_applied(test: dict[str, Any]) -> bool:
+    """A record that says nothing of the test itself: it never ran (its run ended before it),
+    or it skipped because its order could not be applied."""
+    return test.get("outcome") is None or (
+        test.get("order_applied") is False and test.get("outcome") == "skipped"
+    )
+
+
+class IncompleteRun(ReportError):
+    """A report of a run that did not complete, given to ``merge`` without --allow-incomplete."""
+
+
+def _merged_run(paths: Sequence[Path], reports: list[dict[str, Any]], tests: list[Any]) -> Any:
+    """The merged report's ``run``: complete where every run completed and every test ran."""
+    runs = [run_of(d) for d in reports]
+    cut = [(p, d) for p, d, r in zip(paths, reports, runs, strict=True) if not r.get("complete")]
+    statuses = [r["exit_status"] for r in runs if isinstance(r.get("exit_status"), int)]
+    unrun = sum(1 for t in tests if t.get("outcome") is None)
+    return {
+        "complete": not cut and not unrun,
+        "exit_status": max(statuses, default=None),
+        "ended_by": str(run_of(cut[0][1])["ended_by"]) if cut else FINISHED,
+        "detail": "; ".join(f"{p}: {how_it_ended(d)}" for p, d in cut) or None,
+        "not_run": unrun,
+    }
+
+
+def merge(paths: Sequence[Path], *, allow_incomplete: bool = False) -> dict[str, Any]:
+    """One report from several of one environment (one per CI job, say): tests are combined. A
+    test in several reports with the same outcome and hashes is one record; a record skipped
+    because its order could not be applied yields to one where it was; any other difference
+    fails the merge, naming both reports and what differs. Reports from different environments
+    (their fingerprints) are refused."""
+    from .baseline import fingerprint
+
+    reports = [load(p) for p in paths]
+    for path, data in zip(paths, reports, strict=True):
+        if not allow_incomplete and not run_of(data).get("complete"):
+            raise IncompleteRun(
+                f"{path}: an incomplete run ({how_it_ended(data)}); merge it with "
+                "--allow-incomplete, and the tests it never ran stay marked as never run"
+            )
+    merged = dict(reports[0])
+    seen: dict[str, tuple[Path, dict[str, Any]]] = {}
+    fp = fingerprint(reports[0].get("environment", {}))
+    for path, data in zip(paths, reports, strict=True):
+        if fingerprint(data.get("environment", {})) != fp:
+            raise ReportError(
+                f"{path}: another environment than {paths[0]} (fingerprint differs); "
+                "merge reports of one machine and software stack, diff the others"
+            )
+        for test in data["tests"]:
+            nodeid = test["nodeid"]
+            if nodeid not in seen:
+                seen[nodeid] = (path, test)
+                continue
+            first_path, first = seen[nodeid]
+            # With one order selected a plain test runs under it, and skips where that order
+            # could not be applied (multi-device on one GPU): such a record says nothing of the
+            # test itself, and yields to one from a job where the order was applied.
+            if _not_applied(test) and not _not_applied(first):
+                continue
+            if _not_applied(first) and not _not_applied(test):
+                seen[nodeid] = (path, test)
+                continue
+            differs = [f for f in SAME_IN_EVERY_JOB if first.get(f) != test.get(f)]
+            if differs:
+                raise ReportError(
+                    f"{path}: test {nodeid} is also in {first_path} with another "
+                    + ", ".join(
+                        f"{f} ({first.get(f)!r} there, {test.get(f)!r} here)" for f in differs
+                    )
+                )
+    merged["tests"] = sorted((test for _path, test in seen.values()), key=lambda t: t["nodeid"])
+    merged["settings"] = dict(merged.get("settings", {}))
+    merged["settings"]["orders"] = sorted(  # each a list of strings (report.load checks it)
+        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
+    )
+    merged["merged_from"] = [str(p) for p in paths]
+    merged["schema"] = SCHEMA_VERSION
+    merged["run"] = _merged_run(paths, reports, merged["tests"])
+    return merged
