@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from pytest_trtctx import tracer
+from pytest_trtctx.names import INSTALL_TRACE, MSG_NEEDS_PACKAGE
 from pytest_trtctx.trace import Timeline
 from pytest_trtctx.tracer import MSG_NO_SUBSCRIBE, MSG_WOULD_ADD, where_from
 
 from .conftest import (
     gpu_skip_reason,
     in_child,
+    needs_package,
     requires_gpu,
     requires_two_gpus,
     run_pytest,
@@ -28,6 +30,9 @@ from .conftest import (
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test_own_engine.py"
+#: The GPU tests trace for real: without cupti-python they skip with its install line, before
+#: anything runs in a child.
+needs_cupti = needs_package("cupti", "cupti-python", INSTALL_TRACE)
 cpu_only = pytest.mark.skipif(
     gpu_skip_reason() is None, reason="a CUDA driver is present: the tracer subscribes here"
 )
@@ -220,7 +225,8 @@ class Calls(Driver):
 def drive() -> Calls:
     """A fresh tracer, fed through :class:`Calls` (with the real ``cupti`` callback ids)."""
     cupti = pytest.importorskip(
-        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
+        "cupti.cupti",
+        reason=MSG_NEEDS_PACKAGE.format(package="cupti-python", install=INSTALL_TRACE),
     )
     traced = tracer.Tracer()
     traced.bind(cupti)
@@ -346,6 +352,7 @@ def test_the_header_says_the_tracer_is_on_and_where_that_came_from(
 
 
 @requires_gpu
+@needs_cupti
 def test_a_users_engine_under_driver_first_is_named_with_every_line(
     pytester: pytest.Pytester,
 ) -> None:
@@ -385,6 +392,7 @@ def test_a_users_engine_under_driver_first_is_named_with_every_line(
 
 
 @requires_gpu
+@needs_cupti
 def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> None:
     """--trtctx-trace on the shipped suite: every known failure names the module's context, the
     launch's and what switched them; the passing orders and the fixed test name none."""
@@ -409,6 +417,7 @@ def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> No
 
 
 @requires_two_gpus
+@needs_cupti
 def test_a_known_failure_across_two_devices_names_each_devices_context(tmp_path: Any) -> None:
     """multi-device and device-hop traced: the module's context is device 1's primary, the
     launch's device 0's. Written for a two-GPU host; not yet run on one."""
@@ -454,6 +463,7 @@ def _profiler_beside_the_tracer(first: str) -> dict[str, Any]:
 
 
 @requires_gpu
+@needs_cupti
 @pytest.mark.parametrize("first", ["tracer", "profiler"])
 def test_torch_profiler_beside_the_tracer_never_crashes_and_is_explained(first: str) -> None:
     got = in_child(_profiler_beside_the_tracer, first)
@@ -467,3 +477,13 @@ def test_torch_profiler_beside_the_tracer_never_crashes_and_is_explained(first: 
 
 def test_the_hint_names_the_option() -> None:
     assert "--trtctx-trace" in MSG_WOULD_ADD
+
+
+def test_a_missing_package_skips_with_the_line_that_installs_it() -> None:
+    """The GPU tests above skip without cupti-python by this rule, decided before any child."""
+    mark = needs_package("trtctx_no_such_package.sub", "no-such-package", INSTALL_TRACE)
+    assert mark.args == (True,)
+    assert mark.kwargs["reason"] == MSG_NEEDS_PACKAGE.format(
+        package="no-such-package", install=INSTALL_TRACE
+    )
+    assert needs_package("json", "json", "").args == (False,)  # present: runs
