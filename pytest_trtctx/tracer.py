@@ -35,7 +35,7 @@ from typing import Any
 
 from . import driver
 from .driver import result_name
-from .names import STARTED_FROM
+from .names import INSTALL_TRACE, STARTED_FROM
 from .trace import Event
 
 #: Driver calls subscribed to, by what they tell: made current, created, module, function,
@@ -84,8 +84,9 @@ RETURN_OFFSET = 24
 MAX_PROCESS_EVENTS = 5000
 
 MSG_NO_CUPTI = (
-    "the context tracer needs cupti-python, matched to the CUDA of this torch: "
-    "pip install 'pytest-trtctx[trace]' ({why})"
+    "the context tracer needs cupti-python, matched to the CUPTI of this torch: "
+    + INSTALL_TRACE
+    + " ({why})"
 )
 #: cupti-python and the CUPTI library it drives must be the CUDA minor version torch brought: a
 #: resolver that picks the newest cupti-python replaces torch's CUPTI (or, with --no-deps, leaves

@@ -12,6 +12,7 @@ from pytest_trtctx.names import (
     ALL_ORDERS,
     BACKENDS,
     HAZARDS,
+    INSTALL_XDIST,
     ISOLATE_MODES,
     MSG_BAD_VALUE,
     MSG_NONE_ONE_ORDER,
@@ -19,7 +20,9 @@ from pytest_trtctx.names import (
     SCENARIOS,
 )
 
-from .conftest import cpu_orders, run_pytest
+from .conftest import cpu_orders, needs_package, run_pytest
+
+needs_xdist = needs_package("xdist", "pytest-xdist", INSTALL_XDIST)
 
 ALLOWED_ORDERS = ", ".join((*SCENARIOS, ALL_ORDERS, ALL_HAZARDS))
 
@@ -186,8 +189,8 @@ def test_backend_marker_beats_option(pytester: pytest.Pytester) -> None:
     )
 
 
+@needs_xdist
 def test_xdist_with_one_process_per_order_is_refused(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile("def test_x(): pass")
     result = run_pytest(
         pytester, "-p", "xdist", "-n", "2", "--trtctx-order=torch-first", "--trtctx-isolate=order"
@@ -198,10 +201,10 @@ def test_xdist_with_one_process_per_order_is_refused(pytester: pytest.Pytester) 
     )
 
 
+@needs_xdist
 def test_xdist_workers_fork_each_test(pytester: pytest.Pytester) -> None:
     """pytest -n N --trtctx-order=...: each xdist worker is a fresh interpreter that never
     touched CUDA, and forks every test it is handed, as pytest-forked does under xdist."""
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile(
         """
         import os
@@ -324,9 +327,9 @@ def test_engine_cache_folder_is_the_one_rebuild_empties() -> None:
     assert engine_cache.entry_path(Path("/c"), "k").parent.name in storage.CACHE_SUBDIRS
 
 
+@needs_xdist
 def test_isolate_none_composes_with_xdist(pytester: pytest.Pytester) -> None:
     """With -n each xdist worker is a fresh process that applies the one order at its start."""
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile(
         """
         import os
@@ -379,3 +382,16 @@ def test_all_is_the_init_orders_and_hazards_the_context_hazards() -> None:
     assert parse_orders("hazards", "here") == HAZARDS
     assert parse_orders(["torch-first", "hazards"], "here") == (ORDERS[0], *HAZARDS)
     assert not set(HAZARDS) & set(parse_orders("all", "here"))
+
+
+def test_with_no_order_selected_help_and_collection_say_a_test_that_asks_is_skipped(
+    pytester: pytest.Pytester,
+) -> None:
+    """The documented default is what happens: no order, the asking test [no-order]."""
+    pytester.makepyfile("def test_x(trtctx_order): pass")
+    collected = run_pytest(pytester, "--co", "-q")
+    collected.stdout.fnmatch_lines(["test_*.py::test_x[[]no-order[]]"])
+    text = " ".join(run_pytest(pytester, "--help").stdout.str().split())
+    order_help = text.partition("--trtctx-order=")[2].partition("--trtctx-device")[0]
+    assert "Default: none" in order_help and "[no-order]" in order_help, order_help
+    assert "torch-first for tests" not in order_help
