@@ -262,6 +262,61 @@ def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it(drive: Cal
     assert mismatch.launch.module == MODULE and mismatch.launch.name == "scale"
 
 
+RECIPE = 0x1A00  # the driver-first recipe's context, made before the test's own
+
+
+def test_a_tests_own_context_is_numbered_alike_in_the_contexts_and_trace_sections(
+    drive: Calls,
+) -> None:
+    """A test that makes its own context under driver-first: the recipe's context is current at
+    the call's start, the test's cuCtxCreate makes another, its kernel is loaded there, torch's
+    first call makes the primary current, the launch fails. The contexts section is fed the same
+    handles the watch reads (start, end, the output's owner) and tells the tracer's story in
+    the tracer's numbering: #1 the recipe's, #2 the test's own, #3 the primary."""
+    from pytest_trtctx.contexts import Snapshot
+    from pytest_trtctx.diagnosis import context_diagnosis
+
+    drive.call("cuCtxCreate_v4", RECIPE, during=lambda: drive.created(RECIPE))
+    drive.call("cuCtxCreate_v4", CREATED, during=lambda: drive.created(CREATED))
+    drive.load(MODULE, CREATED)
+    drive.lookup(FUNCTION, MODULE, CREATED, b"scale")
+    retain = (ctypes.c_void_p * 2)(drive.out(PRIMARY), 0)
+    drive.call("cuDevicePrimaryCtxRetain", CREATED, retain)
+    drive.call("cuCtxSetCurrent", PRIMARY, (ctypes.c_void_p * 1)(PRIMARY))
+    drive.launch(FUNCTION, PRIMARY, result=400)
+    timeline = Timeline(drive.tracer.events)
+    found = timeline.mismatches()
+    (mismatch,) = found
+    trace = timeline.explain(mismatch)
+    start = Snapshot(RECIPE, 0, False, "MainThread")
+    end = Snapshot(PRIMARY, 0, True, "MainThread")
+    elsewhere = 0x9900  # an output in a context the tracer never saw: named after its contexts
+    owners: dict[str, int | None] = {"y": CREATED, "z": elsewhere}
+    section = context_diagnosis("driver-first", [], start, end, owners, traced=(timeline, found))
+
+    line = f"{Path(__file__).name}:{Driver.LINE}"
+    made = f"created by cuCtxCreate at {Path(__file__).name}:{Driver.RESOURCE_LINE}"
+    assert f"kernel `scale` of the module loaded at {line} in context #2 ({made})" in trace
+    assert "while context #3 (the primary context of device 0) was current" in trace
+    assert "start of the call: #1, a context of its own on device 0" in section
+    assert "at its end: #3, the primary context of device 0" in section
+    assert "output 'y': memory of context #2" in section
+    assert "output 'z': memory of context #4" in section
+    assert (
+        f"what happened (traced): the kernel's module was made at {line} in #2 ({made}); it "
+        f"was launched at {line} while #3 (the primary context of device 0) was current, made "
+        f"current by cuCtxSetCurrent at {line}; over the call the current context went from "
+        "#1 to #3. "
+    ) in section
+    assert "kernels loaded while #2 was current" in section and "while #3 is current" in section
+
+    # Untraced, the watch numbers what it saw, in its own order: start, end, the outputs.
+    alone = context_diagnosis("driver-first", [], start, end, owners)
+    assert "start of the call: #1," in alone and "at its end: #2, the primary" in alone
+    assert "output 'y': memory of context #3" in alone
+    assert "from #1 to #2" in alone and "(traced)" not in alone
+
+
 def test_a_launch_on_a_stream_of_another_context_is_named_with_the_streams_making(
     drive: Calls,
 ) -> None:
@@ -390,6 +445,57 @@ def test_a_users_engine_under_driver_first_is_named_with_every_line(
             "; the launch returned CUDA_ERROR_INVALID_HANDLE",
         ]
     )
+
+
+OWN_CONTEXT = """
+
+@pytest.mark.trtctx_nonzero
+def test_own_context(trtctx_order, trtctx_outputs):
+    device = _ok(cu.cuCtxGetDevice())
+    try:  # cuda-bindings 13: cuCtxCreate(ctxCreateParams, flags, dev); 12: (flags, dev)
+        own = _ok(cu.cuCtxCreate(None, 0, device))
+    except TypeError:
+        own = _ok(cu.cuCtxCreate(0, device))
+    engine = MyEngine()  # loaded in the test's own context
+    x = torch.arange(4096, dtype=torch.float32).to("cuda")  # torch makes the primary current
+    y = trtctx_outputs.empty((4096,), dtype=torch.float32, device="cuda")
+    engine.run(x, y, 4096, False)
+    trtctx_outputs.add("y", y)
+    del own
+"""
+
+
+@requires_gpu
+@needs_cupti
+def test_a_tests_own_context_is_numbered_alike_in_both_sections_on_the_gpu(
+    pytester: pytest.Pytester,
+) -> None:
+    """A user test that makes its own context (cuCtxCreate) under driver-first, traced: the
+    recipe's context is #1, the test's own #2 (its kernel's module loaded there), the primary
+    #3, in the contexts section and the trace section alike. Written for a GPU host."""
+    source = EXAMPLE.read_text() + OWN_CONTEXT
+    lines = source.splitlines()
+    pytester.makepyfile(test_own_engine=source)
+    result = run_pytest(
+        pytester, "--trtctx-order=driver-first", "--trtctx-trace", "-k", "own_context"
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    contexts = out.partition("- trtctx contexts -")[2].partition("- trtctx trace -")[0]
+    trace = out.partition("- trtctx trace -")[2]
+    load = next(n for n, line in enumerate(lines, 1) if "cu.cuModuleLoadData(" in line)
+    made = next(n for n, line in enumerate(lines, 1) if "own = _ok(cu.cuCtxCreate(None" in line)
+    assert "start of the call: #1, a context of its own on device 0" in contexts, contexts
+    assert "at its end: #3, the primary context of device 0" in contexts, contexts
+    assert "what happened (traced): the kernel's module was made at " in contexts, contexts
+    assert (
+        f"test_own_engine.py:{load}" in contexts
+        and " in #2 (created by cuCtxCreate at " in contexts
+    )
+    assert "while #3 (the primary context of device 0) was current" in contexts, contexts
+    assert f"in context #2 (created by cuCtxCreate at test_own_engine.py:{made})" in trace, trace
+    assert "while context #3 (the primary context of device 0) was current" in trace, trace
+    assert "output 'y': memory of context #3" in contexts, contexts  # torch's, the primary
 
 
 @requires_gpu
