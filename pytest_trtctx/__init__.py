@@ -18,6 +18,8 @@ from .errors import (
 from .names import ORDERS
 from .probe import cuda_available
 
+#: The one place the version is written: the build reads it (pyproject.toml, dynamic), the
+#: installed metadata and ``pytest-trtctx --version`` come from it.
 __version__ = "0.1.0"
 
 __all__ = [

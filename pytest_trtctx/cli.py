@@ -339,7 +339,10 @@ EPILOG = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     description = __doc__.splitlines()[0].replace("``", "")
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="pytest-trtctx", description=description, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diff", help="compare two --trtctx-report files", epilog=EPILOG)
     d.add_argument("old", type=Path)

@@ -34,7 +34,7 @@ from .names import (
 from .options import (
     AUTO_WORKERS,
     BY_NAME,
-    DEFAULT_ORDER,
+    DEFAULT_ORDERS,
     DEFAULT_TIMEOUT,
     Option,
 )
@@ -283,7 +283,7 @@ def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
     raw = _raw(config, BY_NAME["trtctx_order"])
     if raw is None:
-        orders: Setting[tuple[str, ...]] = Setting((DEFAULT_ORDER,), "default")
+        orders: Setting[tuple[str, ...]] = Setting(DEFAULT_ORDERS, "default")
     else:
         orders = Setting(parse_orders(raw[0], raw[1]), raw[1])
     explicit = raw is not None

@@ -19,11 +19,13 @@ from .names import (
     MULTI_DEVICE,
     THREAD_HOP,
 )
+from .trace import ContextNames
 
 if TYPE_CHECKING:
     from .backends.base import Engine, ExecResult
     from .contexts import Snapshot
     from .orders import OrderState
+    from .trace import Mismatch, Timeline
 
 FIX = (
     "Fix: initialise torch before anything creates a context (torch-first), or push the "
@@ -150,12 +152,17 @@ def context_diagnosis(
     start: Snapshot | None,
     end: Snapshot | None,
     owners: dict[str, int | None],
+    traced: tuple[Timeline, list[Mismatch]] | None = None,
 ) -> str:
-    """What was current when, in plain words, with short names for the contexts (#1, #2)."""
-    names: dict[int, str] = {}
+    """What was current when, in plain words, with short names for the contexts (#1, #2).
 
-    def name(handle: int) -> str:
-        return names.setdefault(handle, f"#{len(names) + 1}")
+    With ``traced`` (the tracer's timeline of the test's process and the test's mismatches) the
+    names are the timeline's, as the trace section says them, and what happened is told from the
+    tracer's facts: which context the kernel's module was loaded in and which line made the
+    launch's context current, not guessed from the two ends of the call."""
+    names = traced[0].names if traced is not None else ContextNames()
+    found = traced[1] if traced is not None else []
+    name = names.name
 
     def describe(snap: Snapshot | None) -> str:
         if snap is None:
@@ -179,7 +186,19 @@ def context_diagnosis(
     for output, owner in owners.items():
         held = "unknown (not device memory of this process)" if owner is None else name(owner)
         lines.append(f"output {output!r}: memory of context {held}")
-    if start is not None and end is not None and start.handle and start.handle != end.handle:
+    changed = start is not None and end is not None and start.handle and start.handle != end.handle
+    if found and traced is not None:
+        timeline, first = traced[0], found[0]
+        what = "what happened (traced): " + timeline.account(first)
+        if changed and start is not None and end is not None:
+            what += f"; over the call the current context went from {name(start.handle)} to "
+            what += name(end.handle)
+        old, new = name(first.home), name(first.launch.context)
+        lines.append(f"{what}. " + SWITCH_CAUSE.format(old=old, new=new))
+        if len(found) > 1:
+            lines.append(f"and {len(found) - 1} more such launches (trtctx trace lists them)")
+        lines.append(CONTEXT_FIX)
+    elif changed and start is not None and end is not None:
         old, new = name(start.handle), name(end.handle)
         what = f"the current context changed during the test, from {old} to {new}"
         if start.device is not None and end.device is not None and start.device != end.device:

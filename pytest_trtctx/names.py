@@ -70,6 +70,17 @@ LAZY_LOADING_STALL: Final = r"^backend: lazy loading: the launch waited for a ke
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 
+#: The install lines of the optional parts, said wherever one is missing (messages, skips).
+INSTALL_TRACE: Final = (
+    "pip install 'pytest-trtctx[trace]' \"cupti-python==M.m.*\" with M.m the major.minor of the "
+    "nvidia-cuda-cupti torch brought (docs/trace.md, 'Installing the tracer')"
+)
+INSTALL_RTX: Final = "pip install 'pytest-trtctx[rtx]'"
+INSTALL_CUDA: Final = "pip install 'pytest-trtctx[cuda]'"
+INSTALL_XDIST: Final = "pip install 'pytest-trtctx[xdist]'"
+#: A test or a missing package's skip: which package, and the line that installs it.
+MSG_NEEDS_PACKAGE: Final = "{package} is not installed: {install}"
+
 #: The attribute of a thread the plugin starts for a test's work (thread-hop runs the engine on
 #: one): the frame that started it. The thread's own stack holds no line of the test, so the
 #: tracer follows this frame to name the test's line for what the thread does.

@@ -11,14 +11,17 @@ from typing import Literal
 
 import pytest
 
-from .names import ALL_HAZARDS, ALL_ORDERS, BACKENDS, HAZARDS, ORDERS, TORCH_FIRST
+from .names import ALL_HAZARDS, ALL_ORDERS, BACKENDS, HAZARDS, INSTALL_TRACE, ORDERS
 
 DEFAULT_TIMEOUT = 300.0
 #: ``--trtctx-workers=auto``: at most this many isolated processes at once. Every isolated test
 #: creates a CUDA context and the driver serialises context creation machine-wide, so workers
 #: beyond a few only wait longer for their contexts (docs/isolation.md has the measurements).
 AUTO_WORKERS = 4
-DEFAULT_ORDER = TORCH_FIRST
+#: No order unless one is selected: a test that asks for one is then skipped as [no-order]
+#: with how to select one, and a report records no order (an order is a promise: nothing ran
+#: one's recipe).
+DEFAULT_ORDERS: tuple[str, ...] = ()
 
 
 #: How pytest takes an option: ``list`` repeats and appends, ``flag`` is a switch (its ini twin
@@ -47,8 +50,8 @@ OPTIONS: tuple[Option, ...] = (
         + ", ".join(ORDERS)
         + f", or '{ALL_ORDERS}' (every init order); context hazards: "
         + ", ".join(HAZARDS)
-        + f", or '{ALL_HAZARDS}'. Default: {DEFAULT_ORDER} for tests that ask for an order; "
-        "the plugin stays out of the way of tests that do not.",
+        + f", or '{ALL_HAZARDS}'. Default: none: the plugin stays out of the way, and a test "
+        "that asks for an order (trtctx_order) is skipped as [no-order] with how to select one.",
     ),
     Option("trtctx_device", "value", "CUDA device index (default 0)."),
     Option(
@@ -97,7 +100,7 @@ OPTIONS: tuple[Option, ...] = (
         "Trace CUDA contexts with CUPTI in each test's process: every context made or made "
         "current, module loaded and kernel launched, with the test's line that did it; a launch "
         "in another context than its kernel's module is named in the failure and the report. "
-        "Needs cupti-python: pip install 'pytest-trtctx[trace]'.",
+        f"Needs cupti-python: {INSTALL_TRACE}.",
     ),
     Option(
         "trtctx_baseline",

@@ -62,13 +62,21 @@ class _Traced:
     since: int
     why_off: str | None
 
-    def record(self) -> dict[str, Any]:
+    def read(self) -> tuple[Any, list[Any]] | None:
+        """(the process's timeline, the test's mismatches); None where the tracer is off. The
+        timeline names the contexts for the whole failure: the trace section and the contexts
+        section say them alike."""
         if self.tracer is None:
-            return {"on": False, "why_off": self.why_off}
+            return None
         from .trace import Timeline
 
         timeline = Timeline(self.tracer.events)
-        found = timeline.mismatches(self.since)
+        return timeline, timeline.mismatches(self.since)
+
+    def record(self, read: tuple[Any, list[Any]] | None) -> dict[str, Any]:
+        if read is None:
+            return {"on": False, "why_off": self.why_off}
+        timeline, found = read
         said = [timeline.explain(m) for m in found]
         return {
             "on": True,
@@ -157,12 +165,13 @@ class TestRun:
             hashes = {name: sha256(t) for name, t in outputs.current.items()}
             report.user_properties.append((OUTPUTS_PROPERTY, hashes))
         traced = item.stash.get(TRACED, None)
-        record = traced.record() if traced is not None else None
+        read = traced.read() if traced is not None else None
+        record = traced.record(read) if traced is not None else None
         if record is not None:
             report.user_properties.append((TRACE_PROPERTY, record))
         watch = item.stash.get(WATCH, None)
         if report.failed and watch is not None and (watch.start or watch.end):
-            text = self._diagnosis(item, watch)
+            text = self._diagnosis(item, watch, read)
             if record is None:
                 text += f"\nnot traced: {MSG_WOULD_ADD}"
             report.sections.append((SECTION, text))
@@ -170,7 +179,9 @@ class TestRun:
             report.sections.append((TRACE_SECTION, trace_text(record)))
         return report
 
-    def _diagnosis(self, item: pytest.Item, watch: _Watch) -> str:
+    def _diagnosis(
+        self, item: pytest.Item, watch: _Watch, read: tuple[Any, list[Any]] | None
+    ) -> str:
         from . import orders
 
         outputs = item.stash.get(OUTPUTS, None)
@@ -180,7 +191,9 @@ class TestRun:
         }
         state = orders.CURRENT
         steps = state.steps if state is not None else []
-        return context_diagnosis(plan.of(item).order, steps, watch.start, watch.end, owners)
+        return context_diagnosis(
+            plan.of(item).order, steps, watch.start, watch.end, owners, traced=read
+        )
 
 
 def trace_text(record: dict[str, Any]) -> str:

@@ -7,6 +7,11 @@ call or resource event, the context current at it (or the one it concerns), the 
 line of the test's code that made it. This module only reads them; it imports nothing of CUDA,
 so its rules are tested with recorded timelines. Contexts get short stable names (``#1``, ``#2``)
 in the order they first appear, never raw pointers.
+
+**One numbering per failure.** A failure's ``trtctx contexts`` section (the watch around the call)
+and its ``trtctx trace`` section (this timeline) name contexts through one :class:`ContextNames`:
+the timeline's contexts first, in the order the process met them, then any the watch alone saw.
+So ``#2`` is the same context in both sections.
 """
 
 from __future__ import annotations
@@ -21,6 +26,26 @@ _LINE = re.compile(r":\d+( in \S+)?$")
 
 #: A timeline kept in a report is cut to this many events (the first ones, and the mismatches).
 MAX_EVENTS = 200
+
+
+class ContextNames:
+    """Short names for contexts by handle (``#1``, ``#2``, ...), given in the order asked for
+    first: the one numbering that every part of a failure's account uses."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+
+    def name(self, handle: int) -> str:
+        """The context's name, given now if it has none yet; ``no context`` for 0."""
+        if not handle:
+            return "no context"
+        return self._names.setdefault(handle, f"#{len(self._names) + 1}")
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._names
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass(frozen=True)
@@ -60,21 +85,22 @@ class Mismatch:
 class Timeline:
     """A test's events, read."""
 
-    def __init__(self, events: list[Event]) -> None:
+    def __init__(self, events: list[Event], names: ContextNames | None = None) -> None:
         self.events = list(events)
-        self.names: dict[int, str] = {}
+        #: The failure's numbering: this timeline's contexts are named first, in order.
+        self.names = ContextNames() if names is None else names
         self.primary: dict[int, int] = {}  # context -> device, for primary contexts
         self.created: dict[int, Event] = {}
         for event in self.events:
             if event.context:
-                self.names.setdefault(event.context, f"#{len(self.names) + 1}")
+                self.names.name(event.context)
             if event.primary_of is not None and event.context:
                 self.primary[event.context] = event.primary_of
             if event.kind == "created":
                 self.created.setdefault(event.context, event)
 
     def name(self, context: int) -> str:
-        return self.names.get(context, "no context") if context else "no context"
+        return self.names.name(context) if context in self.names else "no context"
 
     def describe(self, context: int) -> str:
         """``#2 (the primary context of device 0)``, ``#1 (created by cuCtxCreate at x.py:45)``."""
@@ -141,6 +167,22 @@ class Timeline:
             text += f", made current by {by}"
         if launch.result != "CUDA_SUCCESS":
             text += f"; the launch returned {launch.result}"
+        return text
+
+    def account(self, mismatch: Mismatch) -> str:
+        """The mismatch's facts for the contexts section, in the timeline's numbering: where the
+        kernel's module (or its stream) was made and in which context, what made the launch's
+        context current and where. :meth:`explain` says all of it, for the trace section."""
+        launch, origin = mismatch.launch, mismatch.stream or mismatch.module
+        what = "stream" if mismatch.stream is not None else "module"
+        made = f" {_at(origin)}" if origin is not None else ""
+        text = (
+            f"the kernel's {what} was made{made} in {self.describe(mismatch.home)}; it was "
+            f"launched {_at(launch)} while {self.describe(launch.context)} was current"
+        )
+        switch = mismatch.switch
+        if switch is not None and switch.context == launch.context:
+            text += f", made current by {_api(switch.api)} {_at(switch)}"
         return text
 
     def record(self, since: int = 0, found: list[Mismatch] | None = None) -> list[dict[str, Any]]:

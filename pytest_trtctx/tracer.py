@@ -35,7 +35,7 @@ from typing import Any
 
 from . import driver
 from .driver import result_name
-from .names import STARTED_FROM
+from .names import INSTALL_TRACE, STARTED_FROM
 from .trace import Event
 
 #: Driver calls subscribed to, by what they tell: made current, created, module, function,
@@ -84,8 +84,9 @@ RETURN_OFFSET = 24
 MAX_PROCESS_EVENTS = 5000
 
 MSG_NO_CUPTI = (
-    "the context tracer needs cupti-python, matched to the CUDA of this torch: "
-    "pip install 'pytest-trtctx[trace]' ({why})"
+    "the context tracer needs cupti-python, matched to the CUPTI of this torch: "
+    + INSTALL_TRACE
+    + " ({why})"
 )
 MSG_NO_SUBSCRIBE = "the context tracer could not subscribe to CUPTI: {why}"
 MSG_BUSY = (
@@ -216,6 +217,11 @@ class Tracer:
 
     def start(self) -> str | None:
         """Subscribe; None when tracing, else why not (the test runs untraced)."""
+        from .cupti_match import cupti_mismatch
+
+        mismatch = cupti_mismatch()
+        if mismatch is not None:
+            return mismatch
         try:
             from cupti import cupti
         except Exception as exc:  # not installed, or its libcupti is missing

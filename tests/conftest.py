@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_trtctx.names import MSG_NO_DRIVER
+from pytest_trtctx.names import MSG_NEEDS_PACKAGE, MSG_NO_DRIVER
 from pytest_trtctx.probe import cuda_untouched, machine
 
 
@@ -35,6 +36,17 @@ def two_gpus_skip_reason() -> str | None:
 requires_two_gpus = pytest.mark.skipif(
     two_gpus_skip_reason() is not None, reason=str(two_gpus_skip_reason())
 )
+
+
+def needs_package(module: str, package: str, install: str) -> pytest.MarkDecorator:
+    """Skips a test that needs an optional package where it is missing, with the line that
+    installs it. Decided in the process running the tests, before any child is spawned, and by
+    ``importlib.util.find_spec`` of the top-level name: nothing is imported, so asking never
+    loads a CUDA library (cupti's import loads libcupti)."""
+    missing = importlib.util.find_spec(module.partition(".")[0]) is None
+    return pytest.mark.skipif(
+        missing, reason=MSG_NEEDS_PACKAGE.format(package=package, install=install)
+    )
 
 
 #: A pytest run under test that outlives this is a hang of its own: fail, never wait forever.

@@ -13,6 +13,7 @@ from pytest_trtctx.names import (
     ALL_ORDERS,
     BACKENDS,
     HAZARDS,
+    INSTALL_XDIST,
     ISOLATE_MODES,
     MSG_BAD_VALUE,
     MSG_DEBUGGER_ISOLATED,
@@ -21,7 +22,9 @@ from pytest_trtctx.names import (
     SCENARIOS,
 )
 
-from .conftest import cpu_orders, run_pytest
+from .conftest import cpu_orders, needs_package, run_pytest
+
+needs_xdist = needs_package("xdist", "pytest-xdist", INSTALL_XDIST)
 
 ALLOWED_ORDERS = ", ".join((*SCENARIOS, ALL_ORDERS, ALL_HAZARDS))
 
@@ -188,8 +191,8 @@ def test_backend_marker_beats_option(pytester: pytest.Pytester) -> None:
     )
 
 
+@needs_xdist
 def test_xdist_with_one_process_per_order_is_refused(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile("def test_x(): pass")
     result = run_pytest(
         pytester, "-p", "xdist", "-n", "2", "--trtctx-order=torch-first", "--trtctx-isolate=order"
@@ -200,10 +203,10 @@ def test_xdist_with_one_process_per_order_is_refused(pytester: pytest.Pytester) 
     )
 
 
+@needs_xdist
 def test_xdist_workers_fork_each_test(pytester: pytest.Pytester) -> None:
     """pytest -n N --trtctx-order=...: each xdist worker is a fresh interpreter that never
     touched CUDA, and forks every test it is handed, as pytest-forked does under xdist."""
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile(
         """
         import os
@@ -326,9 +329,9 @@ def test_engine_cache_folder_is_the_one_rebuild_empties() -> None:
     assert engine_cache.entry_path(Path("/c"), "k").parent.name in storage.CACHE_SUBDIRS
 
 
+@needs_xdist
 def test_isolate_none_composes_with_xdist(pytester: pytest.Pytester) -> None:
     """With -n each xdist worker is a fresh process that applies the one order at its start."""
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
     pytester.makepyfile(
         """
         import os
@@ -397,3 +400,16 @@ def test_the_debugger_in_a_forked_worker_is_refused_at_start(
     args = ("-p", "pytest_trtctx.plugin", "--trtctx-isolate=none", "--pdb")
     result = pytester.run(sys.executable, "-m", "pytest", *args, stdin=b"c\n", timeout=120)
     result.stdout.fnmatch_lines(["*entering PDB*", "*1 failed*"])
+
+
+def test_with_no_order_selected_help_and_collection_say_a_test_that_asks_is_skipped(
+    pytester: pytest.Pytester,
+) -> None:
+    """The documented default is what happens: no order, the asking test [no-order]."""
+    pytester.makepyfile("def test_x(trtctx_order): pass")
+    collected = run_pytest(pytester, "--co", "-q")
+    collected.stdout.fnmatch_lines(["test_*.py::test_x[[]no-order[]]"])
+    text = " ".join(run_pytest(pytester, "--help").stdout.str().split())
+    order_help = text.partition("--trtctx-order=")[2].partition("--trtctx-device")[0]
+    assert "Default: none" in order_help and "[no-order]" in order_help, order_help
+    assert "torch-first for tests" not in order_help

@@ -96,3 +96,50 @@ def test_the_own_engine_example_skips_under_every_order_without_a_gpu(
     result = run_pytest(pytester, "--trtctx-order=all", "-rs")
     result.assert_outcomes(skipped=2 * len(ORDERS))
     result.stdout.fnmatch_lines([f"SKIPPED [[]*[]] test_own_engine.py:*: {gpu_skip_reason()}"])
+
+
+#: What a command needs installed, by what it says: an extra of this package or a tool.
+NEEDS = (
+    (re.compile(r"\bpytest\b.* -n \d"), "xdist"),
+    (re.compile(r"--trtctx-explore="), "explore"),
+    (re.compile(r"--trtctx-trace\b"), "trace"),
+    (re.compile(r"\bpytest\b.*--trtctx-order=|--pyargs pytest_trtctx\.suite"), "cuda"),
+    (re.compile(r"^tox\b"), "tox"),
+)
+
+
+def _extras() -> set[str]:
+    import tomllib
+
+    return set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/trace.md", "docs/gpu-ci.md"])
+def test_every_documented_command_runs_after_the_installs_before_it(doc: str) -> None:
+    """Read in order, each shell command finds what it needs installed by a `pip install` line
+    earlier in the same document (`pytest -n 4` needs [xdist], as the README once forgot)."""
+    installed: set[str] = set()
+    text = (ROOT / doc).read_text()
+    commands = [
+        line.split("#")[0].strip().removeprefix("- run:").strip()
+        for line in text.splitlines()
+        if re.match(r"\s*(- run: )?(python3? -m )?(pip|pytest|tox)\b", line)
+    ]
+    assert commands, doc
+    for command in commands:
+        if re.search(r"\bpip install\b", command):
+            for extras in re.findall(r"\.\[([a-z,]+)\]", command):
+                named = set(extras.split(","))
+                assert named <= _extras(), (doc, command, named - _extras())
+                installed |= named
+                if "test" in named:
+                    installed |= {"cuda", "torch", "xdist", "explore"}
+            installed |= {w for w in command.split() if w in ("tox",)}
+            continue
+        for pattern, need in NEEDS:
+            if pattern.search(command):
+                assert need in installed, (
+                    f"{doc}: `{command}` needs [{need}], installed: {installed}"
+                )

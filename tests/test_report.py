@@ -433,3 +433,15 @@ def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
         cli_main(["diff", "--markdown", str(tmp_path / "new.json"), str(tmp_path / "new.json")])
         == 0
     )
+
+
+def test_a_report_with_no_order_selected_records_none(pytester: pytest.Pytester) -> None:
+    """No --trtctx-order: nothing ran an order's recipe, so the report names no order (a test
+    that asks for one is skipped as [no-order]), and pytest's help says the same default."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = run_pytest(pytester, "--trtctx-report=r.json")
+    result.assert_outcomes(skipped=5)
+    data = load(pytester.path / "r.json")
+    assert data["settings"]["orders"] == []
+    assert {t["order"] for t in data["tests"]} == {None}
+    assert {t["nodeid"].rpartition("[")[2] for t in data["tests"]} == {"no-order]"}

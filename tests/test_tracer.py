@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from pytest_trtctx import tracer
+from pytest_trtctx.names import INSTALL_TRACE, MSG_NEEDS_PACKAGE
 from pytest_trtctx.trace import Timeline
 from pytest_trtctx.tracer import MSG_NO_SUBSCRIBE, MSG_WOULD_ADD, where_from
 
 from .conftest import (
     gpu_skip_reason,
     in_child,
+    needs_package,
     requires_gpu,
     requires_two_gpus,
     run_pytest,
@@ -28,6 +30,9 @@ from .conftest import (
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test_own_engine.py"
+#: The GPU tests trace for real: without cupti-python they skip with its install line, before
+#: anything runs in a child.
+needs_cupti = needs_package("cupti", "cupti-python", INSTALL_TRACE)
 cpu_only = pytest.mark.skipif(
     gpu_skip_reason() is None, reason="a CUDA driver is present: the tracer subscribes here"
 )
@@ -220,7 +225,8 @@ class Calls(Driver):
 def drive() -> Calls:
     """A fresh tracer, fed through :class:`Calls` (with the real ``cupti`` callback ids)."""
     cupti = pytest.importorskip(
-        "cupti.cupti", reason="cupti-python is not installed: pip install 'pytest-trtctx[trace]'"
+        "cupti.cupti",
+        reason=MSG_NEEDS_PACKAGE.format(package="cupti-python", install=INSTALL_TRACE),
     )
     traced = tracer.Tracer()
     traced.bind(cupti)
@@ -253,6 +259,61 @@ def test_the_callback_reads_the_4335_sequence_as_the_driver_passes_it(drive: Cal
     )
     assert traced.untraced_launches == 1  # torch's own launches are counted, not followed
     assert mismatch.launch.module == MODULE and mismatch.launch.name == "scale"
+
+
+RECIPE = 0x1A00  # the driver-first recipe's context, made before the test's own
+
+
+def test_a_tests_own_context_is_numbered_alike_in_the_contexts_and_trace_sections(
+    drive: Calls,
+) -> None:
+    """A test that makes its own context under driver-first: the recipe's context is current at
+    the call's start, the test's cuCtxCreate makes another, its kernel is loaded there, torch's
+    first call makes the primary current, the launch fails. The contexts section is fed the same
+    handles the watch reads (start, end, the output's owner) and tells the tracer's story in
+    the tracer's numbering: #1 the recipe's, #2 the test's own, #3 the primary."""
+    from pytest_trtctx.contexts import Snapshot
+    from pytest_trtctx.diagnosis import context_diagnosis
+
+    drive.call("cuCtxCreate_v4", RECIPE, during=lambda: drive.created(RECIPE))
+    drive.call("cuCtxCreate_v4", CREATED, during=lambda: drive.created(CREATED))
+    drive.load(MODULE, CREATED)
+    drive.lookup(FUNCTION, MODULE, CREATED, b"scale")
+    retain = (ctypes.c_void_p * 2)(drive.out(PRIMARY), 0)
+    drive.call("cuDevicePrimaryCtxRetain", CREATED, retain)
+    drive.call("cuCtxSetCurrent", PRIMARY, (ctypes.c_void_p * 1)(PRIMARY))
+    drive.launch(FUNCTION, PRIMARY, result=400)
+    timeline = Timeline(drive.tracer.events)
+    found = timeline.mismatches()
+    (mismatch,) = found
+    trace = timeline.explain(mismatch)
+    start = Snapshot(RECIPE, 0, False, "MainThread")
+    end = Snapshot(PRIMARY, 0, True, "MainThread")
+    elsewhere = 0x9900  # an output in a context the tracer never saw: named after its contexts
+    owners: dict[str, int | None] = {"y": CREATED, "z": elsewhere}
+    section = context_diagnosis("driver-first", [], start, end, owners, traced=(timeline, found))
+
+    line = f"{Path(__file__).name}:{Driver.LINE}"
+    made = f"created by cuCtxCreate at {Path(__file__).name}:{Driver.RESOURCE_LINE}"
+    assert f"kernel `scale` of the module loaded at {line} in context #2 ({made})" in trace
+    assert "while context #3 (the primary context of device 0) was current" in trace
+    assert "start of the call: #1, a context of its own on device 0" in section
+    assert "at its end: #3, the primary context of device 0" in section
+    assert "output 'y': memory of context #2" in section
+    assert "output 'z': memory of context #4" in section
+    assert (
+        f"what happened (traced): the kernel's module was made at {line} in #2 ({made}); it "
+        f"was launched at {line} while #3 (the primary context of device 0) was current, made "
+        f"current by cuCtxSetCurrent at {line}; over the call the current context went from "
+        "#1 to #3. "
+    ) in section
+    assert "kernels loaded while #2 was current" in section and "while #3 is current" in section
+
+    # Untraced, the watch numbers what it saw, in its own order: start, end, the outputs.
+    alone = context_diagnosis("driver-first", [], start, end, owners)
+    assert "start of the call: #1," in alone and "at its end: #2, the primary" in alone
+    assert "output 'y': memory of context #3" in alone
+    assert "from #1 to #2" in alone and "(traced)" not in alone
 
 
 def test_a_launch_on_a_stream_of_another_context_is_named_with_the_streams_making(
@@ -346,6 +407,7 @@ def test_the_header_says_the_tracer_is_on_and_where_that_came_from(
 
 
 @requires_gpu
+@needs_cupti
 def test_a_users_engine_under_driver_first_is_named_with_every_line(
     pytester: pytest.Pytester,
 ) -> None:
@@ -384,7 +446,59 @@ def test_a_users_engine_under_driver_first_is_named_with_every_line(
     )
 
 
+OWN_CONTEXT = """
+
+@pytest.mark.trtctx_nonzero
+def test_own_context(trtctx_order, trtctx_outputs):
+    device = _ok(cu.cuCtxGetDevice())
+    try:  # cuda-bindings 13: cuCtxCreate(ctxCreateParams, flags, dev); 12: (flags, dev)
+        own = _ok(cu.cuCtxCreate(None, 0, device))
+    except TypeError:
+        own = _ok(cu.cuCtxCreate(0, device))
+    engine = MyEngine()  # loaded in the test's own context
+    x = torch.arange(4096, dtype=torch.float32).to("cuda")  # torch makes the primary current
+    y = trtctx_outputs.empty((4096,), dtype=torch.float32, device="cuda")
+    engine.run(x, y, 4096, False)
+    trtctx_outputs.add("y", y)
+    del own
+"""
+
+
 @requires_gpu
+@needs_cupti
+def test_a_tests_own_context_is_numbered_alike_in_both_sections_on_the_gpu(
+    pytester: pytest.Pytester,
+) -> None:
+    """A user test that makes its own context (cuCtxCreate) under driver-first, traced: the
+    recipe's context is #1, the test's own #2 (its kernel's module loaded there), the primary
+    #3, in the contexts section and the trace section alike. Written for a GPU host."""
+    source = EXAMPLE.read_text() + OWN_CONTEXT
+    lines = source.splitlines()
+    pytester.makepyfile(test_own_engine=source)
+    result = run_pytest(
+        pytester, "--trtctx-order=driver-first", "--trtctx-trace", "-k", "own_context"
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    contexts = out.partition("- trtctx contexts -")[2].partition("- trtctx trace -")[0]
+    trace = out.partition("- trtctx trace -")[2]
+    load = next(n for n, line in enumerate(lines, 1) if "cu.cuModuleLoadData(" in line)
+    made = next(n for n, line in enumerate(lines, 1) if "own = _ok(cu.cuCtxCreate(None" in line)
+    assert "start of the call: #1, a context of its own on device 0" in contexts, contexts
+    assert "at its end: #3, the primary context of device 0" in contexts, contexts
+    assert "what happened (traced): the kernel's module was made at " in contexts, contexts
+    assert (
+        f"test_own_engine.py:{load}" in contexts
+        and " in #2 (created by cuCtxCreate at " in contexts
+    )
+    assert "while #3 (the primary context of device 0) was current" in contexts, contexts
+    assert f"in context #2 (created by cuCtxCreate at test_own_engine.py:{made})" in trace, trace
+    assert "while context #3 (the primary context of device 0) was current" in trace, trace
+    assert "output 'y': memory of context #3" in contexts, contexts  # torch's, the primary
+
+
+@requires_gpu
+@needs_cupti
 def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> None:
     """--trtctx-trace on the shipped suite: every known failure names the module's context, the
     launch's and what switched them; the passing orders and the fixed test name none."""
@@ -409,6 +523,7 @@ def test_every_known_failure_of_the_suite_carries_its_trace(tmp_path: Any) -> No
 
 
 @requires_two_gpus
+@needs_cupti
 def test_a_known_failure_across_two_devices_names_each_devices_context(tmp_path: Any) -> None:
     """multi-device and device-hop traced: the module's context is device 1's primary, the
     launch's device 0's. Written for a two-GPU host; not yet run on one."""
@@ -454,6 +569,7 @@ def _profiler_beside_the_tracer(first: str) -> dict[str, Any]:
 
 
 @requires_gpu
+@needs_cupti
 @pytest.mark.parametrize("first", ["tracer", "profiler"])
 def test_torch_profiler_beside_the_tracer_never_crashes_and_is_explained(first: str) -> None:
     got = in_child(_profiler_beside_the_tracer, first)
@@ -467,3 +583,13 @@ def test_torch_profiler_beside_the_tracer_never_crashes_and_is_explained(first: 
 
 def test_the_hint_names_the_option() -> None:
     assert "--trtctx-trace" in MSG_WOULD_ADD
+
+
+def test_a_missing_package_skips_with_the_line_that_installs_it() -> None:
+    """The GPU tests above skip without cupti-python by this rule, decided before any child."""
+    mark = needs_package("trtctx_no_such_package.sub", "no-such-package", INSTALL_TRACE)
+    assert mark.args == (True,)
+    assert mark.kwargs["reason"] == MSG_NEEDS_PACKAGE.format(
+        package="no-such-package", install=INSTALL_TRACE
+    )
+    assert needs_package("json", "json", "").args == (False,)  # present: runs
