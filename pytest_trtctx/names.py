@@ -137,3 +137,15 @@ MSG_NO_DRIVER: Final = "no CUDA driver: {why}"
 MSG_TOO_FEW_DEVICES: Final = (
     "{order} needs at least 2 CUDA devices; this machine has {count} ({names})"
 )
+MSG_NOT_COLLECTED_IN_WORKER: Final = (
+    "{nodeid} was collected by the pytest process's collection but not by its worker's, after "
+    "the order's recipe: the module collects differently once the recipe ran (a test defined or "
+    "parametrised by what CUDA reports at import?). What the worker's collection said:\n{why}"
+)
+MSG_COLLECTION_DIED: Final = (
+    "pytest-trtctx: collecting the tests in a child process failed ({how}); the tests are "
+    "collected there so that the pytest process never imports a test module (docs/isolation.md)"
+)
+MSG_CULPRIT_CONFTESTS: Final = (
+    "it happened while the pytest process loaded the conftest.py files of the collected tests"
+)

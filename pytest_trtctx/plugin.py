@@ -20,6 +20,7 @@ import pytest
 from . import config as cfg
 from . import plan
 from .checks import Outputs, run_checked
+from .collection import ChildCollection, forks_tests
 from .culprit import CudaWatch
 from .errors import ConfigError, MatrixError
 from .known import KnownFailures
@@ -60,8 +61,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(run, "trtctx-run")
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
+    watch = None
     if settings.active and settings.isolate.value != "none":
-        config.pluginmanager.register(CudaWatch(), "trtctx-cuda-watch")
+        watch = CudaWatch()
+        config.pluginmanager.register(watch, "trtctx-cuda-watch")
+    if forks_tests(config):  # test modules are imported in the workers, after the recipe
+        config.pluginmanager.register(ChildCollection(watch), "trtctx-collection")
     if settings.baseline is not None:
         from .baseline import BaselineKeeper
 
