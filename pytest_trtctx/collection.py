@@ -281,7 +281,12 @@ class ChildCollection:
             # Initialised before collection (a plugin, a conftest.py): nothing can be forked
             # from here, so pytest collects as usual and every test skips naming the culprit.
             return None
-        replay(session, collect_in_child(session))
+        try:
+            got = collect_in_child(session)
+        except CollectionError as exc:
+            # The run cannot go on without its tests; the message says what happened there.
+            pytest.exit(str(exc), returncode=pytest.ExitCode.INTERNAL_ERROR)
+        replay(session, got)
         if self.watch is not None:
             self.watch.check(MSG_CULPRIT_CONFTESTS)
         return True
