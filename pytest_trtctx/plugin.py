@@ -63,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(Summary(), "trtctx-summary")
     watch = None
     if settings.active and settings.isolate.value != "none":
-        watch = CudaWatch()
+        watch = CudaWatch(config)
         config.pluginmanager.register(watch, "trtctx-cuda-watch")
     if forks_tests(config):  # test modules are imported in the workers, after the recipe
         config.pluginmanager.register(ChildCollection(watch), "trtctx-collection")
