@@ -5,12 +5,13 @@ collects, each worker collects its own tests after its order's recipe, and what 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from pytest_trtctx.names import MSG_COLLECTION_DIED, MSG_NOT_COLLECTED_IN_WORKER
 
-from .conftest import cpu_orders, run_pytest
+from .conftest import cpu_orders, requires_gpu, run_pytest
 
 #: A conftest the pytest process imports: it records every process that imported it.
 WHO_IMPORTS_CONFTEST = """
@@ -197,3 +198,99 @@ def test_a_collection_that_kills_its_process_ends_the_run_saying_so(
     )
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     assert MSG_COLLECTION_DIED.format(how="killed by signal 11 (SIGSEGV)") in result.stdout.str()
+
+
+# GPU: modules that touch CUDA at import now meet their order -----------------------------------
+
+#: A module-level ``@torch.compile`` function (``torch.compile`` calls cuInit when it decorates;
+#: Triton loads the kernel into the context current at its first call). The first test runs the
+#: compiled function again while a created context is pushed, as a TensorRT runner's
+#: ``ctx.push()`` around torch post-processing does: Triton's launch fails (invalid resource
+#: handle). The second pops that context before the compiled work: the fix.
+COMPILED_SUITE = """
+import torch
+from pytest_trtctx import driver
+
+@torch.compile
+def post(x):
+    return torch.relu(x) * 2 + 1
+
+def _created_context():
+    driver.api().cuInit(0)
+    return driver.create_context(torch.cuda.current_device())
+
+def test_compiled_work_under_a_pushed_context(trtctx_order):
+    x = torch.randn(1024, device="cuda")
+    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
+    ctx = _created_context()  # current now, as after the runner's ctx.push()
+    try:
+        post(x + 1)
+        torch.cuda.synchronize()
+    finally:
+        driver.check("cuCtxPopCurrent", driver.api().cuCtxPopCurrent())
+        driver.destroy_context(ctx)
+
+def test_compiled_work_with_the_context_popped(trtctx_order):
+    x = torch.randn(1024, device="cuda")
+    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
+    ctx = _created_context()
+    driver.check("cuCtxPopCurrent", driver.api().cuCtxPopCurrent())
+    try:
+        assert torch.allclose(post(x + 1), torch.relu(x + 1) * 2 + 1)
+    finally:
+        driver.destroy_context(ctx)
+"""
+
+
+@requires_gpu
+def test_a_module_level_torch_compile_runs_under_torch_first(pytester: pytest.Pytester) -> None:
+    """Before: importing the module initialised CUDA in the pytest process and every test of
+    the run was skipped. Now it is imported in the worker, after the recipe, and the context
+    bug it holds fails; the fixed test passes."""
+    pytester.makepyfile(test_compiled=COMPILED_SUITE)
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first", "--trtctx-timeout=300", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    header = "*_ test_compiled_work_under_a_pushed_context[[]torch-first[]] _*"
+    result.stdout.fnmatch_lines([header])
+    result.stdout.fnmatch_lines(["*invalid resource handle*"])
+
+
+#: What ``import pycuda.autoinit`` does at import (cuInit, then a context of its own made
+#: current), with cuda.bindings; then the README's own-engine example's engine, loaded in that
+#: context, run after torch's first CUDA call.
+AUTOINIT_SUITE = """
+import pytest
+import torch
+from pytest_trtctx import driver
+from test_own_engine import MyEngine
+
+driver.api().cuInit(0)
+AUTOINIT_CONTEXT = driver.create_context(0)
+
+@pytest.mark.trtctx_nonzero
+@pytest.mark.parametrize("push", [False, True], ids=["as-is", "pushed"])
+def test_engine_after_autoinit(trtctx_order, trtctx_outputs, push):
+    engine = MyEngine()
+    x = torch.arange(4096, dtype=torch.float32).to("cuda")
+    y = trtctx_outputs.empty((4096,), dtype=torch.float32, device="cuda")
+    engine.run(x, y, 4096, push)
+    trtctx_outputs.add("y", y)
+"""
+
+
+@requires_gpu
+def test_autoinit_at_import_reproduces_driver_first(pytester: pytest.Pytester) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "test_own_engine.py"
+    pytester.makepyfile(test_own_engine=example.read_text(), test_autoinit=AUTOINIT_SUITE)
+    result = run_pytest(
+        pytester, "test_autoinit.py", "--trtctx-order=driver-first", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_engine_after_autoinit[[]driver-first-as-is[]] _*",
+            "*sentinel: y: 4096 of 4096 elements never written",
+        ]
+    )
