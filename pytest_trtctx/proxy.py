@@ -69,9 +69,9 @@ def collect_arg(nodeid: str, path: str) -> str:
     file part made absolute (node ids are relative to the rootdir, arguments to the invocation
     directory)."""
     file_part, sep, rest = nodeid.partition("::")
-    if sep and Path(path).name == Path(file_part).name:
-        return f"{path}::{rest}"
-    return nodeid
+    if Path(path).name != Path(file_part).name:
+        return nodeid  # an item of no file of its own: its node id is all there is
+    return f"{path}{sep}{rest}"
 
 
 #: Plugins that must not hear a collection made in a forked child: the terminal (the pytest
@@ -121,20 +121,24 @@ def find_items(session: pytest.Session, wanted: Sequence[pytest.Item]) -> list[p
     try:
         with silenced(config):
             args = list(dict.fromkeys(collect_arg(p.nodeid, p.data.path) for p in proxies))
-            try:
-                items = session.perform_collect(args)
-            except pytest.UsageError:
-                # A node id the module no longer yields: collect the modules whole and say
-                # which tests are missing.
-                files = list(dict.fromkeys(a.partition("::")[0] for a in args))
+            files = list(dict.fromkeys(a.partition("::")[0] for a in args))
+            items: Sequence[pytest.Item] = []
+            if len(args) == 1:
+                # One test: pytest collects only what its node id names.
+                with contextlib.suppress(pytest.UsageError):  # not found: collect its module
+                    items = session.perform_collect(args)
+            if not items:
+                # Many tests (an order's, or a module's that collects differently here): each
+                # module once, whole, is cheaper than pytest matching every node id; the tests
+                # not wanted are not run.
                 try:
                     items = session.perform_collect(files)
                 except pytest.UsageError as exc:
-                    items, problem = [], "\n".join(str(a) for a in exc.args)
+                    problem = "\n".join(str(a) for a in exc.args)
         found = {i.nodeid: i for i in items}
     finally:
         config.pluginmanager.unregister(failures)
-    errors = "\n".join(str(r.longrepr) for r in failures.reports)
+    errors = "\n".join(dict.fromkeys(str(r.longrepr) for r in failures.reports))
     out: list[pytest.Item | str] = []
     for item in wanted:
         real = found.get(item.nodeid) if isinstance(item, ProxyItem) else item
