@@ -20,7 +20,6 @@ import pytest
 from . import config as cfg
 from . import plan
 from .checks import Outputs, run_checked
-from .collection import ChildCollection, forks_tests
 from .culprit import CudaWatch
 from .errors import ConfigError, MatrixError
 from .known import KnownFailures
@@ -65,8 +64,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.active and settings.isolate.value != "none":
         watch = CudaWatch(config)
         config.pluginmanager.register(watch, "trtctx-cuda-watch")
-    if forks_tests(config):  # test modules are imported in the workers, after the recipe
-        config.pluginmanager.register(ChildCollection(watch), "trtctx-collection")
+    if settings.isolate.value != "none":
+        from .collection import ChildCollection, forks_tests
+
+        if forks_tests(config):  # test modules are imported in the workers, after the recipe
+            config.pluginmanager.register(ChildCollection(watch), "trtctx-collection")
     if settings.baseline is not None:
         from .baseline import BaselineKeeper
 
