@@ -93,8 +93,8 @@ MSG_NONE_ONE_ORDER: Final = (
 MSG_CUDA_TOUCHED: Final = (
     "not run: the pytest process initialised CUDA ({why}; {culprit}), and a test runs under an "
     "order only in a process where CUDA was never initialised before the order's recipe. Test "
-    "modules are imported in the workers, after the recipe; conftest.py files and plugins are "
-    "imported by the pytest process itself: move their CUDA work into a fixture "
+    "modules are imported after the recipe; conftest.py files and plugins are imported by the "
+    "pytest process before it: move their CUDA work into a fixture "
     "(pytest_trtctx.cuda_available() asks a child process whether a GPU is usable)."
 )
 #: Where CUDA got initialised in the pytest process, for MSG_CUDA_TOUCHED's culprit.

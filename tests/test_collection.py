@@ -68,6 +68,21 @@ def test_the_pytest_process_never_imports_a_test_module(
     assert [order for _pid, order in imports].count("none") == collectors, imports
 
 
+def test_forked_tests_without_an_order_are_collected_the_same_way(
+    pytester: pytest.Pytester,
+) -> None:
+    """``--trtctx-isolate=test`` with no order still forks every test: one behaviour, so the
+    module is imported in the workers here too."""
+    pytester.makeconftest(WHO_IMPORTS_CONFTEST)
+    pytester.makepyfile(test_who=WHO_IMPORTS_MODULE.replace("trtctx_order", ""))
+    result = run_pytest(pytester, "--trtctx-isolate=test")
+    result.assert_outcomes(passed=2)
+    pytest_processes = {pid for (pid,) in _lines(pytester, "conftest-pids.txt")}
+    imports = _lines(pytester, "module-pids.txt")
+    assert len(imports) == 3, imports  # the collecting child, then one per test
+    assert not pytest_processes & {pid for pid, _order in imports}, (pytest_processes, imports)
+
+
 SUITE = """
 import pytest
 
