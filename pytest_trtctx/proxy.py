@@ -74,24 +74,30 @@ def collect_arg(nodeid: str, path: str) -> str:
     return f"{path}{sep}{rest}"
 
 
-#: Plugins that must not hear a collection made in a forked child: the terminal (the pytest
-#: process says what was collected) and an xdist worker's link to its controller (the child's
-#: events would reach the controller as the worker's own).
-_SILENCED = ("_pytest.terminal", "xdist.remote")
+def _unsent(*_args: object, **_kwargs: object) -> None:
+    """What an xdist worker's link sends while a forked child collects: nothing."""
 
 
 @contextlib.contextmanager
 def silenced(config: pytest.Config) -> Iterator[None]:
-    """Collect in this forked child without telling the terminal or xdist's controller."""
+    """Collect in this forked child without a word to the terminal (the pytest process says what
+    was collected) or to xdist's controller (the child's events would reach it as the xdist
+    worker's own). The xdist link stays registered, its hooks run (``--dist loadgroup`` names
+    node ids there); only what it would send is dropped."""
     pm = config.pluginmanager
-    gone = [(pm.get_name(p), p) for p in pm.get_plugins() if type(p).__module__ in _SILENCED]
-    for _name, plugin in gone:
-        pm.unregister(plugin)
+    terminal = pm.get_plugin("terminalreporter")
+    if terminal is not None:
+        pm.unregister(terminal)
+    links = [p for p in pm.get_plugins() if type(p).__module__ == "xdist.remote"]
+    for link in links:
+        link.sendevent = _unsent
     try:
         yield
     finally:
-        for name, plugin in gone:
-            pm.register(plugin, name)
+        for link in links:
+            del link.sendevent
+        if terminal is not None:
+            pm.register(terminal, "terminalreporter")
 
 
 class _Failures:

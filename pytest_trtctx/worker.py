@@ -266,19 +266,18 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             apply_order(session.config, group.order, trace=group.trace)
         # After the recipe: the test modules are imported here, first, as the order means.
         found = find_items(session, group.items)
-        for index, item in enumerate(group.items):
+        for index, wanted in enumerate(group.items):
             progress.index = index
             last = index + 1 == len(group.items)
             send({"event": "start", "index": index})
-            real = found[index]
-            if isinstance(real, str):  # the module collected differently here: say so, go on
+            item = found[index]
+            if isinstance(item, str):  # the module collected differently here: say so, go on
                 data = hook.pytest_report_to_serializable(
-                    config=session.config, report=not_found_report(item, real)
+                    config=session.config, report=not_found_report(wanted, item)
                 )
                 send({"event": "report", "index": index, "data": data})
                 send({"event": "done", "index": index})
                 continue
-            item = real
             nextitem = next((i for i in found[index + 1 :] if not isinstance(i, str)), None)
             if group.note:
                 item.user_properties.append((NOTE_PROPERTY, group.note))
