@@ -217,11 +217,15 @@ def test_a_collection_that_kills_its_process_ends_the_run_saying_so(
 
 # GPU: modules that touch CUDA at import now meet their order -----------------------------------
 
-#: A module-level ``@torch.compile`` function (``torch.compile`` calls cuInit when it decorates;
-#: Triton loads the kernel into the context current at its first call). The first test runs the
-#: compiled function again while a created context is pushed, as a TensorRT runner's
-#: ``ctx.push()`` around torch post-processing does: Triton's launch fails (invalid resource
-#: handle). The second pops that context before the compiled work: the fix.
+#: A module-level ``@torch.compile`` function (``torch.compile`` calls cuInit when it decorates).
+#: The first test makes its first call while a created context is pushed, as a TensorRT runner's
+#: ``ctx.push()`` around torch post-processing does: Triton loads the compiled kernel into that
+#: context, and the next call, after the pop, fails (invalid resource handle). The second test
+#: keeps compiled work outside the push: the fix. Seen on one H200 (torch 2.11.0+cu130) without
+#: the plugin: loaded under the created context, then run in torch's, "CUDA driver error: invalid
+#: resource handle"; loaded in torch's context and run under the pushed one, no error (the
+#: compiled launcher); a plain Triton kernel, loaded in torch's and run under the pushed one,
+#: "Triton Error [CUDA]: invalid resource handle".
 COMPILED_SUITE = """
 import torch
 from pytest_trtctx import driver
@@ -234,40 +238,47 @@ def _created_context():
     driver.api().cuInit(0)
     return driver.create_context(torch.cuda.current_device())
 
-def test_compiled_work_under_a_pushed_context(trtctx_order):
-    x = torch.randn(1024, device="cuda")
-    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
-    ctx = _created_context()  # current now, as after the runner's ctx.push()
-    try:
-        post(x + 1)
-        torch.cuda.synchronize()
-    finally:
-        driver.check("cuCtxPopCurrent", driver.api().cuCtxPopCurrent())
-        driver.destroy_context(ctx)
-
-def test_compiled_work_with_the_context_popped(trtctx_order):
-    x = torch.randn(1024, device="cuda")
-    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
-    ctx = _created_context()
+def _pop():
     driver.check("cuCtxPopCurrent", driver.api().cuCtxPopCurrent())
+
+def test_compiled_first_under_a_pushed_context(trtctx_order):
+    x = torch.randn(333, 7, device="cuda")
+    ctx = _created_context()  # current now, as inside the runner's ctx.push()
     try:
-        assert torch.allclose(post(x + 1), torch.relu(x + 1) * 2 + 1)
+        post(x)
     finally:
-        driver.destroy_context(ctx)
+        _pop()
+    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
+    driver.destroy_context(ctx)
+
+def test_compiled_outside_the_push(trtctx_order):
+    x = torch.randn(333, 7, device="cuda")
+    ctx = _created_context()
+    _pop()
+    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
+    assert torch.allclose(post(x), torch.relu(x) * 2 + 1)
+    driver.destroy_context(ctx)
 """
 
 
 @requires_gpu
 def test_a_module_level_torch_compile_runs_under_torch_first(pytester: pytest.Pytester) -> None:
     """Before: importing the module initialised CUDA in the pytest process and every test of
-    the run was skipped. Now it is imported in the worker, after the recipe, and the context
-    bug it holds fails; the fixed test passes."""
+    the run was skipped (seen on one H200 with the plugin before this change). Now it is imported
+    in each test's worker, after the recipe: the context bug fails, the fixed test passes (each
+    test alone, in a fresh process, behaved so on the H200; with one process for both, the
+    second reuses the first's compiled kernel and fails too, so this runs per test)."""
     pytester.makepyfile(test_compiled=COMPILED_SUITE)
     result = run_pytest(
-        pytester, "--trtctx-order=torch-first", "--trtctx-timeout=300", "-p", "no:cacheprovider"
+        pytester,
+        "--trtctx-order=torch-first",
+        "--trtctx-isolate=test",
+        "--trtctx-timeout=300",
+        "-p",
+        "no:cacheprovider",
     )
     result.assert_outcomes(passed=1, failed=1)
-    header = "*_ test_compiled_work_under_a_pushed_context[[]torch-first[]] _*"
+    header = "*_ test_compiled_first_under_a_pushed_context[[]torch-first[]] _*"
     result.stdout.fnmatch_lines([header])
     result.stdout.fnmatch_lines(["*invalid resource handle*"])
 
