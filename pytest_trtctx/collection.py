@@ -67,7 +67,7 @@ class Collected:
     last_failed: tuple[str | None, int] | None = None
     usage_error: list[str] | None = None
     exit: tuple[str, int | None] | None = None
-    #: The plugin's own failure in the child (a traceback).
+    #: An exception that escaped pytest's collection in the child (a traceback).
     error: str | None = None
 
 
@@ -201,7 +201,9 @@ def collect_in_child(session: pytest.Session) -> Collected:
         raise CollectionError(MSG_COLLECTION_DIED.format(how=f"it sent {type(got).__name__}"))
     if got.error is not None:
         raise CollectionError(
-            MSG_COLLECTION_DIED.format(how="the plugin raised there") + "\n" + got.error
+            MSG_COLLECTION_DIED.format(how="an exception escaped pytest's collection there")
+            + "\n"
+            + got.error
         )
     return got
 
