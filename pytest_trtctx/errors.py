@@ -54,3 +54,8 @@ class OrderError(TrtctxError):
 
 class BackendUnavailable(TrtctxError):
     """The selected backend cannot run here; the message says exactly why."""
+
+
+class CollectionError(TrtctxError):
+    """Collecting the tests in a child process failed: the child died, or the plugin's own code
+    there raised. The message says how and carries the child's traceback."""

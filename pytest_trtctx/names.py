@@ -108,10 +108,10 @@ MSG_DEBUGGER_ISOLATED: Final = (
 )
 MSG_CUDA_TOUCHED: Final = (
     "not run: the pytest process initialised CUDA ({why}; {culprit}), and a test runs under an "
-    "order only in a process where CUDA was never initialised before the order's recipe. "
-    "The usual cause is skipif(not torch.cuda.is_available()) at import time: use "
-    "pytest_trtctx.cuda_available() (it asks a child process), and move other CUDA work into "
-    "tests or fixtures."
+    "order only in a process where CUDA was never initialised before the order's recipe. Test "
+    "modules are imported after the recipe; conftest.py files and plugins are imported by the "
+    "pytest process before it: move their CUDA work into a fixture "
+    "(pytest_trtctx.cuda_available() asks a child process whether a GPU is usable)."
 )
 #: Where CUDA got initialised in the pytest process, for MSG_CUDA_TOUCHED's culprit.
 MSG_CULPRIT_MODULE: Final = "importing or collecting {module} did it"
@@ -119,6 +119,9 @@ MSG_CULPRIT_STARTUP: Final = (
     "it happened before collection: a conftest.py, a plugin or pytest's startup did it"
 )
 MSG_CULPRIT_UNKNOWN: Final = "it happened after collection, at session start or in a hook"
+#: The statement that did it, found by running the loaded modules statement by statement.
+MSG_CULPRIT_CALL: Final = "the statement that does it: {path}:{line}: {code}"
+MSG_CULPRIT_CALL_UNKNOWN: Final = "which statement does it could not be told: {why}"
 MSG_WORKER_REPLACED: Final = "ran in a fresh worker: the one before {what} in {nodeid}"
 MSG_STICKY: Final = "was retired after a sticky CUDA error ({error})"
 MSG_NO_ORDER_SELECTED: Final = (
@@ -152,4 +155,16 @@ MSG_ONLY_ORDERS: Final = "runs only under {wanted}; selected: {selected}"
 MSG_NO_DRIVER: Final = "no CUDA driver: {why}"
 MSG_TOO_FEW_DEVICES: Final = (
     "{order} needs at least 2 CUDA devices; this machine has {count} ({names})"
+)
+MSG_NOT_COLLECTED_IN_WORKER: Final = (
+    "{nodeid} was collected by the pytest process's collection but not by its worker's, after "
+    "the order's recipe: the module collects differently once the recipe ran (a test defined or "
+    "parametrised by what CUDA reports at import?). What the worker's collection said:\n{why}"
+)
+MSG_COLLECTION_DIED: Final = (
+    "pytest-trtctx: collecting the tests in a child process failed ({how}); the tests are "
+    "collected there so that the pytest process never imports a test module (docs/isolation.md)"
+)
+MSG_CULPRIT_CONFTESTS: Final = (
+    "it happened while the pytest process loaded the conftest.py files of the collected tests"
 )

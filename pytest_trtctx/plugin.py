@@ -60,8 +60,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(run, "trtctx-run")
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
+    watch = None
     if settings.active and settings.isolate.value != "none":
-        config.pluginmanager.register(CudaWatch(), "trtctx-cuda-watch")
+        watch = CudaWatch(config)
+        config.pluginmanager.register(watch, "trtctx-cuda-watch")
+    if settings.isolate.value != "none":
+        from .collection import ChildCollection, forks_tests
+
+        if forks_tests(config):  # test modules are imported in the workers, after the recipe
+            config.pluginmanager.register(ChildCollection(watch), "trtctx-collection")
     if settings.baseline is not None:
         from .baseline import BaselineKeeper
 

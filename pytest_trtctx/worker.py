@@ -30,6 +30,7 @@ from .config import settings_of
 from .errors import OrderError
 from .names import MSG_CUDA_TOUCHED, MSG_ORDER_NOT_APPLIED
 from .outcomes import NOTE_PROPERTY
+from .proxy import find_items, not_found_report
 
 #: Imported in the pytest process before the first fork, so that each worker starts with them
 #: loaded instead of importing torch itself (a fork costs milliseconds, importing torch seconds:
@@ -269,11 +270,21 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             os._exit(0)  # retired without work
         if group.order is not None:
             apply_order(session.config, group.order, trace=group.trace)
-        for index, item in enumerate(group.items):
+        # After the recipe: the test modules are imported here, first, as the order means.
+        found = find_items(session, group.items)
+        for index, wanted in enumerate(group.items):
             progress.index = index
             last = index + 1 == len(group.items)
-            nextitem = None if last else group.items[index + 1]
             send({"event": "start", "index": index})
+            item = found[index]
+            if isinstance(item, str):  # the module collected differently here: say so, go on
+                data = hook.pytest_report_to_serializable(
+                    config=session.config, report=not_found_report(wanted, item)
+                )
+                send({"event": "report", "index": index, "data": data})
+                send({"event": "done", "index": index})
+                continue
+            nextitem = next((i for i in found[index + 1 :] if not isinstance(i, str)), None)
             if group.note:
                 item.user_properties.append((NOTE_PROPERTY, group.note))
             # As pytest's own protocol does: the test's warnings are recorded (and so sent up).

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_trtctx"
 #: The worker imports nothing of the plugin's machinery: the order recipes, the device probe, the
-#: settings and what those stand on.
+#: settings, how it finds its tests again (proxy) and what those stand on.
 WORKER_MAY_IMPORT = {
     "orders",
     "probe",
@@ -25,6 +25,7 @@ WORKER_MAY_IMPORT = {
     "tracer",
     "reruns",
     "trace",
+    "proxy",
 }
 MAX_LINES = 450
 PLUGIN_MAX_LINES = 300

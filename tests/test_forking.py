@@ -69,10 +69,12 @@ def test_isolate_order_gives_every_order_one_process(pytester: pytest.Pytester) 
 
 
 def test_isolated_processes_are_not_the_pytest_process(pytester: pytest.Pytester) -> None:
+    # The conftest is imported by the pytest process (the test module is not: test_collection.py).
+    pytester.makeconftest("import os\nPARENT = os.getpid()\n")
     pytester.makepyfile(
         """
         import os
-        PARENT = os.getpid()
+        from conftest import PARENT
         def test_child(trtctx_order):
             assert os.getpid() != PARENT
             assert os.getppid() == PARENT

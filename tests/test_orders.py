@@ -15,7 +15,7 @@ import pytest
 from pytest_trtctx.names import (
     HAZARDS,
     MSG_CUDA_TOUCHED,
-    MSG_CULPRIT_MODULE,
+    MSG_CULPRIT_CALL,
     MSG_CULPRIT_STARTUP,
     MSG_NO_DRIVER,
     MSG_TOO_FEW_DEVICES,
@@ -108,17 +108,16 @@ def test_a_parent_that_initialised_cuda_is_never_forked(pytester: pytest.Pyteste
     pytester.makepyfile("def test_x(trtctx_order): pass")
     result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs")
     result.assert_outcomes(skipped=1)
-    why = MSG_CUDA_TOUCHED.format(why="*", culprit=MSG_CULPRIT_STARTUP)
+    call = MSG_CULPRIT_CALL.format(path="conftest.py", line=2, code="torch.cuda.init()")
+    why = MSG_CUDA_TOUCHED.format(why="*", culprit=f"{MSG_CULPRIT_STARTUP}; {call}")
     result.stdout.fnmatch_lines(["SKIPPED *" + why])
 
 
 @requires_gpu
-def test_is_available_at_import_time_is_refused_with_the_way_out(
-    pytester: pytest.Pytester,
-) -> None:
-    """skipif(not torch.cuda.is_available()) at import initialises CUDA (or NVML) in the parent;
-    NVML's state does not survive a fork (docs/isolation.md). The plugin refuses to fork and says
-    what to use instead."""
+def test_is_available_at_import_time_runs_after_the_recipe(pytester: pytest.Pytester) -> None:
+    """skipif(not torch.cuda.is_available()) at a test module's import initialises CUDA (or NVML)
+    where the module is imported: in the worker, after the order's recipe, never in the pytest
+    process (docs/isolation.md). The test runs under its order."""
     pytester.makepyfile(
         """
         import pytest, torch
@@ -128,10 +127,7 @@ def test_is_available_at_import_time_is_refused_with_the_way_out(
         """
     )
     result = run_pytest(pytester, "--trtctx-order=torch-first", "-rs")
-    result.assert_outcomes(skipped=1)
-    module = "test_is_available_at_import_time_is_refused_with_the_way_out.py"
-    culprit = MSG_CULPRIT_MODULE.format(module=module)
-    result.stdout.fnmatch_lines(["SKIPPED *" + MSG_CUDA_TOUCHED.format(why="*", culprit=culprit)])
+    result.assert_outcomes(passed=1)
 
 
 @requires_gpu

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from pytest_trtctx.names import (
-    MSG_CUDA_TOUCHED,
-    MSG_CULPRIT_MODULE,
     MSG_NO_ORDER_SELECTED,
     ORDERS,
 )
@@ -224,37 +222,6 @@ def test_a_worker_with_a_sticky_cuda_error_is_retired(pytester: pytest.Pytester)
     assert (
         tests["test_c[trt-first]"]["fresh"] is True and tests["test_d[trt-first]"]["fresh"] is False
     )
-
-
-CULPRIT_CONFTEST = """
-import pytest_trtctx.culprit as culprit
-import pytest_trtctx.forking as forking
-
-# Stands in for the probe (no driver here): CUDA counts as initialised once a test module's
-# import said so. The watch and the refusal after it are the plugin's own.
-TOUCHED = []
-
-def probe(nvml_ok=False):
-    if TOUCHED:
-        return False, "torch.cuda.is_initialized() is True"
-    return True, "clean"
-
-culprit.cuda_untouched = probe
-forking.cuda_untouched = probe
-"""
-
-
-def test_the_module_that_initialised_cuda_is_named(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(CULPRIT_CONFTEST)
-    pytester.makepyfile(
-        test_a="def test_a(trtctx_order): pass",
-        test_b="import conftest\nconftest.TOUCHED.append(1)\ndef test_b(trtctx_order): pass",
-    )
-    result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "-rs")
-    result.assert_outcomes(skipped=2)
-    culprit = MSG_CULPRIT_MODULE.format(module="test_b.py")
-    why = MSG_CUDA_TOUCHED.format(why="torch.cuda.is_initialized() is True", culprit=culprit)
-    result.stdout.fnmatch_lines([f"SKIPPED [[]1[]] test_a.py:1: {why}"])
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "test_own_engine.py"
