@@ -282,6 +282,8 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
                     config=session.config, report=not_found_report(wanted, item)
                 )
                 send({"event": "report", "index": index, "data": data})
+                if last:
+                    save_coverage()
                 send({"event": "done", "index": index})
                 continue
             nextitem = next((i for i in found[index + 1 :] if not isinstance(i, str)), None)
