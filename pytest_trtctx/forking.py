@@ -20,7 +20,8 @@ from typing import Any, Literal
 import pytest
 from _pytest.reports import TestReport
 
-from . import plan
+from . import plan, proctree
+from .guard import Guard
 from .config import Settings
 from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
@@ -30,6 +31,17 @@ from .worker import Group, run_child, unserialize_warning
 
 #: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
 DUMP_WAIT = 2.0
+#: Where no pidfd watches a worker's exit: how often ready() looks for it (seconds).
+POLL_EXITS = 0.1
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, without reaping it."""
+    try:
+        found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return found is not None
 
 
 class Forker:
@@ -41,6 +53,14 @@ class Forker:
         self.selector = selectors.DefaultSelector()
         self.fds: set[int] = set()  # every pipe end and dump file this parent holds
         self.pid = os.getpid()
+        self.workers: set[int] = set()  # spares and workers forked and not yet reaped
+        self.pidfds: dict[int, int] = {}  # report pipe -> the worker's pidfd, where watched
+        self.dead: set[int] = set()  # report pipes whose worker has exited
+        self.pipe_pids: dict[int, int] = {}  # report pipe -> its worker
+        # Orphans of what tests started are adopted here, not by PID 1: findable and ended
+        # (adopt_strays) whatever their worker did or however it died.
+        proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
+        self.guard: Guard | None = None  # started with the first worker
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
@@ -49,6 +69,9 @@ class Forker:
         ok, _why = cuda_untouched()
         if not ok:
             return None
+        if self.guard is None:
+            self.guard = Guard()
+            self.fds.add(self.guard.fd)
         rfd, wfd = os.pipe()
         ctrl_r, ctrl_w = os.pipe()
         # The worker's stacks go to a file with no name (unlinked at once): nothing is left on
@@ -73,6 +96,9 @@ class Forker:
         os.close(ctrl_r)
         os.set_blocking(rfd, False)
         self.fds |= {rfd, ctrl_w, dump}
+        self.workers.add(pid)
+        self.pipe_pids[rfd] = pid
+        self.guard.add(pid)
         return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump=dump)
 
     def assign(self, spare: Spare, message: bytes) -> None:
@@ -80,27 +106,59 @@ class Forker:
             os.write(spare.ctrl, message)
         self._close_fd(spare.ctrl)
         self.selector.register(spare.fd, selectors.EVENT_READ)
+        # A test's end must not depend on who else holds the pipe (a process that left the
+        # worker's group keeps it open): the worker's own exit is watched too.
+        try:
+            pidfd = os.pidfd_open(spare.pid)
+        except OSError:  # the kernel has no pidfd: ready() asks waitid instead
+            return
+        self.pidfds[spare.fd] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, data=spare.fd)
 
     def retire(self, spare: Spare) -> None:
         self._close_fd(spare.ctrl)
         self._close_fd(spare.fd)
         self._close_fd(spare.dump)
         self.kill(spare.pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(spare.pid, 0)
+        self.wait(spare.pid, block=True)
 
     def ready(self, timeout: float | None) -> list[int]:
-        return [int(key.fd) for key, _mask in self.selector.select(timeout=timeout)]
+        pipes = [fd for fd, key in self.selector.get_map().items() if key.data is None]
+        unwatched = [fd for fd in pipes if fd not in self.pidfds]
+        if unwatched:  # some exits are not watched: look for them often
+            timeout = POLL_EXITS if timeout is None else min(timeout, POLL_EXITS)
+        found = set()
+        for key, _mask in self.selector.select(timeout=timeout):
+            if key.data is not None:  # a worker's pidfd: it exited
+                self.dead.add(int(key.data))
+                found.add(int(key.data))
+            else:
+                found.add(int(key.fd))
+        for fd in unwatched:
+            pid = self.pipe_pids.get(fd)
+            if pid is not None and _exited(pid):
+                self.dead.add(fd)
+                found.add(fd)
+        return sorted(found)
 
     def read(self, fd: int) -> bytes | None:
+        """What the pipe holds; end-of-file once the worker exited and its bytes are read, even
+        if another process still holds the pipe open."""
         try:
             return os.read(fd, 1 << 16)
         except BlockingIOError:
-            return None
+            return b"" if fd in self.dead else None
 
     def close(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(fd)
+        pidfd = self.pidfds.pop(fd, None)
+        if pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(pidfd)
+            os.close(pidfd)
+        self.dead.discard(fd)
+        self.pipe_pids.pop(fd, None)
         self._close_fd(fd)
 
     def _close_fd(self, fd: int) -> None:
@@ -117,25 +175,39 @@ class Forker:
             time.sleep(0.05)
 
     def kill(self, pid: int) -> None:
-        """End the worker and everything its tests started: its process group."""
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """End the worker and everything its tests started: its process group and every process
+        below it (one that left the group included)."""
+        proctree.end_tree(pid)
+        self.adopt_strays()
 
     def end_test(self, pid: int) -> None:
-        """A test of worker ``pid`` ended: end what it started (the rest of the worker's group)."""
-        for other in group_members(pid):
-            if other != pid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(other, signal.SIGKILL)
+        """A test of worker ``pid`` ended: end what it started (not the worker)."""
+        proctree.end_below(pid)
+        proctree.kill({other for other in proctree.group_members(pid) if other != pid})
+        self.adopt_strays()
+
+    def adopt_strays(self) -> None:
+        """End and reap what tests started that was orphaned up to this process (its worker
+        died first): a child of ours that is no worker and left our process group. A child this
+        process started itself stays in its group, and is left alone."""
+        mine = proctree.stat(self.pid)
+        for child in proctree.children(self.pid) - self.workers:
+            info = proctree.stat(child)
+            if mine is None or info is None or info[1] == mine[1]:
+                continue
+            proctree.end_tree(child)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, 0)
 
     def wait(self, pid: int, *, block: bool) -> int | None:
         try:
             done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
-            return None
+            done, status = pid, None
+        if done:
+            self.workers.discard(pid)
+            if self.guard is not None:
+                self.guard.forget(pid)
         return status if done else None
 
     def stacks(self, worker: Worker) -> str:
@@ -149,27 +221,17 @@ class Forker:
         self._close_fd(worker.dump)
 
     def close_all(self) -> None:
+        self.adopt_strays()
+        for pidfd in self.pidfds.values():
+            os.close(pidfd)
+        self.pidfds.clear()
         self.selector.close()
+        if self.guard is not None:
+            self.fds.discard(self.guard.fd)
+            self.guard.close()
+            self.guard = None
         for fd in list(self.fds):
             self._close_fd(fd)
-
-
-def group_members(pgid: int) -> list[int]:
-    """The processes of process group ``pgid`` (Linux: read from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
 
 
 @contextlib.contextmanager
@@ -185,6 +247,10 @@ def ended_by_signals() -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+class WorkerWarning(pytest.PytestWarning):
+    """Something went wrong around a test's worker that did not change the test's result."""
 
 
 class HookSink:
@@ -263,6 +329,18 @@ class HookSink:
                 "when": data.get("when", "runtest"),
                 "nodeid": data.get("nodeid", item.nodeid if item is not None else ""),
                 "location": tuple(location) if location else None,
+            }
+        )
+
+    def warn(self, item: pytest.Item, message: str) -> None:
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    WorkerWarning(message), WorkerWarning, str(item.path), item.location[1] or 0
+                ),
+                "when": "runtest",
+                "nodeid": item.nodeid,
+                "location": item.location,
             }
         )
 

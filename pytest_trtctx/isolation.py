@@ -21,7 +21,6 @@ scheduler with ``MockNode``); the real ones, which fork and report, are in :mod:
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,8 +30,15 @@ from typing import Any, Literal, Protocol
 import pytest
 
 from . import plan
+from .channel import Reader
 from .config import Settings
-from .names import MSG_CRASHED, MSG_HUNG, MSG_STICKY, MSG_WORKER_REPLACED
+from .names import (
+    MSG_CRASHED,
+    MSG_FOREIGN_BYTES,
+    MSG_HUNG,
+    MSG_STICKY,
+    MSG_WORKER_REPLACED,
+)
 from .status import describe_status
 from .worker import Group, group_message
 
@@ -62,7 +68,7 @@ class Worker:
     group: Group
     fd: int
     dump: Any
-    buffer: bytes = b""
+    reader: Reader = field(default_factory=Reader)
     index: int = -1  # the item in progress
     phase: str = "start"
     started: set[int] = field(default_factory=set)
@@ -141,6 +147,9 @@ class Sink(Protocol):
 
     def warning(self, item: Any, data: dict[str, Any]) -> None:
         """A warning the worker recorded (serialized)."""
+
+    def warn(self, item: Any, message: str) -> None:
+        """A warning of the scheduler's own about ``item``."""
 
     def finish(self, item: Any) -> None: ...
 
@@ -263,12 +272,14 @@ class Scheduler:
             if chunk is None:
                 continue
             if chunk:
-                worker.buffer += chunk
-                *lines, worker.buffer = worker.buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self._message(worker, json.loads(line))
+                for message in worker.reader.feed(chunk):
+                    self._message(worker, message)
+                if worker.reader.in_frame and worker.deadline is not None:
+                    # A message is arriving: the worker is not hung, whatever the parent's pace
+                    # (a test's captured output of hundreds of megabytes takes seconds to cross).
+                    worker.deadline = max(worker.deadline, time.monotonic() + worker.timeout)
             else:
+                worker.reader.finish()
                 self._reap(worker, reason=None)
         now = time.monotonic()
         for worker in list(self.running.values()):
@@ -291,6 +302,7 @@ class Scheduler:
         elif event == "report" and item is not None:
             self.sink.report(item, msg["data"])
         elif event == "done" and item is not None:
+            self._foreign(worker, item)
             worker.finished.add(index)
             self.sink.finish(item)
             if len(worker.finished) == len(worker.group.items):
@@ -304,6 +316,18 @@ class Scheduler:
         elif event == "retire" and item is not None:
             what = MSG_STICKY.format(error=msg["reason"])
             worker.retired = MSG_WORKER_REPLACED.format(what=what, nodeid=item.nodeid)
+
+    def _foreign(self, worker: Worker, item: Any) -> None:
+        """Bytes on the pipe that the worker did not frame (something its test ran wrote them):
+        ignored, and named in a warning on the test in progress."""
+        count, sample = worker.reader.take_foreign()
+        if count:
+            self.sink.warn(
+                item,
+                MSG_FOREIGN_BYTES.format(
+                    count=count, pid=worker.pid, nodeid=item.nodeid, sample=sample
+                ),
+            )
 
     # Endings ----------------------------------------------------------------------------------
     def _hung(self, worker: Worker) -> None:
@@ -324,6 +348,7 @@ class Scheduler:
     def _reap(self, worker: Worker, reason: str | None) -> None:
         """The worker's pipe closed (or we killed it): collect it, report what it left undone."""
         self.processes.close(worker.fd)
+        self._foreign(worker, worker.group.items[max(worker.index, 0)])
         del self.running[worker.fd]
         items = worker.group.items
         undone = [i for i in range(len(items)) if i not in worker.finished]

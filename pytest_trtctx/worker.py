@@ -25,7 +25,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 from _pytest.warnings import catch_warnings_for_item
 
-from . import contexts, orders, probe, tracer
+from . import channel, contexts, orders, probe, proctree, tracer
 from .config import settings_of
 from .errors import OrderError
 from .names import MSG_CUDA_TOUCHED, MSG_ORDER_NOT_APPLIED
@@ -208,18 +208,58 @@ def _sticky(reports: list[pytest.TestReport]) -> str | None:
     return None
 
 
-#: prctl(PR_SET_PDEATHSIG): the kernel sends the child a signal when its parent dies.
-PR_SET_PDEATHSIG = 1
-
-
 def _die_with(parent: int) -> None:
-    """End this worker when the pytest process ends, however it ends (even by SIGKILL)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """End this worker when the pytest process ends, however it ends (even by SIGKILL), and keep
+    what its tests start findable: it leads a session of its own (everything its tests start is
+    in it unless it calls ``setsid``; the run's guard ends the session if the pytest process is
+    killed, :mod:`.guard`), and it adopts their orphans (a child subreaper), so that the parent
+    finds them below it (:mod:`.proctree`) even when they leave the session."""
+    os.setsid()
+    proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
+    proctree.prctl(proctree.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the request was made
         os._exit(EXIT_INTERNAL)
+
+
+#: The report pipe is moved to a descriptor at or above this one (or as high as the limit allows):
+#: a library that writes to a low descriptor it believes its own then misses it. The reader does
+#: not depend on it (foreign bytes are framed out, :mod:`.channel`); it only makes them rarer.
+PRIVATE_FD = 900
+
+
+def _private(fd: int) -> int:
+    """``fd`` moved to a high descriptor number (close-on-exec), the low one closed."""
+    import fcntl
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    floor = min(PRIVATE_FD, soft - 16) if soft > 32 else 3
+    try:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(3, floor))
+    except OSError:  # no free descriptor up there: keep the one we have
+        return fd
+    os.close(fd)
+    return moved
+
+
+def _sender(wfd: int) -> Any:
+    """The worker's ``send``: one frame per message on the report pipe, from this process only.
+
+    A test may fork a child that does not exit and returns into this worker's loop (as
+    ``os.fork()`` without ``os._exit`` does): that child must never report, or its test would be
+    counted twice and the next tests run twice. So ``send`` checks the pid, and a child that
+    reaches it leaves at once."""
+    fd = _private(wfd)
+    owner = os.getpid()
+
+    def send(message: dict[str, Any]) -> None:
+        if os.getpid() != owner:
+            os._exit(0)
+        view = memoryview(channel.encode(message))
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return send
 
 
 def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: int) -> None:
@@ -227,12 +267,11 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
 
     Every worker is forked as a spare: it does everything that does not depend on its tests
     first (and takes those page faults) while it waits for its group on ``ctrl``. It leads a
-    process group of its own, so that the parent can end whatever its tests start, and it dies
-    with the parent.
+    session (and so a process group) of its own, so that the parent can end whatever its tests
+    start, and it dies with the parent.
     """
     code = 0
     try:
-        os.setpgid(0, 0)
         _die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and kills us
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -240,13 +279,7 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
         dump_file = os.fdopen(dump, "w")
         faulthandler.enable(file=dump_file, all_threads=True)
         faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
-        out = os.fdopen(wfd, "w", buffering=1)
-
-        def send(message: dict[str, Any]) -> None:
-            # default=str: a property a test recorded (a Path, a numpy integer) is sent as text,
-            # which is what pytest's JUnit XML makes of it too.
-            out.write(json.dumps(message, default=str) + "\n")
-            out.flush()
+        send = _sender(wfd)
 
         orders.reset_for_child()
         torch = sys.modules.get("torch")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pytest_trtctx import channel
 from pytest_trtctx.isolation import ORDER_START_ALLOWANCE, Scheduler, Spare, Worker
 from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
 from pytest_trtctx.worker import Group
@@ -137,7 +138,7 @@ class FakeProcesses:
         step = proc.steps.pop(0)
         if isinstance(step, dict):
             proc.done += step["event"] == "done"
-            return json.dumps(step).encode() + b"\n"
+            return channel.encode(step)
         assert isinstance(step, tuple) and step[0] == "exit"
         proc.status = int(step[1])
         return b""
@@ -205,6 +206,9 @@ class FakeSink:
 
     def warning(self, item: FakeItem | None, data: dict[str, Any]) -> None:
         self.events.append(("warning", item.nodeid if item else None, data["warning"]["message"]))
+
+    def warn(self, item: FakeItem, message: str) -> None:
+        self.events.append(("warn", item.nodeid, message))
 
     def finish(self, item: FakeItem) -> None:
         self.events.append(("finish", item.nodeid))
