@@ -12,6 +12,7 @@ the test, never parsed as a message. Reading is linear in the bytes read, howeve
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 #: Starts every frame. A NUL byte and a name: text a library prints does not start this way.
@@ -76,24 +77,23 @@ class Reader:
         """Part of a frame has arrived and the rest is still coming: the worker is sending."""
         return self._in_frame
 
-    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
-        """The messages completed by ``chunk``; foreign lines go to :attr:`foreign`."""
+    def feed(self, chunk: bytes) -> Iterator[dict[str, Any]]:
+        """The messages completed by ``chunk``; foreign lines go to :attr:`foreign` as the
+        messages around them are taken, so that they are counted where they came."""
         start = len(self._buffer)
         self._buffer += chunk
         if not self._in_frame:
             self._in_frame = self._buffer.find(MARKER, max(0, start - len(MARKER) + 1)) >= 0
         end = self._buffer.rfind(b"\n", start)
         if end < 0:
-            return []
+            return
         block = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         self._in_frame = MARKER in self._buffer
-        messages = []
         for line in block.split(b"\n"):
             message = self._frame(line)
             if message is not None:
-                messages.append(message)
-        return messages
+                yield message
 
     def finish(self) -> None:
         """The pipe is closed: what is left is foreign (a frame never ends without a newline)."""

@@ -21,8 +21,8 @@ import pytest
 from _pytest.reports import TestReport
 
 from . import plan, proctree
-from .guard import Guard
 from .config import Settings
+from .guard import Guard
 from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
 from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
@@ -123,7 +123,7 @@ class Forker:
         self.wait(spare.pid, block=True)
 
     def ready(self, timeout: float | None) -> list[int]:
-        pipes = [fd for fd, key in self.selector.get_map().items() if key.data is None]
+        pipes = [int(key.fd) for key in self.selector.get_map().values() if key.data is None]
         unwatched = [fd for fd in pipes if fd not in self.pidfds]
         if unwatched:  # some exits are not watched: look for them often
             timeout = POLL_EXITS if timeout is None else min(timeout, POLL_EXITS)

@@ -102,9 +102,7 @@ def end_tree(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGSTOP)
     end_below(pid)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
