@@ -368,6 +368,11 @@ def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[
         workers = settings.workers.value
         with ended_by_signals():
             Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
+        # As pytest's own loop ends a run stopped by -x / --maxfail (its summary line).
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
     finally:
         processes.close_all()
 

@@ -196,24 +196,30 @@ class Scheduler:
         try:
             while self.queue or self.running:
                 if self.sink.stop_requested():
+                    # -x / --maxfail reached: as pytest stops, nothing more runs or is reported
+                    # (a test another worker is running is ended, as pytest-xdist ends it).
                     self.queue.clear()
+                    self._end_running()
                 while self.queue and self._busy() < self.workers:
                     self._start(self.queue.popleft())
                 if self.running:  # a refused fork starts nothing: never wait on no worker
                     self._poll()
         except BaseException:
-            for worker in list(self.running.values()):
-                self.processes.kill(worker.pid)
-                self.processes.close(worker.fd)
-                self.processes.wait(worker.pid, block=True)
-                self.processes.release(worker)
-            self.running.clear()
+            self._end_running()
             raise
         finally:
             if self.spare is not None:
                 self.processes.retire(self.spare)
                 self.spare = None
             self._collect_exited(block=True)
+
+    def _end_running(self) -> None:
+        for worker in list(self.running.values()):
+            self.processes.kill(worker.pid)
+            self.processes.close(worker.fd)
+            self.processes.wait(worker.pid, block=True)
+            self.processes.release(worker)
+        self.running.clear()
 
     def _busy(self) -> int:
         """Workers still running tests. One that finished its last test is exiting (tearing
@@ -274,6 +280,8 @@ class Scheduler:
             if chunk:
                 for message in worker.reader.feed(chunk):
                     self._message(worker, message)
+                    if self.sink.stop_requested() and worker.index in worker.finished:
+                        return  # what comes after the test that stopped the run is not reported
                 if worker.reader.in_frame and worker.deadline is not None:
                     # A message is arriving: the worker is not hung, whatever the parent's pace
                     # (a test's captured output of hundreds of megabytes takes seconds to cross).

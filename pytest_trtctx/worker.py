@@ -208,6 +208,16 @@ def _sticky(reports: list[pytest.TestReport]) -> str | None:
     return None
 
 
+def _stops_the_run(session: pytest.Session, reports: list[pytest.TestReport]) -> bool:
+    """Whether ``-x`` / ``--maxfail`` stops the run after this test: its failures counted as
+    pytest's session counts them, on top of those the parent had counted when this worker was
+    forked (the parent counts every worker's; it stops the run, this only stops this worker
+    from starting a test that pytest would not run)."""
+    maxfail = int(session.config.getvalue("maxfail") or 0)
+    session.testsfailed += sum(r.failed and not hasattr(r, "wasxfail") for r in reports)
+    return bool(maxfail) and session.testsfailed >= maxfail
+
+
 def _die_with(parent: int) -> None:
     """End this worker when the pytest process ends, however it ends (even by SIGKILL), and keep
     what its tests start findable: it leads a session of its own (everything its tests start is
@@ -313,6 +323,9 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
                 send({"event": "report", "index": index, "data": data})
+            if _stops_the_run(session, reports):
+                send({"event": "done", "index": index})
+                break
             sticky = None if last else _sticky(reports)
             if sticky is not None:
                 # The context is unusable: every later test here would fail with it. Finish

@@ -210,3 +210,33 @@ def test_a_killed_pytest_process_takes_what_its_tests_started_with_it(
         proc.kill()
     assert _dies(worker)
     assert all(_dies(pid) for pid in sleepers), [Path(f"/proc/{p}/stat").exists() for p in sleepers]
+
+
+@pytest.mark.parametrize("stop", [["-x"], ["--maxfail=2"]])
+def test_maxfail_stops_a_worker_that_runs_many_tests(
+    pytester: pytest.Pytester, stop: list[str]
+) -> None:
+    """-x and --maxfail stop the run where plain pytest stops it, inside one order's worker too:
+    the tests after the last failure allowed never run and are not reported."""
+    pytester.makepyfile(
+        """
+        import os, pytest
+        @pytest.mark.parametrize("n", range(20))
+        def test_n(n):
+            open(f"ran.{n}.{os.getpid()}", "w").close()
+            assert n not in (1, 3)
+        """
+    )
+    plain = pytester.runpytest_subprocess(*stop, "-p", "no:cacheprovider")
+    for ran in pytester.path.glob("ran.*"):
+        ran.unlink()
+    result = run_pytest(pytester, "--trtctx-isolate=order", *stop)
+    limit = {"-x": 1, "--maxfail=2": 2}[stop[0]]
+    expected = {"failed": limit, "passed": limit}
+    assert plain.parseoutcomes() == expected  # what plain pytest does, for reference
+    result.assert_outcomes(**expected)
+    failures = expected["failed"]
+    result.stdout.fnmatch_lines([f"*stopping after {failures} failures*"])
+    ran = list(pytester.path.glob("ran.*"))
+    assert len(ran) == sum(expected.values())
+    assert len({p.name.split(".")[2] for p in ran}) == 1  # one worker ran them
