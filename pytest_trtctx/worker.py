@@ -132,23 +132,43 @@ def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
 
 
 def unserialize_warning(data: dict[str, Any]) -> warnings.WarningMessage:
-    """The warning back, its category imported by path (UserWarning where it cannot be)."""
+    """The warning back, in the pytest process. Its category is taken from a module this process
+    has already imported, never imported here: importing a test's helper module in the pytest
+    process runs that module's import there, which may load NVML or initialise CUDA and would
+    make every later fork refused. A category from elsewhere gets a stand-in of the same name."""
     module, _, qualname = str(data.get("category", "")).partition(":")
-    category: Any = UserWarning
-    try:
-        found: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-        if isinstance(found, type) and issubclass(found, Warning):
-            category = found
-    except Exception:  # a category the parent cannot import: keep the text, say UserWarning
-        pass
+    category = _imported_category(module, qualname) or _stand_in(module, qualname)
     return warnings.WarningMessage(
         category(str(data.get("message", ""))),
         category,
         str(data.get("filename", "")),
         int(data.get("lineno", 0)),
     )
+
+
+def _imported_category(module: str, qualname: str) -> type[Warning] | None:
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) and issubclass(found, Warning) else None
+
+
+#: Stand-ins made so far, by category path: one class per category, so that pytest's summary
+#: groups a category's warnings as it would group the real class's.
+_STAND_INS: dict[str, type[Warning]] = {}
+
+
+def _stand_in(module: str, qualname: str) -> type[Warning]:
+    """A Warning subclass named as the category the worker recorded."""
+    key = f"{module}:{qualname}"
+    if key not in _STAND_INS:
+        name = qualname.rsplit(".", 1)[-1] or "UserWarning"
+        if not name.isidentifier():
+            name = "UserWarning"
+        made = type(name, (Warning,), {"__module__": module or "builtins"})
+        made.__qualname__ = qualname or name
+        _STAND_INS[key] = made
+    return _STAND_INS[key]
 
 
 class _Progress:

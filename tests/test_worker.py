@@ -91,4 +91,20 @@ def test_warnings_cross_as_plain_data_with_their_category() -> None:
         3,
     )
     unknown = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
-    assert unknown.category is UserWarning and str(unknown.message) == "old"
+    assert issubclass(unknown.category, Warning) and str(unknown.message) == "old"
+    assert (unknown.category.__module__, unknown.category.__name__) == ("nowhere.module", "Gone")
+    again = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
+    assert again.category is unknown.category
+
+
+def test_a_warning_category_is_never_imported_to_show_it() -> None:
+    """The module of a category that the process has not imported stays unimported: its import
+    could initialise CUDA in the pytest process (a helper that loads NVML)."""
+    code = (
+        "import sys, json; from pytest_trtctx import worker;"
+        "w = worker.unserialize_warning({'category': 'json.decoder:Nope', 'message': 'm'});"
+        "w = worker.unserialize_warning({'category': 'xml.dom.minidom:Warned', 'message': 'm'});"
+        "print('xml.dom.minidom' in sys.modules, w.category.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "Warned"]

@@ -240,3 +240,49 @@ def test_maxfail_stops_a_worker_that_runs_many_tests(
     ran = list(pytester.path.glob("ran.*"))
     assert len(ran) == sum(expected.values())
     assert len({p.name.split(".")[2] for p in ran}) == 1  # one worker ran them
+
+
+def test_a_warning_from_a_module_only_a_test_imports_is_shown_without_importing_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """A helper imported only inside a test, whose import would load NVML (here: leaves a file
+    naming the process that imported it), warns: the warning reaches pytest's summary under its
+    category's name, and the pytest process never imports the helper (it would become
+    CUDA-touched, and every later test would be skipped)."""
+    pytester.makepyfile(
+        nvml_helper="""
+        import os, warnings
+        open(f"imported.{os.getpid()}", "w").close()
+
+        class NvmlWarning(UserWarning):
+            pass
+
+        def warn():
+            warnings.warn("careful with the driver", NvmlWarning)
+        """
+    )
+    pytester.makeconftest(
+        """
+        import os, sys
+
+        def pytest_unconfigure(config):
+            with open("parent.txt", "w") as fh:
+                fh.write(f"{os.getpid()} {'nvml_helper' in sys.modules}")
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_warns(trtctx_order):
+            import nvml_helper
+            nvml_helper.warn()
+        def test_later(trtctx_order): pass
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-isolate=test"
+    )
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*NvmlWarning: careful with the driver"])
+    parent, imported_there = (pytester.path / "parent.txt").read_text().split()
+    assert imported_there == "False"
+    assert not (pytester.path / f"imported.{parent}").exists()
