@@ -249,6 +249,21 @@ def ended_by_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+class EndedBySignals:
+    """Registered in pytest-xdist's controller, which runs no test and so never enters
+    :func:`ended_by_signals`: SIGTERM and SIGHUP end the run there as in a run without xdist
+    (the results so far and the summary, exit 2), instead of killing the controller outright.
+    Its workers are ended by xdist's own shutdown, and end what they forked as any run does."""
+
+    def __init__(self) -> None:
+        self._signals = ended_by_signals()
+        self._signals.__enter__()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self) -> None:
+        self._signals.__exit__(None, None, None)
+
+
 class WorkerWarning(pytest.PytestWarning):
     """Something went wrong around a test's worker that did not change the test's result."""
 

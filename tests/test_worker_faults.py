@@ -5,6 +5,7 @@ machine without a GPU (CPU orders, as test_forking.py), as a user would meet it.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -286,3 +287,46 @@ def test_a_warning_from_a_module_only_a_test_imports_is_shown_without_importing_
     parent, imported_there = (pytester.path / "parent.txt").read_text().split()
     assert imported_there == "False"
     assert not (pytester.path / f"imported.{parent}").exists()
+
+
+def test_sigterm_to_the_xdist_controller_ends_the_run_as_without_xdist(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under -n (each xdist worker forks each test), SIGTERM to the controller ends the run as it
+    ends one without xdist: the results so far and the summary, exit 2, nothing left running."""
+    pytester.makepyfile(
+        """
+        import os, time
+        def test_passes(trtctx_order): pass
+        def test_sleeps(trtctx_order):
+            open(f"sleeper.{os.getpid()}", "w").close()
+            time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "pytest_trtctx.plugin", *cpu_orders(pytester),
+         "--trtctx-order=trt-first", "-p", "no:cacheprovider", "-p", "xdist", "-n", "2", "-rA"],
+        cwd=pytester.path,
+        # xdist's workers import the CPU orders' module from here
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(pytester.path), *sys.path])},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(pytester.path.glob("sleeper.*")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
+            time.sleep(0.05)
+        sleeper = int(next(pytester.path.glob("sleeper.*")).name.split(".")[1])
+        time.sleep(1)  # the other test's report reaches the controller
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 2, text
+    assert "SIGTERM received" in text
+    assert "PASSED test_sigterm_to_the_xdist_controller" in text, text  # the result so far
+    assert "= trtctx summary =" in text, text
+    assert _dies(sleeper)
