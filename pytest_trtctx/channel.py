@@ -3,10 +3,14 @@ others wrote to the same pipe.
 
 A worker's report pipe is inherited by everything its tests start, and a C library may write to
 any descriptor it inherited. So the channel never trusts a byte to be the worker's: each message
-is one frame, ``MARKER <length> <json>\\n`` (JSON as Python writes it holds no raw newline), and a
-line that is not a whole frame is foreign: counted and kept as a sample for the warning that names
-the test, never parsed as a message. Reading is linear in the bytes read, however large a message
-(a test's captured output can be hundreds of megabytes) and however it is split into chunks.
+is one frame, ``MARKER <length>[,<size>...] <json>\n`` (JSON as Python writes it holds no raw
+newline) followed by the frame's attachments, and a line that is not a whole frame is foreign:
+counted and kept as a sample for the warning that names the test, never parsed as a message.
+
+A large section of captured output is sent as an attachment (its UTF-8 bytes, the sizes in the
+header) rather than inside the JSON: encoding and decoding hundreds of megabytes as JSON strings
+costs more than the test that printed them. Reading is linear in the bytes read, however large a
+message and however it is split into chunks.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ from typing import Any
 MARKER = b"\x00trtctx-frame "
 #: How many foreign bytes are kept to show in the warning (the rest are only counted).
 SAMPLE = 200
+#: A section of captured output at least this long (characters) travels as an attachment.
+ATTACH_FROM = 1 << 16
+#: Lone surrogates (output decoded with surrogateescape) cross as they are.
+_UTF8 = ("utf-8", "surrogatepass")
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """One frame for ``message``. A value JSON cannot hold (a tuple key, a cycle, an integer too
-    long to print) is sent as its ``repr``, so that what a test recorded never stops its report."""
+def frame(message: dict[str, Any]) -> list[bytes]:
+    """The bytes of one frame for ``message``: its header line, then its attachments. A value
+    JSON cannot hold (a tuple key, a cycle, an integer too long to print) is sent as its
+    ``repr``, so that what a test recorded never stops its report."""
+    message, attachments = _detach(message)
     try:
         # default=str: a property a test recorded (a Path, a numpy integer) is sent as text,
         # which is what pytest's JUnit XML makes of it too.
@@ -31,7 +41,41 @@ def encode(message: dict[str, Any]) -> bytes:
     except (TypeError, ValueError, RecursionError):
         payload = json.dumps(plain(message), default=str)
     data = payload.encode()
-    return MARKER + str(len(data)).encode() + b" " + data + b"\n"
+    sizes = "".join(f",{len(a)}" for a in attachments)
+    return [MARKER + f"{len(data)}{sizes} ".encode() + data + b"\n", *attachments]
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame for ``message``, as one string of bytes."""
+    return b"".join(frame(message))
+
+
+def _detach(message: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+    """``message`` with each large section of a report's captured output replaced by
+    ``{"attached": n}``, and the attachments."""
+    data: Any = message.get("data")
+    sections = data.get("sections") if isinstance(data, dict) else None
+    if not isinstance(sections, list):
+        return message, []
+    attachments: list[bytes] = []
+    out: list[Any] = []
+    for section in sections:
+        if isinstance(section, (list, tuple)) and len(section) == 2:
+            title, content = section
+            if isinstance(content, str) and len(content) >= ATTACH_FROM:
+                section = [title, {"attached": len(attachments)}]
+                attachments.append(content.encode(*_UTF8))
+        out.append(section)
+    if not attachments:
+        return message, []
+    return {**message, "data": {**data, "sections": out}}, attachments
+
+
+def _attach(message: dict[str, Any], attachments: list[bytes]) -> None:
+    """Put the attachments back where :func:`_detach` took them from."""
+    for section in message["data"]["sections"]:
+        if isinstance(section, list) and len(section) == 2 and isinstance(section[1], dict):
+            section[1] = attachments[int(section[1]["attached"])].decode(*_UTF8)
 
 
 def plain(value: Any, seen: frozenset[int] = frozenset()) -> Any:
@@ -68,39 +112,66 @@ class Reader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._in_frame = False
+        self._scanned = 0  # the buffer up to here holds no newline of an unfinished line
+        self._marked = False  # the unfinished line holds a marker: a frame is arriving
+        self._waiting: tuple[dict[str, Any], list[int]] | None = None  # for its attachments
         self.foreign = 0  # foreign bytes seen and not yet taken
         self.sample = b""
 
     @property
     def in_frame(self) -> bool:
         """Part of a frame has arrived and the rest is still coming: the worker is sending."""
-        return self._in_frame
+        return self._marked or self._waiting is not None
 
     def feed(self, chunk: bytes) -> Iterator[dict[str, Any]]:
         """The messages completed by ``chunk``; foreign lines go to :attr:`foreign` as the
         messages around them are taken, so that they are counted where they came."""
-        start = len(self._buffer)
-        self._buffer += chunk
-        if not self._in_frame:
-            self._in_frame = self._buffer.find(MARKER, max(0, start - len(MARKER) + 1)) >= 0
-        end = self._buffer.rfind(b"\n", start)
-        if end < 0:
-            return
-        block = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        self._in_frame = MARKER in self._buffer
-        for line in block.split(b"\n"):
-            message = self._frame(line)
-            if message is not None:
-                yield message
+        buffer = self._buffer
+        buffer += chunk
+        at = 0
+        try:
+            while True:
+                if self._waiting is not None:
+                    message, sizes = self._waiting
+                    if len(buffer) - at < sum(sizes):
+                        return
+                    parts = []
+                    for size in sizes:
+                        parts.append(bytes(buffer[at : at + size]))
+                        at += size
+                    self._waiting = None
+                    self._scanned = at
+                    _attach(message, parts)
+                    yield message
+                    continue
+                start = max(at, self._scanned)
+                newline = buffer.find(b"\n", start)
+                if not self._marked:
+                    self._marked = buffer.find(MARKER, max(at, start - len(MARKER) + 1)) >= 0
+                if newline < 0:
+                    self._scanned = len(buffer)
+                    return
+                self._marked = False
+                line_start, at = at, newline + 1
+                self._scanned = at
+                found = self._frame(buffer, line_start, newline)
+                if found is None:
+                    continue
+                message, sizes = found
+                if sizes:
+                    self._waiting = (message, sizes)
+                else:
+                    yield message
+        finally:  # also when the reader stops early (the run was stopped): what was read goes
+            del buffer[:at]
+            self._scanned -= at
 
     def finish(self) -> None:
         """The pipe is closed: what is left is foreign (a frame never ends without a newline)."""
         if self._buffer:
             self._alien(bytes(self._buffer))
             self._buffer.clear()
-        self._in_frame = False
+        self._scanned, self._marked, self._waiting = 0, False, None
 
     def take_foreign(self) -> tuple[int, bytes]:
         """How many foreign bytes came since the last call, and the first of them."""
@@ -108,26 +179,80 @@ class Reader:
         self.foreign, self.sample = 0, b""
         return taken
 
-    def _frame(self, line: bytes) -> dict[str, Any] | None:
-        at = line.find(MARKER)
+    def _frame(
+        self, buffer: bytearray, start: int, end: int
+    ) -> tuple[dict[str, Any], list[int]] | None:
+        """The message framed in ``buffer[start:end]`` (one line) and the sizes of its
+        attachments, or None: the line is foreign, or a frame that bytes written into it broke
+        (not ours to trust)."""
+        at = buffer.find(MARKER, start, end)
         if at < 0:
-            self._alien(line + b"\n")
+            self._alien(buffer[start : end + 1])
             return None
-        if at:
-            self._alien(line[:at])
-        size, _, payload = line[at + len(MARKER) :].partition(b" ")
+        if at > start:
+            self._alien(buffer[start:at])
+        head = at + len(MARKER)
+        space = buffer.find(b" ", head, end)
         try:
-            if not size.isdigit() or int(size) != len(payload):
+            if space < 0:
+                raise ValueError("no header")
+            size, *sizes = (int(n) for n in bytes(buffer[head:space]).split(b","))
+            if size != end - space - 1 or min(sizes, default=0) < 0:
                 raise ValueError("length does not match")
-            message = json.loads(payload)
+            message = json.loads(buffer[space + 1 : end])
             if not isinstance(message, dict):
                 raise ValueError("not a message")
-        except ValueError:  # a frame broken by bytes written into it: not ours to trust
-            self._alien(line[at:] + b"\n")
+        except ValueError:
+            self._alien(buffer[at : end + 1])
             return None
-        return message
+        return message, sizes
 
-    def _alien(self, data: bytes) -> None:
+    def _alien(self, data: bytes | bytearray) -> None:
         self.foreign += len(data)
         if len(self.sample) < SAMPLE:
-            self.sample += data[: SAMPLE - len(self.sample)]
+            self.sample += bytes(data[: SAMPLE - len(self.sample)])
+
+
+class Sections:
+    """A test's captured output sent once, not once per report.
+
+    Each of a test's reports carries every section captured so far (pytest builds them from one
+    list), so its teardown report repeats the call's output: hundreds of megabytes twice for a
+    test that prints that much. The worker replaces a section already sent for the same test
+    with ``{"same_as": n}`` (the n-th section sent for it); the parent puts it back. Both sides
+    number the sections in the order they were sent, one instance per test on each side.
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[Any, list[Any]] = {}
+
+    def compact(self, test: Any, data: dict[str, Any]) -> dict[str, Any]:
+        """Worker side: ``data`` (a serialized report of ``test``) with repeats as references."""
+        sent = self._sent.setdefault(test, [])
+        out = []
+        for section in data.get("sections") or []:
+            same = next(
+                (n for n, old in enumerate(sent) if old[1] is section[1] and old[0] == section[0]),
+                None,
+            )
+            if same is None:
+                sent.append(section)
+                out.append(section)
+            else:
+                out.append({"same_as": same})
+        return {**data, "sections": out} if "sections" in data else data
+
+    def expand(self, test: Any, data: dict[str, Any]) -> dict[str, Any]:
+        """Parent side: ``data`` with each reference replaced by the section it names."""
+        sent = self._sent.setdefault(test, [])
+        out = []
+        for section in data.get("sections") or []:
+            if isinstance(section, dict):
+                section = sent[int(section["same_as"])]
+            else:
+                sent.append(section)
+            out.append(section)
+        return {**data, "sections": out} if "sections" in data else data
+
+    def forget(self, test: Any) -> None:
+        self._sent.pop(test, None)

@@ -6,6 +6,7 @@ reads pipes, signals and waits (:class:`Forker`), and reports (:class:`HookSink`
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import selectors
@@ -21,6 +22,7 @@ import pytest
 from _pytest.reports import TestReport
 
 from . import plan, proctree
+from .channel import Sections
 from .config import Settings
 from .guard import Guard
 from .isolation import Scheduler, Spare, Worker, groups, when_of
@@ -31,6 +33,10 @@ from .worker import Group, run_child, unserialize_warning
 
 #: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
 DUMP_WAIT = 2.0
+#: The most read from a report pipe at once, and the pipe's capacity where the system allows it.
+READ_SIZE = 1 << 20
+#: fcntl's F_SETPIPE_SZ (Linux).
+F_SETPIPE_SZ = 1031
 #: Where no pidfd watches a worker's exit: how often ready() looks for it (seconds).
 POLL_EXITS = 0.1
 
@@ -73,6 +79,8 @@ class Forker:
             self.guard = Guard()
             self.fds.add(self.guard.fd)
         rfd, wfd = os.pipe()
+        with contextlib.suppress(OSError):  # larger than the default where allowed: fewer reads
+            fcntl.fcntl(rfd, F_SETPIPE_SZ, READ_SIZE)
         ctrl_r, ctrl_w = os.pipe()
         # The worker's stacks go to a file with no name (unlinked at once): nothing is left on
         # disk whatever happens to either process.
@@ -145,7 +153,7 @@ class Forker:
         """What the pipe holds; end-of-file once the worker exited and its bytes are read, even
         if another process still holds the pipe open."""
         try:
-            return os.read(fd, 1 << 16)
+            return os.read(fd, READ_SIZE)
         except BlockingIOError:
             return b"" if fd in self.dead else None
 
@@ -274,11 +282,13 @@ class HookSink:
     def __init__(self, session: pytest.Session) -> None:
         self.session = session
         self.config = session.config
+        self.sections = Sections()
 
     def start(self, item: pytest.Item) -> None:
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
 
     def report(self, item: pytest.Item, data: dict[str, Any]) -> None:
+        data = self.sections.expand(item.nodeid, data)
         if isinstance(data.get("longrepr"), list):  # JSON made the skip tuple a list
             data["longrepr"] = tuple(data["longrepr"])
         report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
@@ -360,6 +370,7 @@ class HookSink:
         )
 
     def finish(self, item: pytest.Item) -> None:
+        self.sections.forget(item.nodeid)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     def stop_requested(self) -> bool:

@@ -285,9 +285,10 @@ def _sender(wfd: int) -> Any:
     def send(message: dict[str, Any]) -> None:
         if os.getpid() != owner:
             os._exit(0)
-        view = memoryview(channel.encode(message))
-        while view:
-            view = view[os.write(fd, view) :]
+        for part in channel.frame(message):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view) :]
 
     return send
 
@@ -310,6 +311,7 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
         faulthandler.enable(file=dump_file, all_threads=True)
         faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
         send = _sender(wfd)
+        sections = channel.Sections()  # a test's output crosses once (see Sections)
 
         orders.reset_for_child()
         torch = sys.modules.get("torch")
@@ -342,7 +344,8 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
                 break
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
-                send({"event": "report", "index": index, "data": data})
+                send({"event": "report", "index": index, "data": sections.compact(index, data)})
+            sections.forget(index)
             if _stops_the_run(session, reports):
                 send({"event": "done", "index": index})
                 break

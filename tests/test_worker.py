@@ -108,3 +108,24 @@ def test_a_warning_category_is_never_imported_to_show_it() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "Warned"]
+
+
+def test_the_channel_reads_frames_split_anywhere_among_foreign_bytes() -> None:
+    """Every split of a stream (frames with and without attachments, foreign lines, half a
+    foreign line running into a frame) gives the same messages and the same foreign count."""
+    from pytest_trtctx import channel
+
+    big = "é" * channel.ATTACH_FROM + "\udcff"  # non-ASCII, and a lone surrogate
+    messages = [
+        {"event": "start", "index": 0},
+        {"event": "report", "index": 0, "data": {"sections": [["out", big], ["err", "e"]]}},
+        {"event": "done", "index": 0},
+    ]
+    foreign = [b"junk line\n", b"", b"{half a line "]
+    stream = b"".join(f + channel.encode(m) for f, m in zip(foreign, messages, strict=True))
+    for step in (1, 7, 4096, len(stream)):
+        reader = channel.Reader()
+        got = [m for at in range(0, len(stream), step) for m in reader.feed(stream[at : at + step])]
+        assert got == messages, step
+        assert reader.take_foreign() == (sum(map(len, foreign)), b"".join(foreign))
+        assert not reader.in_frame

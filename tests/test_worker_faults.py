@@ -83,6 +83,22 @@ def test_tens_of_megabytes_of_output_are_no_hang(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=2)
 
 
+def test_a_failing_tests_large_output_is_shown_whole(pytester: pytest.Pytester) -> None:
+    """Output large enough to cross as an attachment, not ASCII, reaches the failure report."""
+    pytester.makepyfile(
+        """
+        def test_fails(trtctx_order):
+            print("\u00e9" * 200_000 + "END-OF-OUTPUT")
+            assert False
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-isolate=order"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- Captured stdout call -*", "\u00e9\u00e9*END-OF-OUTPUT"])
+
+
 SESSION_LEAVER = """
 import os, time
 
