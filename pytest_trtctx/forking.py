@@ -24,7 +24,7 @@ from _pytest.reports import TestReport
 from . import plan, proctree
 from .channel import Sections
 from .config import Settings
-from .guard import Guard
+from .guard import Guard, end_sessions
 from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
 from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
@@ -59,13 +59,10 @@ class Forker:
         self.selector = selectors.DefaultSelector()
         self.fds: set[int] = set()  # every pipe end and dump file this parent holds
         self.pid = os.getpid()
-        self.workers: set[int] = set()  # spares and workers forked and not yet reaped
         self.pidfds: dict[int, int] = {}  # report pipe -> the worker's pidfd, where watched
         self.dead: set[int] = set()  # report pipes whose worker has exited
         self.pipe_pids: dict[int, int] = {}  # report pipe -> its worker
-        # Orphans of what tests started are adopted here, not by PID 1: findable and ended
-        # (adopt_strays) whatever their worker did or however it died.
-        proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
+        self.ended: set[int] = set()  # workers this process killed (with what they started)
         self.guard: Guard | None = None  # started with the first worker
 
     def refusal(self) -> str:
@@ -104,7 +101,6 @@ class Forker:
         os.close(ctrl_r)
         os.set_blocking(rfd, False)
         self.fds |= {rfd, ctrl_w, dump}
-        self.workers.add(pid)
         self.pipe_pids[rfd] = pid
         self.guard.add(pid)
         return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump=dump)
@@ -183,29 +179,15 @@ class Forker:
             time.sleep(0.05)
 
     def kill(self, pid: int) -> None:
-        """End the worker and everything its tests started: its process group and every process
-        below it (one that left the group included)."""
+        """End the worker and everything its tests started: every process below it (one that
+        left its session included: the worker adopts orphans) and its process group."""
         proctree.end_tree(pid)
-        self.adopt_strays()
+        self.ended.add(pid)
 
     def end_test(self, pid: int) -> None:
-        """A test of worker ``pid`` ended: end what it started (not the worker)."""
+        """A test of worker ``pid`` ended: end what it started (not the worker). Every process
+        of its group is below it (it adopts their orphans), so nothing else is searched."""
         proctree.end_below(pid)
-        proctree.kill({other for other in proctree.group_members(pid) if other != pid})
-        self.adopt_strays()
-
-    def adopt_strays(self) -> None:
-        """End and reap what tests started that was orphaned up to this process (its worker
-        died first): a child of ours that is no worker and left our process group. A child this
-        process started itself stays in its group, and is left alone."""
-        mine = proctree.stat(self.pid)
-        for child in proctree.children(self.pid) - self.workers:
-            info = proctree.stat(child)
-            if mine is None or info is None or info[1] == mine[1]:
-                continue
-            proctree.end_tree(child)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, 0)
 
     def wait(self, pid: int, *, block: bool) -> int | None:
         try:
@@ -213,7 +195,11 @@ class Forker:
         except ChildProcessError:
             done, status = pid, None
         if done:
-            self.workers.discard(pid)
+            if pid not in self.ended:
+                # It died of itself (a crash, a test's exit) before this process could end what
+                # its tests started: that was orphaned, but is still in its session.
+                end_sessions({pid})
+            self.ended.discard(pid)
             if self.guard is not None:
                 self.guard.forget(pid)
         return status if done else None
@@ -229,7 +215,6 @@ class Forker:
         self._close_fd(worker.dump)
 
     def close_all(self) -> None:
-        self.adopt_strays()
         for pidfd in self.pidfds.values():
             os.close(pidfd)
         self.pidfds.clear()

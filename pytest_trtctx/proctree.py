@@ -1,10 +1,10 @@
 """What a worker's tests started, found in ``/proc`` and ended.
 
 A test may start processes that leave the worker's process group (``setsid``, ``setpgid``), so a
-group kill does not reach them. Workers and the process that forks them are child subreapers
-(``PR_SET_CHILD_SUBREAPER``): an orphan is adopted by the nearest of them still alive, never by
-PID 1, so whatever a test started stays somewhere below the pytest process, where these functions
-find it by parent links. Linux only, as the rest of isolation.
+group kill does not reach them. A worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``): while
+it lives, an orphan of what its tests started is adopted by it, not by PID 1, so everything its
+tests started is below it, where these functions find it by parent links. Linux only, as the rest
+of isolation.
 """
 
 from __future__ import annotations
@@ -67,17 +67,6 @@ def stat(pid: int) -> tuple[int, int, int] | None:
     # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses
     fields = data[data.rfind(b")") + 2 :].split()
     return int(fields[1]), int(fields[2]), int(fields[3])
-
-
-def group_members(pgid: int) -> list[int]:
-    """The processes of process group ``pgid`` (read from every ``/proc/<pid>/stat``)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            info = stat(int(entry))
-            if info is not None and info[1] == pgid:
-                found.append(int(entry))
-    return found
 
 
 def kill(pids: set[int]) -> None:

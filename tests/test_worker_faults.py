@@ -108,7 +108,9 @@ def test_leaves_a_session(trtctx_order):
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
-            open("grandchild.pid", "w").write(str(os.getpid()))
+            with open("grandchild.tmp", "w") as fh:
+                fh.write(str(os.getpid()))
+            os.rename("grandchild.tmp", "grandchild.pid")  # whole when it appears
             time.sleep(120)
         os._exit(0)
     while not os.path.exists("grandchild.pid"):
@@ -346,3 +348,23 @@ def test_sigterm_to_the_xdist_controller_ends_the_run_as_without_xdist(
     assert "PASSED test_sigterm_to_the_xdist_controller" in text, text  # the result so far
     assert "= trtctx summary =" in text, text
     assert _dies(sleeper)
+
+
+def test_what_a_crashed_worker_started_is_ended(pytester: pytest.Pytester) -> None:
+    """A worker that dies of itself cannot end what its test started: the pytest process ends
+    the worker's session when it reaps it, a process that made a group of its own included."""
+    pytester.makepyfile(
+        """
+        import os, signal, subprocess
+        def test_crashes(trtctx_order):
+            sleeper = subprocess.Popen(["sleep", "1000"], process_group=0)
+            open("sleeper.pid", "w").write(str(sleeper.pid))
+            os.kill(os.getpid(), signal.SIGKILL)
+        def test_after(trtctx_order): pass
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-isolate=order"
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    assert _dies(int(_wait_for(pytester.path / "sleeper.pid")), 5)
