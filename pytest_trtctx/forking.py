@@ -190,15 +190,17 @@ class Forker:
         proctree.end_below(pid)
 
     def wait(self, pid: int, *, block: bool) -> int | None:
+        flags = 0 if block else os.WNOHANG
         try:
-            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
+            if pid not in self.ended and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | flags):
+                # It died of itself (a crash, a test's exit) before this process could end what
+                # its tests started: that was orphaned, but is still in its session. Ended before
+                # the reap, while no new process can take the pid that names the session.
+                end_sessions({pid})
+            done, status = os.waitpid(pid, flags)
+        except ChildProcessError:  # reaped already: its session was dealt with then
             done, status = pid, None
         if done:
-            if pid not in self.ended:
-                # It died of itself (a crash, a test's exit) before this process could end what
-                # its tests started: that was orphaned, but is still in its session.
-                end_sessions({pid})
             self.ended.discard(pid)
             if self.guard is not None:
                 self.guard.forget(pid)
