@@ -190,6 +190,7 @@ class Scheduler:
         self.running: dict[int, Worker] = {}
         self.spare: Spare | None = None
         self.exiting: list[int] = []  # workers done with their tests, not yet reaped
+        self.stopper: Worker | None = None  # the worker whose test reached -x / --maxfail
         self.index = {id(item): i for i, item in enumerate(items)}
 
     def run(self) -> None:
@@ -197,9 +198,10 @@ class Scheduler:
             while self.queue or self.running:
                 if self.sink.stop_requested():
                     # -x / --maxfail reached: as pytest stops, nothing more runs or is reported
-                    # (a test another worker is running is ended, as pytest-xdist ends it).
+                    # (a test another worker is running is ended, as pytest-xdist ends it); the
+                    # test that reached it is followed to its end, as pytest finishes it.
                     self.queue.clear()
-                    self._end_running()
+                    self._end_running(keep=self._finishing())
                 while self.queue and self._busy() < self.workers:
                     self._start(self.queue.popleft())
                 if self.running:  # a refused fork starts nothing: never wait on no worker
@@ -213,13 +215,22 @@ class Scheduler:
                 self.spare = None
             self._collect_exited(block=True)
 
-    def _end_running(self) -> None:
+    def _finishing(self) -> Worker | None:
+        """The worker whose test stopped the run, while that test is not finished."""
+        worker = self.stopper
+        if worker is None or worker.fd not in self.running or worker.index in worker.finished:
+            return None
+        return worker
+
+    def _end_running(self, keep: Worker | None = None) -> None:
         for worker in list(self.running.values()):
+            if worker is keep:
+                continue
             self.processes.kill(worker.pid)
             self.processes.close(worker.fd)
             self.processes.wait(worker.pid, block=True)
             self.processes.release(worker)
-        self.running.clear()
+        self.running = {} if keep is None else {keep.fd: keep}
 
     def _busy(self) -> int:
         """Workers still running tests. One that finished its last test is exiting (tearing
@@ -272,16 +283,18 @@ class Scheduler:
         wait = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else None
         for fd in self.processes.ready(wait):
             worker = self.running.get(fd)
-            if worker is None:
-                continue
+            if worker is None or (self.stopper is not None and worker is not self.stopper):
+                continue  # gone, or the run was stopped by another worker's test
             chunk = self.processes.read(fd)
             if chunk is None:
                 continue
             if chunk:
                 for message in worker.reader.feed(chunk):
                     self._message(worker, message)
-                    if self.sink.stop_requested() and worker.index in worker.finished:
-                        return  # what comes after the test that stopped the run is not reported
+                    if self.sink.stop_requested():
+                        self.stopper = self.stopper or worker
+                        if worker.index in worker.finished:
+                            return  # what follows the test that stopped the run is not reported
                 if worker.reader.in_frame and worker.deadline is not None:
                     # A message is arriving: the worker is not hung, whatever the parent's pace
                     # (a test's captured output of hundreds of megabytes takes seconds to cross).
@@ -291,6 +304,8 @@ class Scheduler:
                 self._reap(worker, reason=None)
         now = time.monotonic()
         for worker in list(self.running.values()):
+            if self.stopper is not None and worker is not self.stopper:
+                continue  # to be ended, not reported
             if worker.deadline is not None and now >= worker.deadline:
                 self._hung(worker)
 
