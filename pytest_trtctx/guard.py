@@ -6,8 +6,9 @@ not: it would be adopted by PID 1 and live on. Each worker leads a session; the 
 the pytest process before any worker, is told each worker's pid over a pipe (``+pid``, ``-pid``
 once it is reaped and its session ended) and reads until end-of-file, which comes when the pytest
 process closes the pipe or dies. It then kills every process of the sessions it was told of, and
-exits. A process that left its worker's session (``setsid``) is ended by the pytest process while
-it lives (:mod:`.proctree`), not by the guard.
+exits at once: a session is named by its leader's pid, which a new process could take only once
+the dead worker was reaped, so the sweep comes first. A process that left its worker's session
+(``setsid``) is ended by the pytest process while it lives (:mod:`.proctree`), not by the guard.
 """
 
 from __future__ import annotations
