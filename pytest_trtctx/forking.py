@@ -6,6 +6,7 @@ reads pipes, signals and waits (:class:`Forker`), and reports (:class:`HookSink`
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import selectors
@@ -20,8 +21,10 @@ from typing import Any, Literal
 import pytest
 from _pytest.reports import TestReport
 
-from . import plan
+from . import plan, proctree
+from .channel import Sections
 from .config import Settings
+from .guard import Guard, end_sessions
 from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
 from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
@@ -30,6 +33,21 @@ from .worker import Group, run_child, unserialize_warning
 
 #: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
 DUMP_WAIT = 2.0
+#: The most read from a report pipe at once, and the pipe's capacity where the system allows it.
+READ_SIZE = 1 << 20
+#: fcntl's F_SETPIPE_SZ (Linux).
+F_SETPIPE_SZ = 1031
+#: Where no pidfd watches a worker's exit: how often ready() looks for it (seconds).
+POLL_EXITS = 0.1
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, without reaping it."""
+    try:
+        found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return found is not None
 
 
 class Forker:
@@ -41,6 +59,11 @@ class Forker:
         self.selector = selectors.DefaultSelector()
         self.fds: set[int] = set()  # every pipe end and dump file this parent holds
         self.pid = os.getpid()
+        self.pidfds: dict[int, int] = {}  # report pipe -> the worker's pidfd, where watched
+        self.dead: set[int] = set()  # report pipes whose worker has exited
+        self.pipe_pids: dict[int, int] = {}  # report pipe -> its worker
+        self.ended: set[int] = set()  # workers this process killed (with what they started)
+        self.guard: Guard | None = None  # started with the first worker
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
@@ -49,7 +72,12 @@ class Forker:
         ok, _why = cuda_untouched()
         if not ok:
             return None
+        if self.guard is None:
+            self.guard = Guard()
+            self.fds.add(self.guard.fd)
         rfd, wfd = os.pipe()
+        with contextlib.suppress(OSError):  # larger than the default where allowed: fewer reads
+            fcntl.fcntl(rfd, F_SETPIPE_SZ, READ_SIZE)
         ctrl_r, ctrl_w = os.pipe()
         # The worker's stacks go to a file with no name (unlinked at once): nothing is left on
         # disk whatever happens to either process.
@@ -73,6 +101,8 @@ class Forker:
         os.close(ctrl_r)
         os.set_blocking(rfd, False)
         self.fds |= {rfd, ctrl_w, dump}
+        self.pipe_pids[rfd] = pid
+        self.guard.add(pid)
         return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump=dump)
 
     def assign(self, spare: Spare, message: bytes) -> None:
@@ -80,27 +110,59 @@ class Forker:
             os.write(spare.ctrl, message)
         self._close_fd(spare.ctrl)
         self.selector.register(spare.fd, selectors.EVENT_READ)
+        # A test's end must not depend on who else holds the pipe (a process that left the
+        # worker's group keeps it open): the worker's own exit is watched too.
+        try:
+            pidfd = os.pidfd_open(spare.pid)
+        except OSError:  # the kernel has no pidfd: ready() asks waitid instead
+            return
+        self.pidfds[spare.fd] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, data=spare.fd)
 
     def retire(self, spare: Spare) -> None:
         self._close_fd(spare.ctrl)
         self._close_fd(spare.fd)
         self._close_fd(spare.dump)
         self.kill(spare.pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(spare.pid, 0)
+        self.wait(spare.pid, block=True)
 
     def ready(self, timeout: float | None) -> list[int]:
-        return [int(key.fd) for key, _mask in self.selector.select(timeout=timeout)]
+        pipes = [int(key.fd) for key in self.selector.get_map().values() if key.data is None]
+        unwatched = [fd for fd in pipes if fd not in self.pidfds]
+        if unwatched:  # some exits are not watched: look for them often
+            timeout = POLL_EXITS if timeout is None else min(timeout, POLL_EXITS)
+        found = set()
+        for key, _mask in self.selector.select(timeout=timeout):
+            if key.data is not None:  # a worker's pidfd: it exited
+                self.dead.add(int(key.data))
+                found.add(int(key.data))
+            else:
+                found.add(int(key.fd))
+        for fd in unwatched:
+            pid = self.pipe_pids.get(fd)
+            if pid is not None and _exited(pid):
+                self.dead.add(fd)
+                found.add(fd)
+        return sorted(found)
 
     def read(self, fd: int) -> bytes | None:
+        """What the pipe holds; end-of-file once the worker exited and its bytes are read, even
+        if another process still holds the pipe open."""
         try:
-            return os.read(fd, 1 << 16)
+            return os.read(fd, READ_SIZE)
         except BlockingIOError:
-            return None
+            return b"" if fd in self.dead else None
 
     def close(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(fd)
+        pidfd = self.pidfds.pop(fd, None)
+        if pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(pidfd)
+            os.close(pidfd)
+        self.dead.discard(fd)
+        self.pipe_pids.pop(fd, None)
         self._close_fd(fd)
 
     def _close_fd(self, fd: int) -> None:
@@ -117,25 +179,31 @@ class Forker:
             time.sleep(0.05)
 
     def kill(self, pid: int) -> None:
-        """End the worker and everything its tests started: its process group."""
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """End the worker and everything its tests started: every process below it (one that
+        left its session included: the worker adopts orphans) and its process group."""
+        proctree.end_tree(pid)
+        self.ended.add(pid)
 
     def end_test(self, pid: int) -> None:
-        """A test of worker ``pid`` ended: end what it started (the rest of the worker's group)."""
-        for other in group_members(pid):
-            if other != pid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(other, signal.SIGKILL)
+        """A test of worker ``pid`` ended: end what it started (not the worker). Every process
+        of its group is below it (it adopts their orphans), so nothing else is searched."""
+        proctree.end_below(pid)
 
     def wait(self, pid: int, *, block: bool) -> int | None:
+        flags = 0 if block else os.WNOHANG
         try:
-            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return None
+            if pid not in self.ended and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | flags):
+                # It died of itself (a crash, a test's exit) before this process could end what
+                # its tests started: that was orphaned, but is still in its session. Ended before
+                # the reap, while no new process can take the pid that names the session.
+                end_sessions({pid})
+            done, status = os.waitpid(pid, flags)
+        except ChildProcessError:  # reaped already: its session was dealt with then
+            done, status = pid, None
+        if done:
+            self.ended.discard(pid)
+            if self.guard is not None:
+                self.guard.forget(pid)
         return status if done else None
 
     def stacks(self, worker: Worker) -> str:
@@ -149,27 +217,16 @@ class Forker:
         self._close_fd(worker.dump)
 
     def close_all(self) -> None:
+        for pidfd in self.pidfds.values():
+            os.close(pidfd)
+        self.pidfds.clear()
         self.selector.close()
+        if self.guard is not None:
+            self.fds.discard(self.guard.fd)
+            self.guard.close()
+            self.guard = None
         for fd in list(self.fds):
             self._close_fd(fd)
-
-
-def group_members(pgid: int) -> list[int]:
-    """The processes of process group ``pgid`` (Linux: read from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
 
 
 @contextlib.contextmanager
@@ -187,17 +244,38 @@ def ended_by_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+class EndedBySignals:
+    """Registered in pytest-xdist's controller, which runs no test and so never enters
+    :func:`ended_by_signals`: SIGTERM and SIGHUP end the run there as in a run without xdist
+    (the results so far and the summary, exit 2), instead of killing the controller outright.
+    Its workers are ended by xdist's own shutdown, and end what they forked as any run does."""
+
+    def __init__(self) -> None:
+        self._signals = ended_by_signals()
+        self._signals.__enter__()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self) -> None:
+        self._signals.__exit__(None, None, None)
+
+
+class WorkerWarning(pytest.PytestWarning):
+    """Something went wrong around a test's worker that did not change the test's result."""
+
+
 class HookSink:
     """:class:`Sink` into pytest's reporting hooks, as if the tests had run here."""
 
     def __init__(self, session: pytest.Session) -> None:
         self.session = session
         self.config = session.config
+        self.sections = Sections()
 
     def start(self, item: pytest.Item) -> None:
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
 
     def report(self, item: pytest.Item, data: dict[str, Any]) -> None:
+        data = self.sections.expand(item.nodeid, data)
         if isinstance(data.get("longrepr"), list):  # JSON made the skip tuple a list
             data["longrepr"] = tuple(data["longrepr"])
         report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
@@ -266,7 +344,20 @@ class HookSink:
             }
         )
 
+    def warn(self, item: pytest.Item, message: str) -> None:
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    WorkerWarning(message), WorkerWarning, str(item.path), item.location[1] or 0
+                ),
+                "when": "runtest",
+                "nodeid": item.nodeid,
+                "location": item.location,
+            }
+        )
+
     def finish(self, item: pytest.Item) -> None:
+        self.sections.forget(item.nodeid)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     def stop_requested(self) -> bool:
@@ -290,6 +381,11 @@ def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[
         workers = settings.workers.value
         with ended_by_signals():
             Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
+        # As pytest's own loop ends a run stopped by -x / --maxfail (its summary line).
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
     finally:
         processes.close_all()
 

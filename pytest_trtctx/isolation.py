@@ -21,7 +21,6 @@ scheduler with ``MockNode``); the real ones, which fork and report, are in :mod:
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,8 +30,15 @@ from typing import Any, Literal, Protocol
 import pytest
 
 from . import plan
+from .channel import Reader
 from .config import Settings
-from .names import MSG_CRASHED, MSG_HUNG, MSG_STICKY, MSG_WORKER_REPLACED
+from .names import (
+    MSG_CRASHED,
+    MSG_FOREIGN_BYTES,
+    MSG_HUNG,
+    MSG_STICKY,
+    MSG_WORKER_REPLACED,
+)
 from .status import describe_status
 from .worker import Group, group_message
 
@@ -62,7 +68,7 @@ class Worker:
     group: Group
     fd: int
     dump: Any
-    buffer: bytes = b""
+    reader: Reader = field(default_factory=Reader)
     index: int = -1  # the item in progress
     phase: str = "start"
     started: set[int] = field(default_factory=set)
@@ -143,6 +149,9 @@ class Sink(Protocol):
     def warning(self, item: Any, data: dict[str, Any]) -> None:
         """A warning the worker recorded (serialized)."""
 
+    def warn(self, item: Any, message: str) -> None:
+        """A warning of the scheduler's own about ``item``."""
+
     def finish(self, item: Any) -> None: ...
 
     def stop_requested(self) -> bool:
@@ -182,30 +191,47 @@ class Scheduler:
         self.running: dict[int, Worker] = {}
         self.spare: Spare | None = None
         self.exiting: list[int] = []  # workers done with their tests, not yet reaped
+        self.stopper: Worker | None = None  # the worker whose test reached -x / --maxfail
         self.index = {id(item): i for i, item in enumerate(items)}
 
     def run(self) -> None:
         try:
             while self.queue or self.running:
                 if self.sink.stop_requested():
+                    # -x / --maxfail reached: as pytest stops, nothing more runs or is reported
+                    # (a test another worker is running is ended, as pytest-xdist ends it); the
+                    # test that reached it is followed to its end, as pytest finishes it.
                     self.queue.clear()
+                    self._end_running(keep=self._finishing())
                 while self.queue and self._busy() < self.workers:
                     self._start(self.queue.popleft())
                 if self.running:  # a refused fork starts nothing: never wait on no worker
                     self._poll()
         except BaseException:
-            for worker in list(self.running.values()):
-                self.processes.kill(worker.pid)
-                self.processes.close(worker.fd)
-                self.processes.wait(worker.pid, block=True)
-                self.processes.release(worker)
-            self.running.clear()
+            self._end_running()
             raise
         finally:
             if self.spare is not None:
                 self.processes.retire(self.spare)
                 self.spare = None
             self._collect_exited(block=True)
+
+    def _finishing(self) -> Worker | None:
+        """The worker whose test stopped the run, while that test is not finished."""
+        worker = self.stopper
+        if worker is None or worker.fd not in self.running or worker.index in worker.finished:
+            return None
+        return worker
+
+    def _end_running(self, keep: Worker | None = None) -> None:
+        for worker in list(self.running.values()):
+            if worker is keep:
+                continue
+            self.processes.kill(worker.pid)
+            self.processes.close(worker.fd)
+            self.processes.wait(worker.pid, block=True)
+            self.processes.release(worker)
+        self.running = {} if keep is None else {keep.fd: keep}
 
     def _busy(self) -> int:
         """Workers still running tests. One that finished its last test is exiting (tearing
@@ -259,21 +285,29 @@ class Scheduler:
         wait = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else None
         for fd in self.processes.ready(wait):
             worker = self.running.get(fd)
-            if worker is None:
-                continue
+            if worker is None or (self.stopper is not None and worker is not self.stopper):
+                continue  # gone, or the run was stopped by another worker's test
             chunk = self.processes.read(fd)
             if chunk is None:
                 continue
             if chunk:
-                worker.buffer += chunk
-                *lines, worker.buffer = worker.buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self._message(worker, json.loads(line))
+                for message in worker.reader.feed(chunk):
+                    self._message(worker, message)
+                    if self.sink.stop_requested():
+                        self.stopper = self.stopper or worker
+                        if worker.index in worker.finished:
+                            return  # what follows the test that stopped the run is not reported
+                if worker.reader.in_frame and worker.deadline is not None:
+                    # A message is arriving: the worker is not hung, whatever the parent's pace
+                    # (a test's captured output of hundreds of megabytes takes seconds to cross).
+                    worker.deadline = max(worker.deadline, time.monotonic() + worker.timeout)
             else:
+                worker.reader.finish()
                 self._reap(worker, reason=None)
         now = time.monotonic()
         for worker in list(self.running.values()):
+            if self.stopper is not None and worker is not self.stopper:
+                continue  # to be ended, not reported
             if worker.deadline is not None and now >= worker.deadline:
                 self._hung(worker)
 
@@ -295,6 +329,7 @@ class Scheduler:
         elif event == "rerun" and item is not None:
             worker.reruns.add(index)
         elif event == "done" and item is not None:
+            self._foreign(worker, item)
             worker.finished.add(index)
             self.sink.finish(item)
             if index in worker.reruns:  # pytest-rerunfailures: again, in a fresh worker
@@ -313,6 +348,18 @@ class Scheduler:
         elif event == "retire" and item is not None:
             what = MSG_STICKY.format(error=msg["reason"])
             worker.retired = MSG_WORKER_REPLACED.format(what=what, nodeid=item.nodeid)
+
+    def _foreign(self, worker: Worker, item: Any) -> None:
+        """Bytes on the pipe that the worker did not frame (something its test ran wrote them):
+        ignored, and named in a warning on the test in progress."""
+        count, sample = worker.reader.take_foreign()
+        if count:
+            self.sink.warn(
+                item,
+                MSG_FOREIGN_BYTES.format(
+                    count=count, pid=worker.pid, nodeid=item.nodeid, sample=sample
+                ),
+            )
 
     # Endings ----------------------------------------------------------------------------------
     def _hung(self, worker: Worker) -> None:
@@ -333,6 +380,7 @@ class Scheduler:
     def _reap(self, worker: Worker, reason: str | None) -> None:
         """The worker's pipe closed (or we killed it): collect it, report what it left undone."""
         self.processes.close(worker.fd)
+        self._foreign(worker, worker.group.items[max(worker.index, 0)])
         del self.running[worker.fd]
         items = worker.group.items
         undone = [i for i in range(len(items)) if i not in worker.finished]

@@ -134,6 +134,11 @@ MSG_ORDER_NOT_APPLIED: Final = (
 MSG_CRASHED: Final = (
     "worker process (pid {pid}) died while running {nodeid} in phase '{phase}': {how}"
 )
+MSG_FOREIGN_BYTES: Final = (
+    "{count} bytes on the report pipe of worker process (pid {pid}) during {nodeid} were not "
+    "written by the plugin (something the test ran wrote to a file descriptor it inherited); "
+    "they were ignored and the results kept. They began: {sample!r}"
+)
 MSG_HUNG: Final = (
     "worker process (pid {pid}) hung: {nodeid} made no progress for {timeout:g} s in phase "
     "'{phase}' (trtctx_timeout, from {source}); it was killed"

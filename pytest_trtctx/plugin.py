@@ -95,6 +95,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         for problem in problems:  # a read-only or busy cache: the run goes on without a rebuild
             warning = pytest.PytestConfigWarning(f"trtctx: --trtctx-rebuild: {problem}")
             config.issue_config_time_warning(warning, stacklevel=2)
+    if s.active and cfg.xdist_controller(config):
+        from .forking import EndedBySignals
+
+        config.pluginmanager.register(EndedBySignals(), "trtctx-signals")
     if not s.active or config.option.collectonly or cfg.xdist_controller(config):
         return  # the xdist controller runs no test: its workers do, each in its own process
     if s.isolate.value == "none":

@@ -25,7 +25,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 from _pytest.warnings import catch_warnings_for_item
 
-from . import contexts, orders, probe, reruns, tracer
+from . import channel, contexts, orders, probe, proctree, reruns, tracer
 from .config import settings_of
 from .errors import OrderError
 from .names import MSG_CUDA_TOUCHED, MSG_ORDER_NOT_APPLIED
@@ -139,23 +139,43 @@ def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
 
 
 def unserialize_warning(data: dict[str, Any]) -> warnings.WarningMessage:
-    """The warning back, its category imported by path (UserWarning where it cannot be)."""
+    """The warning back, in the pytest process. Its category is taken from a module this process
+    has already imported, never imported here: importing a test's helper module in the pytest
+    process runs that module's import there, which may load NVML or initialise CUDA and would
+    make every later fork refused. A category from elsewhere gets a stand-in of the same name."""
     module, _, qualname = str(data.get("category", "")).partition(":")
-    category: Any = UserWarning
-    try:
-        found: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-        if isinstance(found, type) and issubclass(found, Warning):
-            category = found
-    except Exception:  # a category the parent cannot import: keep the text, say UserWarning
-        pass
+    category = _imported_category(module, qualname) or _stand_in(module, qualname)
     return warnings.WarningMessage(
         category(str(data.get("message", ""))),
         category,
         str(data.get("filename", "")),
         int(data.get("lineno", 0)),
     )
+
+
+def _imported_category(module: str, qualname: str) -> type[Warning] | None:
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) and issubclass(found, Warning) else None
+
+
+#: Stand-ins made so far, by category path: one class per category, so that pytest's summary
+#: groups a category's warnings as it would group the real class's.
+_STAND_INS: dict[str, type[Warning]] = {}
+
+
+def _stand_in(module: str, qualname: str) -> type[Warning]:
+    """A Warning subclass named as the category the worker recorded."""
+    key = f"{module}:{qualname}"
+    if key not in _STAND_INS:
+        name = qualname.rsplit(".", 1)[-1] or "UserWarning"
+        if not name.isidentifier():
+            name = "UserWarning"
+        made = type(name, (Warning,), {"__module__": module or "builtins"})
+        made.__qualname__ = qualname or name
+        _STAND_INS[key] = made
+    return _STAND_INS[key]
 
 
 class _Progress:
@@ -215,18 +235,69 @@ def _sticky(reports: list[pytest.TestReport]) -> str | None:
     return None
 
 
-#: prctl(PR_SET_PDEATHSIG): the kernel sends the child a signal when its parent dies.
-PR_SET_PDEATHSIG = 1
+def _stops_the_run(session: pytest.Session, reports: list[pytest.TestReport]) -> bool:
+    """Whether ``-x`` / ``--maxfail`` stops the run after this test: its failures counted as
+    pytest's session counts them, on top of those the parent had counted when this worker was
+    forked (the parent counts every worker's; it stops the run, this only stops this worker
+    from starting a test that pytest would not run)."""
+    maxfail = int(session.config.getvalue("maxfail") or 0)
+    session.testsfailed += sum(r.failed and not hasattr(r, "wasxfail") for r in reports)
+    return bool(maxfail) and session.testsfailed >= maxfail
 
 
 def _die_with(parent: int) -> None:
-    """End this worker when the pytest process ends, however it ends (even by SIGKILL)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """End this worker when the pytest process ends, however it ends (even by SIGKILL), and keep
+    what its tests start findable: it leads a session of its own (everything its tests start is
+    in it unless it calls ``setsid``; the run's guard ends the session if the pytest process is
+    killed, :mod:`.guard`), and it adopts their orphans (a child subreaper), so that the parent
+    finds them below it (:mod:`.proctree`) even when they leave the session."""
+    os.setsid()
+    proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
+    proctree.prctl(proctree.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the request was made
         os._exit(EXIT_INTERNAL)
+
+
+#: The report pipe is moved to a descriptor at or above this one (or as high as the limit allows):
+#: a library that writes to a low descriptor it believes its own then misses it. The reader does
+#: not depend on it (foreign bytes are framed out, :mod:`.channel`); it only makes them rarer.
+PRIVATE_FD = 900
+
+
+def _private(fd: int) -> int:
+    """``fd`` moved to a high descriptor number (close-on-exec), the low one closed."""
+    import fcntl
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    floor = min(PRIVATE_FD, soft - 16) if soft > 32 else 3
+    try:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(3, floor))
+    except OSError:  # no free descriptor up there: keep the one we have
+        return fd
+    os.close(fd)
+    return moved
+
+
+def _sender(wfd: int) -> Any:
+    """The worker's ``send``: one frame per message on the report pipe, from this process only.
+
+    A test may fork a child that does not exit and returns into this worker's loop (as
+    ``os.fork()`` without ``os._exit`` does): that child must never report, or its test would be
+    counted twice and the next tests run twice. So ``send`` checks the pid, and a child that
+    reaches it leaves at once."""
+    fd = _private(wfd)
+    owner = os.getpid()
+
+    def send(message: dict[str, Any]) -> None:
+        if os.getpid() != owner:
+            os._exit(0)
+        for part in channel.frame(message):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view) :]
+
+    return send
 
 
 def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: int) -> None:
@@ -234,12 +305,11 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
 
     Every worker is forked as a spare: it does everything that does not depend on its tests
     first (and takes those page faults) while it waits for its group on ``ctrl``. It leads a
-    process group of its own, so that the parent can end whatever its tests start, and it dies
-    with the parent.
+    session (and so a process group) of its own, so that the parent can end whatever its tests
+    start, and it dies with the parent.
     """
     code = 0
     try:
-        os.setpgid(0, 0)
         _die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and kills us
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -247,13 +317,8 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
         dump_file = os.fdopen(dump, "w")
         faulthandler.enable(file=dump_file, all_threads=True)
         faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
-        out = os.fdopen(wfd, "w", buffering=1)
-
-        def send(message: dict[str, Any]) -> None:
-            # default=str: a property a test recorded (a Path, a numpy integer) is sent as text,
-            # which is what pytest's JUnit XML makes of it too.
-            out.write(json.dumps(message, default=str) + "\n")
-            out.flush()
+        send = _sender(wfd)
+        sections = channel.Sections()  # a test's output crosses once (see Sections)
 
         orders.reset_for_child()
         torch = sys.modules.get("torch")
@@ -299,9 +364,13 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             rerun = reruns.judge(item, reports, group.attempt)
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
-                send({"event": "report", "index": index, "data": data})
+                send({"event": "report", "index": index, "data": sections.compact(index, data)})
+            sections.forget(index)
             if rerun:  # the parent runs it again in a fresh worker
                 send({"event": "rerun", "index": index})
+            if _stops_the_run(session, reports):
+                send({"event": "done", "index": index})
+                break
             sticky = None if last else _sticky(reports)
             if sticky is not None:
                 # The context is unusable: every later test here would fail with it. Finish

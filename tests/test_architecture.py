@@ -11,6 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_trtctx"
 #: The worker imports nothing of the plugin's machinery: the order recipes, the device probe, the
 #: settings, how it finds its tests again (proxy) and what those stand on.
 WORKER_MAY_IMPORT = {
+    "channel",
+    "proctree",
     "orders",
     "probe",
     "contexts",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pytest_trtctx import channel
 from pytest_trtctx.isolation import ORDER_START_ALLOWANCE, Scheduler, Spare, Worker
 from pytest_trtctx.names import MSG_CRASHED, MSG_CUDA_TOUCHED, MSG_HUNG
 from pytest_trtctx.worker import Group
@@ -137,7 +138,7 @@ class FakeProcesses:
         step = proc.steps.pop(0)
         if isinstance(step, dict):
             proc.done += step["event"] == "done"
-            return json.dumps(step).encode() + b"\n"
+            return channel.encode(step)
         assert isinstance(step, tuple) and step[0] == "exit"
         proc.status = int(step[1])
         return b""
@@ -205,6 +206,9 @@ class FakeSink:
 
     def warning(self, item: FakeItem | None, data: dict[str, Any]) -> None:
         self.events.append(("warning", item.nodeid if item else None, data["warning"]["message"]))
+
+    def warn(self, item: FakeItem, message: str) -> None:
+        self.events.append(("warn", item.nodeid, message))
 
     def finish(self, item: FakeItem) -> None:
         self.events.append(("finish", item.nodeid))
@@ -439,3 +443,25 @@ def test_a_worker_that_closed_its_pipe_but_lives_is_killed_not_waited_on() -> No
     assert time.monotonic() - start < 5
     assert sink.outcomes()["a"] == "worker: crashed in setup (SIGKILL)"
     assert sink.outcomes()["b"] == "passed"
+
+
+def test_a_stop_ends_the_other_workers_and_reports_nothing_after_it() -> None:
+    """-x: the failing test's own messages are taken up to its end; what follows in the same
+    worker (a next test already started) and a test another worker is running are not reported,
+    and both workers are ended."""
+
+    def fails_then_goes_on(order: str | None, indices: list[int]) -> list[Step]:
+        if indices == [0, 1]:  # the worker whose first test fails, then starts its second
+            return [
+                {"event": "start", "index": 0},
+                {"event": "report", "index": 0, "data": {"outcome": "failed", "when": "call"}},
+                {"event": "done", "index": 0},
+                {"event": "start", "index": 1},
+                "hang",
+            ]
+        return [("wait", 0.2), {"event": "start", "index": 0}, "hang"]  # the other worker
+
+    procs = FakeProcesses(fails_then_goes_on)
+    sink, _ = schedule([["a", "b"], ["c"]], procs, workers=2, sink=FakeSink(stop_after_failures=1))
+    assert sink.events == [("start", "a"), ("report", "a", "failed"), ("finish", "a")]
+    assert sorted(procs.killed) == sorted(pid for pid, _o, _i in procs.assigned)

@@ -95,7 +95,44 @@ def test_warnings_cross_as_plain_data_with_their_category() -> None:
         3,
     )
     unknown = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
-    assert unknown.category is UserWarning and str(unknown.message) == "old"
+    assert issubclass(unknown.category, Warning) and str(unknown.message) == "old"
+    assert (unknown.category.__module__, unknown.category.__name__) == ("nowhere.module", "Gone")
+    again = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
+    assert again.category is unknown.category
+
+
+def test_a_warning_category_is_never_imported_to_show_it() -> None:
+    """The module of a category that the process has not imported stays unimported: its import
+    could initialise CUDA in the pytest process (a helper that loads NVML)."""
+    code = (
+        "import sys, json; from pytest_trtctx import worker;"
+        "w = worker.unserialize_warning({'category': 'json.decoder:Nope', 'message': 'm'});"
+        "w = worker.unserialize_warning({'category': 'xml.dom.minidom:Warned', 'message': 'm'});"
+        "print('xml.dom.minidom' in sys.modules, w.category.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "Warned"]
+
+
+def test_the_channel_reads_frames_split_anywhere_among_foreign_bytes() -> None:
+    """Every split of a stream (frames with and without attachments, foreign lines, half a
+    foreign line running into a frame) gives the same messages and the same foreign count."""
+    from pytest_trtctx import channel
+
+    big = "é" * channel.ATTACH_FROM + "\udcff"  # non-ASCII, and a lone surrogate
+    messages = [
+        {"event": "start", "index": 0},
+        {"event": "report", "index": 0, "data": {"sections": [["out", big], ["err", "e"]]}},
+        {"event": "done", "index": 0},
+    ]
+    foreign = [b"junk line\n", b"", b"{half a line "]
+    stream = b"".join(f + channel.encode(m) for f, m in zip(foreign, messages, strict=True))
+    for step in (1, 7, 4096, len(stream)):
+        reader = channel.Reader()
+        got = [m for at in range(0, len(stream), step) for m in reader.feed(stream[at : at + step])]
+        assert got == messages, step
+        assert reader.take_foreign() == (sum(map(len, foreign)), b"".join(foreign))
+        assert not reader.in_frame
 
 
 #: Four statements, two branches; the tests below cover every line between them.
