@@ -369,6 +369,7 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             if rerun:  # the parent runs it again in a fresh worker
                 send({"event": "rerun", "index": index})
             if _stops_the_run(session, reports):
+                save_coverage()
                 send({"event": "done", "index": index})
                 break
             sticky = None if last else _sticky(reports)
