@@ -88,14 +88,17 @@ class ReportWriter:
         return self.tests[nodeid]
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Every selected test gets its record now, so that one the run never reaches is in the
+        report as not run. Read from what the item carries for its reports (its plan's record),
+        which a proxy of a test collected in a child carries too (:mod:`.proxy`)."""
+        for item in session.items:
             rec = self._record(item.nodeid)
-            rec["order"] = plan.of(item).order
-            spec = getattr(item, "callspec", None)
-            spec = spec.params.get("trtctx_spec") if spec is not None else None
-            if spec is not None and hasattr(spec, "to_dict"):
-                rec["spec"] = spec.to_dict()
+            planned = dict(item.user_properties).get(PLAN_PROPERTY)
+            if not isinstance(planned, dict):
+                planned = plan.record(item)
+            rec["order"] = planned.get("order")
+            rec["spec"] = planned.get("spec") or rec["spec"]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rec = self._record(report.nodeid)
