@@ -31,6 +31,9 @@ from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
 from .probe import cuda_untouched
 from .worker import Group, run_child, unserialize_warning
 
+#: The signals that end a run as ^C does (:func:`ended_by_signals`).
+ENDING_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
+
 #: How long a hung worker gets to write its stacks after SIGUSR1 before it is killed.
 DUMP_WAIT = 2.0
 #: The most read from a report pipe at once, and the pipe's capacity where the system allows it.
@@ -85,18 +88,26 @@ class Forker:
             dump = os.dup(named.fileno())
         sys.stdout.flush()
         sys.stderr.flush()
+        # SIGTERM/SIGHUP wait while fork() runs: the handler's exception, raised inside the
+        # interpreter's at-fork handlers, would be swallowed there ("Exception ignored") and
+        # the signal lost. Delivered after the fork, it ends the run as it should.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, ENDING_SIGNALS)
         with warnings.catch_warnings():
             # Python 3.12 warns about fork() in a multi-threaded process; the children run no
             # thread of the parent's and exec nothing, which is the case the warning allows.
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:
+            for sig in ENDING_SIGNALS:  # the parent's handler is not the worker's
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             # Keep no end of another worker's pipes: a control pipe held open here would never
             # reach end-of-file in the worker it belongs to.
             for other in (rfd, ctrl_w, *self.fds):
                 with contextlib.suppress(OSError):
                     os.close(other)
             run_child(self.session, wfd, dump, ctrl_r, self.pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(wfd)
         os.close(ctrl_r)
         os.set_blocking(rfd, False)
@@ -236,7 +247,7 @@ def ended_by_signals() -> Iterator[None]:
     def stop(signum: int, _frame: object) -> None:
         pytest.exit(f"pytest-trtctx: {signal.Signals(signum).name} received", returncode=2)
 
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    old = {sig: signal.signal(sig, stop) for sig in ENDING_SIGNALS}
     try:
         yield
     finally:
