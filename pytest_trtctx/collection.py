@@ -22,6 +22,7 @@ import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,8 +266,30 @@ def replay(session: pytest.Session, got: Collected) -> None:
             lf._report_status, lf._skipped_files = got.last_failed
         session.items = [proxies[i] for i in got.selected]
     finally:
-        config.hook.pytest_collection_finish(session=session)
+        with conftests_kept_for_workers(session):
+            config.hook.pytest_collection_finish(session=session)
     session.testscollected = len(session.items)
+
+
+@contextlib.contextmanager
+def conftests_kept_for_workers(session: pytest.Session) -> Iterator[None]:
+    """Keep the conftest modules whose fixtures are still to be read through
+    ``pytest_collection_finish``.
+
+    pytest (9.1) reads a conftest's fixtures when the conftest's folder is collected, and drops
+    the conftests still waiting at ``pytest_collection_finish``. The pytest process collected no
+    folder here (a child did), so every conftest is still waiting; a worker forked after the drop
+    would collect its tests without their conftests' fixtures (an autouse one silently never
+    runs). Workers collect after this: they must find them waiting as a fresh collection does.
+    """
+    manager = getattr(session, "_fixturemanager", None)
+    pending = getattr(manager, "_pending_conftests", None)
+    kept = dict(pending) if isinstance(pending, dict) else {}
+    try:
+        yield
+    finally:
+        if kept and isinstance(pending, dict):
+            pending.update(kept)
 
 
 class ChildCollection:
