@@ -392,6 +392,10 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
+        # A worker may exit before the parent gets to end it: what its tests started and it
+        # adopted (one that left the session too) would then be orphaned past its reach.
+        with contextlib.suppress(Exception):
+            proctree.end_below(os.getpid())
         os._exit(code)
 
 
