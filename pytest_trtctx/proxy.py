@@ -11,6 +11,7 @@ after its order's recipe, collects its group's node ids itself (:func:`find_item
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,18 +143,29 @@ def find_items(session: pytest.Session, wanted: Sequence[pytest.Item]) -> list[p
                 except pytest.UsageError as exc:
                     problem = "\n".join(str(a) for a in exc.args)
         found = {i.nodeid: i for i in items}
+        for i in items:  # the same test under another node id (see _same_test)
+            found.setdefault(_same_test(str(i.path), i.nodeid), i)
     finally:
         config.pluginmanager.unregister(failures)
     errors = "\n".join(dict.fromkeys(str(r.longrepr) for r in failures.reports))
     out: list[pytest.Item | str] = []
     for item in wanted:
         real = found.get(item.nodeid) if isinstance(item, ProxyItem) else item
+        if real is None and isinstance(item, ProxyItem):
+            real = found.get(_same_test(item.data.path, item.nodeid))
         if real is not None:
             out.append(real)
             continue
         why = "\n\n".join(w for w in (problem, errors) if w)
         out.append(MSG_NOT_COLLECTED_IN_WORKER.format(nodeid=item.nodeid, why=why or "-"))
     return out
+
+
+def _same_test(path: str, nodeid: str) -> str:
+    """A key that names one test whatever the node id's file part says: a node id is relative to
+    the node the collection started from (``--pyargs pkg.suite`` starts at the package, a worker's
+    collection of the file by its path at the rootdir), the file itself and the rest are not."""
+    return f"{os.path.realpath(path)}::{nodeid.partition('::')[2]}"
 
 
 def not_found_report(item: pytest.Item, why: str) -> pytest.TestReport:

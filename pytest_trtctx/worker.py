@@ -364,6 +364,9 @@ def run_child(session: pytest.Session, wfd: int, dump: int, ctrl: int, parent: i
             rerun = reruns.judge(item, reports, group.attempt)
             for report in reports:
                 data = hook.pytest_report_to_serializable(config=session.config, report=report)
+                # Under the node id the pytest process knows (a worker's collection may name
+                # the same test otherwise: proxy.find_items).
+                data["nodeid"] = wanted.nodeid
                 send({"event": "report", "index": index, "data": sections.compact(index, data)})
             sections.forget(index)
             if rerun:  # the parent runs it again in a fresh worker

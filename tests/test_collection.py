@@ -142,6 +142,31 @@ def test_last_failed_reruns_what_plain_pytest_reruns(pytester: pytest.Pytester) 
 BROKEN = "import no_such_module_here\ndef test_never(): pass\n"
 
 
+def test_a_package_named_with_pyargs_runs_its_tests_in_workers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--pyargs pkg`` from an empty folder (the installed suite's way) names node ids from the
+    package, which a worker collecting the file by its path would name otherwise: each test is
+    found all the same, and reported under the node id plain pytest shows."""
+    pkg = pytester.mkpydir("suitepkg")
+    (pkg / "test_inside.py").write_text("def test_a(trtctx_order): pass\ndef test_b(): pass\n")
+    pytester.syspathinsert()
+    cpu = cpu_orders(pytester)
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    monkeypatch.chdir(pytester.mkdir("elsewhere"))
+    plain = run_pytest(pytester, "--pyargs", "suitepkg", "-rA", "--trtctx-isolate=none")
+    ran = {line for line in plain.stdout.lines if line.startswith("PASSED ")}
+    assert len(ran) == 1, plain.stdout.str()  # test_a asks for an order: [no-order]
+    for isolate in ("test", "order"):
+        result = run_pytest(
+            pytester, *cpu, "--pyargs", "suitepkg", "-rA",
+            "--trtctx-order=torch-first", f"--trtctx-isolate={isolate}",
+        )  # fmt: skip
+        result.assert_outcomes(passed=2)
+        passed = {line for line in result.stdout.lines if line.startswith("PASSED ")}
+        assert ran < passed and len(passed) == 2, result.stdout.str()
+
+
 @pytest.mark.parametrize("go_on", [False, True], ids=["stops", "continue-on-errors"])
 def test_a_collection_error_is_reported_as_pytest_reports_it(
     pytester: pytest.Pytester, go_on: bool
