@@ -386,12 +386,13 @@ def test_all_is_the_init_orders_and_hazards_the_context_hazards() -> None:
     assert not set(HAZARDS) & set(parse_orders("all", "here"))
 
 
+@pytest.mark.parametrize("isolate", ["test", "order"])
 @pytest.mark.parametrize("flag", ["--pdb", "--trace"])
 def test_the_debugger_in_a_forked_worker_is_refused_at_start(
-    pytester: pytest.Pytester, flag: str
+    pytester: pytest.Pytester, flag: str, isolate: str
 ) -> None:
     pytester.makepyfile("def test_fail():\n    assert 0\n")
-    result = run_pytest(pytester, "--trtctx-isolate=test", flag)
+    result = run_pytest(pytester, f"--trtctx-isolate={isolate}", flag)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     message = MSG_DEBUGGER_ISOLATED.format(flag=flag, where="option --trtctx-isolate")
     result.stderr.fnmatch_lines(["*" + message])
