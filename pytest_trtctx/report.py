@@ -102,6 +102,10 @@ class ReportWriter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rec = self._record(report.nodeid)
+        if str(report.outcome) == "rerun":  # pytest-rerunfailures: this attempt runs again;
+            # the record is the last attempt's (its signature, outputs), as pytest's summary is
+            rec["reruns"] = max(rec["reruns"], int(getattr(report, "rerun", 0)) + 1)
+            return
         rec["durations"][report.when] = round(report.duration, 6)
         props = properties(report)
         planned = props.get(PLAN_PROPERTY)
@@ -129,8 +133,6 @@ class ReportWriter:
             rec["signature"] = props[SIGNATURE_PROPERTY]
         if isinstance(props.get(TRACE_PROPERTY), dict):
             rec["trace"] = props[TRACE_PROPERTY]
-        if str(report.outcome) == "rerun":  # pytest-rerunfailures: this attempt runs again
-            rec["reruns"] = max(rec["reruns"], int(getattr(report, "rerun", 0)) + 1)
         outcome = classify(report)
         if (
             outcome == "skipped"

@@ -114,3 +114,4 @@ def test_a_rerun_meets_its_order_fresh_and_the_report_says_so(pytester: pytest.P
     assert record["outcome"] == "passed"
     assert record["fresh"] is True and record["order_applied"] is True
     assert record["reruns"] == 1
+    assert record["signature"] is None  # the passing attempt's, not the failed one's
