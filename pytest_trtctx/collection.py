@@ -38,7 +38,7 @@ from .names import MSG_COLLECTION_DIED, MSG_CULPRIT_CONFTESTS, MSG_CULPRIT_START
 from .probe import cuda_untouched
 from .proxy import ItemData, ProxyItem, silenced
 from .status import describe_status
-from .worker import _die_with, serialize_warning, unserialize_warning
+from .worker import _die_with, recorded_warning, replay_warning
 
 
 def forks_tests(config: pytest.Config) -> bool:
@@ -107,14 +107,7 @@ class _Recorder:
         location: tuple[str, int, str] | None,
     ) -> None:
         if self.recording:  # not the parent's warnings, replayed when this was registered
-            self.out.warnings.append(
-                {
-                    "warning": serialize_warning(warning_message),
-                    "when": when,
-                    "nodeid": nodeid,
-                    "location": location,
-                }
-            )
+            self.out.warnings.append(recorded_warning(warning_message, when, nodeid, location))
 
 
 def _picklable(value: object) -> object:
@@ -245,15 +238,7 @@ def replay(session: pytest.Session, got: Collected) -> None:
         hook = session.gethookproxy(config.rootpath / str(report.fspath or "."))
         hook.pytest_collectreport(report=report)
     for warning in got.warnings:
-        location = warning["location"]
-        config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": unserialize_warning(warning["warning"]),
-                "when": warning["when"],
-                "nodeid": warning["nodeid"],
-                "location": tuple(location) if location else None,
-            }
-        )
+        replay_warning(config, warning)
     try:
         if got.exit is not None:
             raise pytest.exit.Exception(got.exit[0], got.exit[1])

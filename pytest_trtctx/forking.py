@@ -29,7 +29,7 @@ from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
 from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
 from .probe import cuda_untouched
-from .worker import Group, run_child, unserialize_warning
+from .worker import Group, replay_warning, run_child
 
 #: The signals that end a run as ^C does (:func:`ended_by_signals`).
 ENDING_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
@@ -345,15 +345,7 @@ class HookSink:
         item.ihook.pytest_runtest_logreport(report=report)
 
     def warning(self, item: pytest.Item | None, data: dict[str, Any]) -> None:
-        location = data.get("location")
-        self.config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": unserialize_warning(data["warning"]),
-                "when": data.get("when", "runtest"),
-                "nodeid": data.get("nodeid", item.nodeid if item is not None else ""),
-                "location": tuple(location) if location else None,
-            }
-        )
+        replay_warning(self.config, data, item.nodeid if item is not None else "")
 
     def warn(self, item: pytest.Item, message: str) -> None:
         self.config.hook.pytest_warning_recorded.call_historic(

@@ -138,6 +138,36 @@ def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
     }
 
 
+def recorded_warning(
+    warning_message: warnings.WarningMessage,
+    when: str,
+    nodeid: str,
+    location: tuple[str, int, str] | None,
+) -> dict[str, Any]:
+    """``pytest_warning_recorded``'s arguments as plain data, for another process to replay
+    (:func:`replay_warning`)."""
+    return {
+        "warning": serialize_warning(warning_message),
+        "when": when,
+        "nodeid": nodeid,
+        "location": list(location) if location else None,
+    }
+
+
+def replay_warning(config: pytest.Config, data: dict[str, Any], nodeid: str = "") -> None:
+    """Record, in the pytest process, a warning another process recorded (:func:`recorded_warning`);
+    ``nodeid`` where the data names none."""
+    location = data.get("location")
+    config.hook.pytest_warning_recorded.call_historic(
+        kwargs={
+            "warning_message": unserialize_warning(data["warning"]),
+            "when": data.get("when", "runtest"),
+            "nodeid": data.get("nodeid", nodeid),
+            "location": tuple(location) if location else None,
+        }
+    )
+
+
 def unserialize_warning(data: dict[str, Any]) -> warnings.WarningMessage:
     """The warning back, in the pytest process. Its category is taken from a module this process
     has already imported, never imported here: importing a test's helper module in the pytest
@@ -209,16 +239,8 @@ class _Progress:
         # recorded while its tests run, go up; the replayed ones would multiply with each worker.
         if self.index < 0:
             return
-        self.send(
-            {
-                "event": "warning",
-                "index": self.index,
-                "warning": serialize_warning(warning_message),
-                "when": when,
-                "nodeid": nodeid,
-                "location": list(location) if location else None,
-            }
-        )
+        sent = recorded_warning(warning_message, when, nodeid, location)
+        self.send({"event": "warning", "index": self.index, **sent})
 
 
 def _sticky(reports: list[pytest.TestReport]) -> str | None:

@@ -63,12 +63,9 @@ def _plain(pytester: pytest.Pytester) -> dict[str, int]:
     return result.parseoutcomes()
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
-def test_reruns_happen_each_in_a_fresh_worker(pytester: pytest.Pytester, mode: str) -> None:
-    pytester.makepyfile(test_eco=FLAKY)
-    plain = _plain(pytester)
-    assert plain == {"failed": 2, "passed": 2, "xfailed": 1, "rerun": 5}, plain
-    result = run_pytest(
+def _under_an_order(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """The same tests with pytest-rerunfailures (``--reruns 1``) under torch-first (CPU orders)."""
+    return run_pytest(
         pytester,
         *cpu_orders(pytester),
         "-p",
@@ -76,8 +73,16 @@ def test_reruns_happen_each_in_a_fresh_worker(pytester: pytest.Pytester, mode: s
         "--reruns",
         "1",
         "--trtctx-order=torch-first",
-        *MODES[mode],
+        *args,
     )
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_reruns_happen_each_in_a_fresh_worker(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makepyfile(test_eco=FLAKY)
+    plain = _plain(pytester)
+    assert plain == {"failed": 2, "passed": 2, "xfailed": 1, "rerun": 5}, plain
+    result = _under_an_order(pytester, *MODES[mode])
     outcomes = result.parseoutcomes()
     outcomes.pop("warnings", None)  # -p xdist: pytest cannot rewrite it, already imported
     assert outcomes == plain, result.stdout.str()[-3000:]
@@ -94,18 +99,8 @@ def test_reruns_happen_each_in_a_fresh_worker(pytester: pytest.Pytester, mode: s
 
 def test_a_rerun_meets_its_order_fresh_and_the_report_says_so(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_eco=FLAKY)
-    result = run_pytest(
-        pytester,
-        *cpu_orders(pytester),
-        "-p",
-        "pytest_rerunfailures",
-        "--reruns",
-        "1",
-        "--trtctx-order=torch-first",
-        "--trtctx-isolate=order",
-        "--trtctx-report=r.json",
-        "-k",
-        "test_flaky",
+    result = _under_an_order(
+        pytester, "--trtctx-isolate=order", "--trtctx-report=r.json", "-k", "test_flaky"
     )
     result.assert_outcomes(passed=1)
     assert result.parseoutcomes()["rerun"] == 1
