@@ -38,7 +38,8 @@ from .names import MSG_COLLECTION_DIED, MSG_CULPRIT_CONFTESTS, MSG_CULPRIT_START
 from .probe import cuda_untouched
 from .proxy import ItemData, ProxyItem, silenced
 from .status import describe_status
-from .worker import _die_with, recorded_warning, replay_warning
+from .warning_wire import recorded_warning, replay_warning
+from .worker import _die_with
 
 
 def forks_tests(config: pytest.Config) -> bool:

@@ -29,7 +29,8 @@ from .isolation import Scheduler, Spare, Worker, groups, when_of
 from .names import MSG_CUDA_TOUCHED
 from .outcomes import ORDER_PROPERTY, SIGNATURE_PROPERTY
 from .probe import cuda_untouched
-from .worker import Group, replay_warning, run_child
+from .warning_wire import replay_warning
+from .worker import Group, run_child
 
 #: The signals that end a run as ^C does (:func:`ended_by_signals`).
 ENDING_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})

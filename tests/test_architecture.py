@@ -25,6 +25,7 @@ WORKER_MAY_IMPORT = {
     "spec",
     "storage",
     "tracer",
+    "warning_wire",
     "reruns",
     "trace",
     "proxy",

@@ -81,39 +81,6 @@ def test_a_test_under_an_order_this_process_did_not_apply_is_refused(
         worker.state_for("trt-first")
 
 
-def test_warnings_cross_as_plain_data_with_their_category() -> None:
-    import warnings
-
-    message = warnings.WarningMessage(DeprecationWarning("old"), DeprecationWarning, "f.py", 3)
-    data = worker.serialize_warning(message)
-    assert json.loads(json.dumps(data)) == data
-    back = worker.unserialize_warning(data)
-    assert (back.category, str(back.message), back.filename, back.lineno) == (
-        DeprecationWarning,
-        "old",
-        "f.py",
-        3,
-    )
-    unknown = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
-    assert issubclass(unknown.category, Warning) and str(unknown.message) == "old"
-    assert (unknown.category.__module__, unknown.category.__name__) == ("nowhere.module", "Gone")
-    again = worker.unserialize_warning({**data, "category": "nowhere.module:Gone"})
-    assert again.category is unknown.category
-
-
-def test_a_warning_category_is_never_imported_to_show_it() -> None:
-    """The module of a category that the process has not imported stays unimported: its import
-    could initialise CUDA in the pytest process (a helper that loads NVML)."""
-    code = (
-        "import sys, json; from pytest_trtctx import worker;"
-        "w = worker.unserialize_warning({'category': 'json.decoder:Nope', 'message': 'm'});"
-        "w = worker.unserialize_warning({'category': 'xml.dom.minidom:Warned', 'message': 'm'});"
-        "print('xml.dom.minidom' in sys.modules, w.category.__name__)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "Warned"]
-
-
 def test_the_channel_reads_frames_split_anywhere_among_foreign_bytes() -> None:
     """Every split of a stream (frames with and without attachments, foreign lines, half a
     foreign line running into a frame) gives the same messages and the same foreign count."""
