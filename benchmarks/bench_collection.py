@@ -2,9 +2,10 @@
 process, measured in one run on the shipped regression suite (``tests/regression``).
 
 Where tests are forked, the pytest process does not import test modules: a child collects and the
-pytest process replays what it found (``pytest_trtctx.collection``), and each worker collects its
-own tests again after its order's recipe (``pytest_trtctx.proxy.find_items``). Measured here,
-each a median over ``--runs`` pytest runs:
+pytest process replays what it found (``pytest_trtctx.isolation.collection``), and each worker
+collects its
+own tests again after its order's recipe (``pytest_trtctx.isolation.proxy.find_items``). Measured
+here, each a median over ``--runs`` pytest runs:
 
 1. ``pytest_collection`` in the pytest process as pytest does it (``--collect-only``, which still
    collects in the pytest process): the alternative;
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMER = """
 import os, time
 import pytest
-import pytest_trtctx.worker as worker
+import pytest_trtctx.isolation.worker as worker
 
 def _write(kind, seconds, count=0):
     with open(os.environ["BENCH_TIMES"], "a") as fh:

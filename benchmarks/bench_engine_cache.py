@@ -1,7 +1,7 @@
 """Engine cache: a cold build of the whole conv matrix vs a warm read of it, in one process.
 
 Builds every spec of ``engines/conv_matrix.toml`` with TensorRT-RTX (no GPU needed) through
-:func:`pytest_trtctx.engine_cache.get_or_build` into a fresh cache folder (cold: every entry
+:func:`pytest_trtctx.engines.cache.get_or_build` into a fresh cache folder (cold: every entry
 misses and is built), then reads them all back (warm: every entry hits), and prints both wall
 times, their ratio and the plan sizes. The TensorRT-RTX import and a first throw-away build are
 done before timing, so the cold figure is build time, not library loading.
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_trtctx import engine_cache as ec
 from pytest_trtctx.backends import tensorrt as T
-from pytest_trtctx.matrix import ConvSpec, default_matrix_path, load_matrix
+from pytest_trtctx.engines import cache as ec
+from pytest_trtctx.engines.matrix import ConvSpec, default_matrix_path, load_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 

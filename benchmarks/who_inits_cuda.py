@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_trtctx.probe import cuda_untouched
+from pytest_trtctx.cuda.probe import cuda_untouched
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def step(label: str, call: Callable[[], Any]) -> None:
 def nvrtc_steps() -> None:
     from cuda.bindings import nvrtc
 
-    from pytest_trtctx import kernels
+    from pytest_trtctx.backends import kernels
 
     prog: list[Any] = []
     opts = [o.encode() for o in kernels.nvrtc_options("sm_80")]
@@ -58,7 +58,7 @@ def rtx_steps() -> None:
     import numpy as np
 
     from pytest_trtctx.backends import tensorrt as T
-    from pytest_trtctx.matrix import default_matrix_path, load_matrix
+    from pytest_trtctx.engines.matrix import default_matrix_path, load_matrix
 
     spec = load_matrix(default_matrix_path(ROOT))[0]
     weight = np.ones(spec.weight_shape, np.float32)

@@ -5,6 +5,7 @@ Importing this package imports no torch, TensorRT or CUDA module (see ``plugin``
 
 from __future__ import annotations
 
+from .cuda.probe import cuda_available
 from .errors import (
     BackendUnavailable,
     ConfigError,
@@ -15,8 +16,7 @@ from .errors import (
     OrderError,
     TrtctxError,
 )
-from .names import ORDERS
-from .probe import cuda_available
+from .scenarios import ORDERS, KnownFailure, Scenario, State
 
 #: The one place the version is written: the build reads it (pyproject.toml, dynamic), the
 #: installed metadata and ``pytest-trtctx --version`` come from it.
@@ -28,9 +28,12 @@ __all__ = [
     "ConfigError",
     "CudaError",
     "KernelCompileError",
+    "KnownFailure",
     "MatrixError",
     "NoCudaDriver",
     "OrderError",
+    "Scenario",
+    "State",
     "TrtctxError",
     "__version__",
     "cuda_available",

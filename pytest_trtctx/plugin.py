@@ -17,31 +17,37 @@ from typing import Any
 
 import pytest
 
-from . import config as cfg
-from . import plan
-from .checks import Outputs, run_checked
-from .culprit import CudaWatch
-from .errors import ConfigError, MatrixError
-from .known import KnownFailures
-from .names import (
-    MSG_CULPRIT_STARTUP,
-    MSG_CULPRIT_UNKNOWN,
-    MSG_NO_ORDER_SELECTED,
-    MSG_ONLY_ORDERS,
-    ORDERS,
-)
-from .options import add_options
-from .outcomes import (
+from .around_test import TestRun
+from .checks.outcomes import (
     BACKEND_PROPERTY,
     BACKEND_WHY_PROPERTY,
     PLAN_PROPERTY,
     RUNTIME,
     outputs_of,
 )
-from .summary import Summary, header_lines
-from .testrun import TestRun
+from .checks.outputs import Outputs, run_checked
+from .cuda.init_watch import CudaWatch
+from .errors import ConfigError, MatrixError
+from .messages import (
+    MSG_CULPRIT_STARTUP,
+    MSG_CULPRIT_UNKNOWN,
+    MSG_NO_ORDER_SELECTED,
+    MSG_ONLY_ORDERS,
+)
+from .records.known_failures import KnownFailures
+from .records.summary import Summary, header_lines
+from .scenarios import ORDER
+from .settings import config as cfg
+from .settings import plan
+from .settings.options import add_options
 
 MATRIX = pytest.StashKey[list[Any]]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,17 +71,17 @@ def pytest_configure(config: pytest.Config) -> None:
         watch = CudaWatch(config)
         config.pluginmanager.register(watch, "trtctx-cuda-watch")
     if settings.isolate.value != "none":
-        from .collection import ChildCollection, forks_tests
+        from .isolation.collection import ChildCollection, forks_tests
 
         if forks_tests(config):  # test modules are imported in the workers, after the recipe
             config.pluginmanager.register(ChildCollection(watch), "trtctx-collection")
     if settings.baseline is not None:
-        from .baseline import BaselineKeeper
+        from .records.baseline import BaselineKeeper
 
         keeper = BaselineKeeper(config, settings.baseline.value, settings.baseline_keep.value)
         config.pluginmanager.register(keeper, "trtctx-baseline")
     if settings.report is not None:
-        from .report import ReportWriter
+        from .records.report import ReportWriter
 
         writer = ReportWriter(config, settings, settings.report.value)
         config.pluginmanager.register(writer, "trtctx-report")
@@ -96,18 +102,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             warning = pytest.PytestConfigWarning(f"trtctx: --trtctx-rebuild: {problem}")
             config.issue_config_time_warning(warning, stacklevel=2)
     if s.active and cfg.xdist_controller(config):
-        from .forking import EndedBySignals
+        from .isolation.forking import EndedBySignals
 
         config.pluginmanager.register(EndedBySignals(), "trtctx-signals")
     if not s.active or config.option.collectonly or cfg.xdist_controller(config):
         return  # the xdist controller runs no test: its workers do, each in its own process
     if s.isolate.value == "none":
-        from .worker import apply_order
+        from .isolation.worker import apply_order
 
         # Before collection: a test marked trtctx_trace starts the tracer at its setup instead.
         apply_order(config, s.orders.value[0], culprit=MSG_CULPRIT_STARTUP, trace=s.trace.value)
     elif hasattr(config, "workerinput"):
-        from .forking import ForkEachTest
+        from .isolation.forking import ForkEachTest
 
         config.pluginmanager.register(ForkEachTest(session, _culprit(config)), "trtctx-fork")
 
@@ -123,7 +129,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if s.active:
             params = [pytest.param(order, id=order) for order in s.orders.value]
         else:  # no test id may name an order that is not applied
-            why = MSG_NO_ORDER_SELECTED.format(orders=", ".join(ORDERS))
+            why = MSG_NO_ORDER_SELECTED.format(orders=", ".join(s.registry.of_kind(ORDER)))
             params = [pytest.param(None, id="no-order", marks=pytest.mark.skip(reason=why))]
         metafunc.parametrize("trtctx_order", params, indirect=True)
     if "trtctx_spec" in metafunc.fixturenames:
@@ -136,7 +142,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _matrix(config: pytest.Config) -> list[Any]:
     specs = config.stash.get(MATRIX, None)
     if specs is None:
-        from .matrix import load_matrix
+        from .engines.matrix import load_matrix
 
         s = cfg.settings_of(config)
         problem = ""
@@ -198,12 +204,13 @@ def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
 def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
     from .errors import BackendUnavailable, OrderError
-    from .runtime import Runtime, choose_backend
-    from .worker import state_for
+    from .isolation.worker import state_for
+    from .scenarios.process import process_of
+    from .scenarios.runtime import Runtime, choose_backend
 
     config = request.config
     try:  # the order gate (testrun.py) let the test through: its order was applied here
-        state = state_for(trtctx_order)
+        state = state_for(process_of(config), trtctx_order)
     except OrderError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
@@ -213,7 +220,8 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
     request.node.user_properties.append((BACKEND_PROPERTY, backend))
     request.node.user_properties.append((BACKEND_WHY_PROPERTY, why))
     s = cfg.settings_of(config)
-    runtime = Runtime(state, backend, s.cache_dir.value, outputs_of(request.node))
+    process = process_of(config)
+    runtime = Runtime(state, backend, s.cache_dir.value, outputs_of(request.node), process)
     request.node.stash[RUNTIME] = runtime
     yield runtime
     runtime.close()
@@ -226,7 +234,7 @@ def trtctx_explore(request: pytest.FixtureRequest) -> Any:
     s = cfg.settings_of(request.config)
     if s.explore.value == 0:
         pytest.skip("spec exploration is off: pass --trtctx-explore=N (N generated specs)")
-    from .explore import explore
+    from .engines.explore import explore
 
     def run(check: Any) -> None:
         explore(check, max_examples=s.explore.value, database=s.explore_db.value)
@@ -276,9 +284,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
             "during collection"
         )
-    from . import probe
-    from .forking import run_isolated
-    from .worker import preload
+    from .cuda import probe
+    from .isolation.forking import run_isolated
+    from .isolation.worker import preload
 
     probe.machine()  # probe once here, in a child process; forked workers inherit the answer
     preload()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_trtctx.names import MSG_NEEDS_PACKAGE, MSG_NO_DRIVER
-from pytest_trtctx.probe import cuda_untouched, machine
+from pytest_trtctx.cuda.probe import cuda_untouched, machine
+from pytest_trtctx.messages import MSG_NEEDS_PACKAGE, MSG_NO_DRIVER
 
 
 def gpu_skip_reason() -> str | None:
@@ -110,15 +110,20 @@ def in_child(work: Callable[..., Any], *args: Any) -> Any:
 #: A plugin for runs under pytester that marks an order applied without running its recipe. It
 #: stands in for a GPU where there is none, so that what the plugin does after the recipe (the
 #: order gate, forked workers, known failures, the summary, the report) runs for real on CPU-only
-#: tests, in CI too. The recipes themselves run on the GPU (test_orders.py, test_runtime.py).
+#: tests, in CI too. The recipes themselves run on the GPU (test_process.py, test_runtime.py).
 CPU_ORDERS = """
-import pytest_trtctx.orders as orders
-import pytest_trtctx.worker as worker
+import os
+import pytest_trtctx.isolation.worker as worker
+from pytest_trtctx.scenarios import State
+from pytest_trtctx.scenarios.process import process_of
+from pytest_trtctx.settings.config import settings_of
 
 def apply_without_cuda(config, order, culprit="", *, trace=False):
-    state = orders.OrderState(order, 0, torch_device=0, engine_device=0)
+    scenario = settings_of(config).registry[order]
+    state = State(scenario, 0, torch_device=0, engine_device=0)
     state.steps.append("recipe not run: a CPU-only test of the plugin")
-    orders.CURRENT = state
+    process_of(config).state = state
+    os.environ["TRTCTX_SCENARIO"] = order
     return state
 
 worker.apply_order = apply_without_cuda
@@ -149,7 +154,7 @@ def suite_report(tmp: Any, label: str, orders: str, select: str, *extra: str) ->
     import sys
     from pathlib import Path
 
-    from pytest_trtctx.report import load
+    from pytest_trtctx.records.report import load
 
     root = Path(__file__).resolve().parents[1]
     report = Path(tmp) / f"{label}.json"

@@ -1,6 +1,7 @@
 """The package's house rules, checked on its source: imports run one way (the plugin on top, pure
-modules at the bottom, no circle, function-level imports included), nothing imports the plugin,
-the worker side stands alone, and no module outgrows one role (docs/architecture.md)."""
+modules at the bottom, no circle, function-level imports included), folders import only folders
+below them, nothing imports the plugin, the worker side stands alone, and no code outside
+``scenarios/`` names a scenario (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -8,30 +9,36 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_trtctx"
-#: The worker imports nothing of the plugin's machinery: the order recipes, the device probe, the
+#: The worker imports nothing of the plugin's machinery: the scenarios, the device probe, the
 #: settings, how it finds its tests again (proxy) and what those stand on.
+WORKER_MAY_IMPORT_FOLDERS = {"scenarios", "cuda", "settings", "checks", "engines", "trace"}
 WORKER_MAY_IMPORT = {
-    "channel",
-    "proctree",
-    "orders",
-    "probe",
-    "contexts",
-    "config",
-    "outcomes",
-    "checks",
+    "isolation",
+    "isolation.channel",
+    "isolation.proctree",
+    "isolation.proxy",
+    "isolation.warning_wire",
+    "isolation.reruns",
+    "isolation.prebuild",
     "errors",
-    "names",
-    "matrix",
-    "spec",
+    "messages",
     "storage",
-    "tracer",
-    "warning_wire",
-    "reruns",
-    "trace",
-    "proxy",
+    "wait_status",
 }
-MAX_LINES = 450
-PLUGIN_MAX_LINES = 300
+
+#: The stages as folders, lowest first: a module imports only from its own folder and the folders
+#: before it (docs/architecture.md draws this). Top-level modules are named alone.
+FOLDER_ORDER: tuple[set[str], ...] = (
+    {"errors", "messages", "storage", "wait_status"},
+    {"cuda", "checks", "engines"},
+    {"trace", "backends"},
+    {"scenarios"},
+    {"settings"},
+    {"isolation", "records"},
+    {"around_test", "hookspecs"},
+    {"suite"},
+    {"plugin", "(package)"},
+)
 
 
 def modules() -> dict[str, Path]:
@@ -106,28 +113,61 @@ def test_nothing_imports_the_plugin() -> None:
     assert importers == []
 
 
+def folder(module: str) -> str:
+    """A module's stage: its top folder (or itself, at the top level). The package's own
+    ``__init__`` is its public face, with the plugin on top."""
+    return module.split(".")[0] or "(package)"
+
+
+def rank(module: str) -> int:
+    name = folder(module)
+    found = [n for n, names in enumerate(FOLDER_ORDER) if name in names]
+    assert found, f"{module}: its folder {name!r} is in no stage of FOLDER_ORDER"
+    return found[0]
+
+
+def test_folders_import_only_folders_below_them() -> None:
+    upward = sorted(
+        f"{name} -> {dep}"
+        for name, deps in graph().items()
+        for dep in deps
+        if rank(dep) > rank(name) or (rank(dep) == rank(name) and folder(dep) != folder(name))
+    )
+    assert upward == []
+
+
 def test_the_worker_side_needs_nothing_above_it() -> None:
     edges = graph()
-    assert edges["worker"] <= WORKER_MAY_IMPORT, edges["worker"] - WORKER_MAY_IMPORT
-    assert "plugin" not in edges["isolation"] and "forking" not in edges["isolation"]
+    worker = edges["isolation.worker"]
+    allowed = {d for d in worker if folder(d) in WORKER_MAY_IMPORT_FOLDERS} | WORKER_MAY_IMPORT
+    assert worker <= allowed, worker - allowed
+    scheduler = edges["isolation.scheduler"]
+    assert "plugin" not in scheduler and "isolation.forking" not in scheduler
 
 
-def test_modules_hold_one_role() -> None:
-    sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
-    assert sizes["plugin"] < PLUGIN_MAX_LINES
-    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
+def test_no_code_outside_scenarios_names_a_scenario() -> None:
+    """Adding a scenario is one module under scenarios/: no other module of the package spells a
+    scenario's name (a branch on it, a table of it) outside that folder."""
+    from pytest_trtctx.scenarios import SCENARIOS
+
+    found = []
+    for name, path in modules().items():
+        if folder(name) == "scenarios":
+            continue
+        text = path.read_text()
+        found += [f"{name}: {s!r}" for s in SCENARIOS if f'"{s}"' in text or f"'{s}'" in text]
+    assert found == []
 
 
 def test_the_pure_modules_are_at_the_bottom() -> None:
     level = levels(graph())
-    for name in ("errors", "names", "probe", "storage", "spec"):
+    for name in ("errors", "messages", "cuda.probe", "storage", "engines.spec"):
         assert level[name] <= 1, (name, level[name])
     assert level["plugin"] == max(level.values())
 
 
-if __name__ == "__main__":  # print the layers, for docs/architecture.md
-    by_level: dict[int, list[str]] = {}
-    for module, n in levels(graph()).items():
-        by_level.setdefault(n, []).append(module or "(package)")
-    for n in sorted(by_level, reverse=True):
-        print(n, ", ".join(sorted(by_level[n])))
+if __name__ == "__main__":  # print the stages, for docs/architecture.md
+    mods = modules()
+    for n, names in enumerate(FOLDER_ORDER):
+        inside = sorted(m or "(package)" for m in mods if folder(m) in names)
+        print(n, ", ".join(sorted(names)), ":", ", ".join(inside))

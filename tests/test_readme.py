@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtctx.names import ORDERS, SCENARIOS
-from pytest_trtctx.options import OPTIONS
-from pytest_trtctx.plan import MARKERS
+from pytest_trtctx.scenarios import ORDERS, SCENARIOS
+from pytest_trtctx.settings.options import OPTIONS
+from pytest_trtctx.settings.plan import MARKERS
 
 from .conftest import gpu_skip_reason, run_pytest
 
@@ -80,7 +80,7 @@ def test_the_readme_filter_example_selects_tests() -> None:
 
 
 def test_the_summary_shown_in_the_readme_has_the_summarys_columns() -> None:
-    from pytest_trtctx.summary import COLUMNS
+    from pytest_trtctx.records.summary import COLUMNS
 
     shown = next(b for b in blocks("") if "trtctx summary" in b)
     header = shown.splitlines()[1].split()
@@ -143,3 +143,34 @@ def test_every_documented_command_runs_after_the_installs_before_it(doc: str) ->
                 assert need in installed, (
                     f"{doc}: `{command}` needs [{need}], installed: {installed}"
                 )
+
+
+def _table_rows(header: str) -> list[list[str]]:
+    """The rows of the README's table whose header line starts with ``header``."""
+    lines = README.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.parametrize(("header", "kind"), [("| order |", "order"), ("| hazard |", "hazard")])
+def test_the_readme_tables_are_the_registry(header: str, kind: str) -> None:
+    """One row per shipped scenario of the kind, in the registry's order; each names the field
+    reports the scenario stands for, and says known failure where the scenario declares one."""
+    import re
+
+    from pytest_trtctx.scenarios import SHIPPED
+
+    shipped = [s for s in SHIPPED if s.kind == kind]
+    rows = _table_rows(header)
+    assert [row[0].strip("`") for row in rows] == [s.name for s in shipped]
+    for scenario, row in zip(shipped, rows, strict=True):
+        for report in scenario.stands_for:
+            number = re.search(r"#(\d+)$", report)
+            assert number and number.group(1) in row[2], (scenario.name, report, row[2])
+        declared = "known failure" in row[3].lower()
+        assert declared == (scenario.known_failure is not None), (scenario.name, row[3])

@@ -20,8 +20,8 @@ def test_the_version_is_one_everywhere() -> None:
     """``pytest-trtctx --version``, the installed metadata and ``__version__`` agree, and the
     version is written once: pyproject.toml reads it from the package."""
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from pytest_trtctx.cli import main; sys.exit(main())",
-         "--version"],
+        [sys.executable, "-c",
+         "import sys; from pytest_trtctx.records.cli import main; sys.exit(main())", "--version"],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtctx.baseline import LOCK_NAME
-from pytest_trtctx.cli import EXIT_INCOMPLETE
-from pytest_trtctx.outcomes import EXIT_UNSAVED
-from pytest_trtctx.report import INTERRUPTED, SCHEMA_VERSION, STOPPED_EARLY, load
+from pytest_trtctx.checks.outcomes import EXIT_UNSAVED
+from pytest_trtctx.records.baseline import LOCK_NAME
+from pytest_trtctx.records.cli import EXIT_INCOMPLETE
+from pytest_trtctx.records.report import INTERRUPTED, SCHEMA_VERSION, STOPPED_EARLY, load
 from pytest_trtctx.storage import locked
 
 from .conftest import cpu_orders, run_pytest
@@ -334,7 +334,7 @@ def pytest_configure(config):
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The ``pytest-trtctx`` command, in a process of its own with a strict UTF-8 stdout."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest_trtctx.cli", *args],
+        [sys.executable, "-m", "pytest_trtctx.records.cli", *args],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "PYTHONIOENCODING": "utf-8"},
     )  # fmt: skip
@@ -617,7 +617,7 @@ def test_a_fifo_named_like_an_engine_entry_is_rebuilt_not_read(tmp_path: Path) -
     code = (
         "import os, sys, warnings\n"
         "from pathlib import Path\n"
-        "from pytest_trtctx import engine_cache as ec\n"
+        "from pytest_trtctx.engines import cache as ec\n"
         "root = Path(sys.argv[1])\n"
         "key = {'k': 1}\n"
         "path = ec.entry_path(root, ec.cache_key(key))\n"
@@ -641,7 +641,7 @@ def test_a_fifo_named_like_an_engine_entry_is_rebuilt_not_read(tmp_path: Path) -
 
 def test_new_engine_cache_folders_are_private(tmp_path: Path) -> None:
     """docs/reliability.md ("Trust"): new cache folders are the user's alone, locks 0600."""
-    from pytest_trtctx import engine_cache as ec
+    from pytest_trtctx.engines import cache as ec
 
     root = tmp_path / "a" / "cache"
     key = {"k": 2}

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..driver import ContextInfo
-    from ..spec import ConvSpec
+    from ..cuda.driver import ContextInfo
+    from ..engines.spec import ConvSpec
 
 
 @dataclass

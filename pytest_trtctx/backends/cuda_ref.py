@@ -17,8 +17,8 @@ import ctypes
 from pathlib import Path
 from typing import Any
 
-from .. import driver
-from ..driver import check
+from ..cuda import driver
+from ..cuda.driver import check
 from ..errors import CudaError
 from .base import Engine, ExecResult
 
@@ -50,7 +50,7 @@ class CudaReferenceBackend:
             driver.set_current(driver.retain_primary(self.device))
 
     def _cubin(self) -> bytes:
-        from ..kernels import compile_conv
+        from .kernels import compile_conv
 
         major, minor = driver.compute_capability(self.device)
         return compile_conv(f"sm_{major}{minor}", cache_dir=self.cache_dir).data
@@ -89,7 +89,7 @@ class CudaReferenceBackend:
             check("cuKernelGetFunction", driver.api().cuKernelGetFunction(kernel))
 
     def build(self, spec: Any, weight: Any, bias: Any | None) -> Engine:
-        from ..kernels import KERNEL_NAMES
+        from .kernels import KERNEL_NAMES
 
         self._ensure_context()
         drv = driver.api()
@@ -124,7 +124,7 @@ class CudaReferenceBackend:
         )
 
     def execute(self, engine: Engine, x: Any, y: Any, stream: int | None = None) -> ExecResult:
-        from ..kernels import BLOCK_SIZE, grid_size
+        from .kernels import BLOCK_SIZE, grid_size
 
         drv = driver.api()
         try:

@@ -10,7 +10,7 @@ The matrix is ``conv_matrix.toml`` here, unless the rootdir has its own
 
 from __future__ import annotations
 
-from pathlib import Path
+from ..engines.matrix import PACKAGED
 
 #: The packaged matrix (the default where the rootdir has none).
-MATRIX = Path(__file__).with_name("conv_matrix.toml")
+MATRIX = PACKAGED

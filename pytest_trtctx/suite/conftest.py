@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtctx.config import settings_of
+from pytest_trtctx.settings.config import settings_of
 
 HOW = (
     "the regression suite runs under explicit orders: "

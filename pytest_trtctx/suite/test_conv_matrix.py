@@ -1,10 +1,11 @@
 """The context regression suite: every init order (and context hazard) times the engine matrix.
 
-Expected outcomes are the truth table of ``docs/orders.md`` written down as canaries. Under
-driver-first and thread-hop the engine's kernels live in a context that is not current when they
-run: the launch fails with ``CUDA_ERROR_INVALID_HANDLE`` (TensorRT: "invalid resource handle",
-``Error Code 1: Cask``) and the output is never written. Those are declared known failures: they
-pass while the failure reproduces and fail loudly the day it stops. ``test_conv_fixed`` applies the
+Expected outcomes are the truth table of ``docs/orders.md``, declared by each scenario in its own
+module (``pytest_trtctx/scenarios/``) and held here as canaries. Under driver-first and thread-hop
+the engine's kernels live in a context that is not current when they run: the launch fails with
+``CUDA_ERROR_INVALID_HANDLE`` (TensorRT: "invalid resource handle", ``Error Code 1: Cask``) and
+the output is never written. Those are known failures: they pass while the failure reproduces and
+fail loudly the day it stops. ``test_conv_fixed`` applies the
 known fix (push the engine's context around execution) and must pass under every order.
 
 Run it: ``pytest --pyargs pytest_trtctx.suite --trtctx-order=all`` (from a clone:
@@ -18,83 +19,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_trtctx.names import (
-    CONTEXT_DESTROYED,
-    CONTEXT_GONE,
-    CONTEXT_MISMATCH,
-    CUDA_LOST_IN_FORK,
-    DEVICE_HOP,
-    DRIVER_FIRST,
-    FOREIGN_STREAM,
-    FORK_AFTER_INIT,
-    GRAPH_CAPTURE,
-    LAZY_LOADING_STALL,
-    LAZY_STALL,
-    MULTI_DEVICE,
-    THREAD_HOP,
-)
-from pytest_trtctx.outcomes import BACKEND_PROPERTY
+from pytest_trtctx.checks.outcomes import BACKEND_PROPERTY
 
 if TYPE_CHECKING:
-    from pytest_trtctx.checks import Outputs
-    from pytest_trtctx.runtime import Runtime
-    from pytest_trtctx.spec import ConvSpec
+    from pytest_trtctx.checks.outputs import Outputs
+    from pytest_trtctx.engines.spec import ConvSpec
+    from pytest_trtctx.scenarios.runtime import Runtime
 
 
-@pytest.mark.trtctx_known_failure(
-    DRIVER_FIRST,
-    CONTEXT_MISMATCH,
-    reason="torch's first allocation makes the primary context current over the engine's "
-    "cuCtxCreate context (NVIDIA/TensorRT#4335, ultralytics#9092)",
-)
-@pytest.mark.trtctx_known_failure(
-    THREAD_HOP,
-    CONTEXT_MISMATCH,
-    reason="the executing thread has no context; the runtime makes the primary context current "
-    "there (jkjung-avt/tensorrt_demos#68)",
-)
-@pytest.mark.trtctx_known_failure(
-    MULTI_DEVICE,
-    CONTEXT_MISMATCH,
-    reason="torch's device is current while the engine lives on another (ultralytics#21300): "
-    "CUDA_ERROR_INVALID_HANDLE, output never written",
-)
-# The hazards' declarations are what a GPU showed for each (docs/orders.md); a declaration that
-# stops holding fails its test: that is the canary.
-@pytest.mark.trtctx_known_failure(
-    FOREIGN_STREAM,
-    CONTEXT_MISMATCH,
-    reason="the engine is handed a stream of another context (NVIDIA/TensorRT#4191, #4518)",
-)
-@pytest.mark.trtctx_known_failure(
-    GRAPH_CAPTURE,
-    CONTEXT_MISMATCH,
-    reason="captured by torch.cuda.graph in torch's context, the launch of the engine's kernel "
-    "fails and the replayed graph writes nothing (ultralytics PR #26223, NVIDIA/TensorRT#2603)",
-)
-@pytest.mark.trtctx_known_failure(
-    CONTEXT_DESTROYED,
-    CONTEXT_GONE,
-    reason="the engine's context was destroyed underneath it (NVIDIA/TensorRT#2052)",
-)
-@pytest.mark.trtctx_known_failure(
-    FORK_AFTER_INIT,
-    CUDA_LOST_IN_FORK,
-    reason="run in a child forked after cuInit: the driver refuses every call there "
-    "(NVIDIA/TensorRT#3636, vllm-project/vllm#32611)",
-)
-@pytest.mark.trtctx_known_failure(
-    LAZY_STALL,
-    LAZY_LOADING_STALL,
-    reason="under lazy loading the kernel's first launch waits for a kernel polling on another "
-    "stream (NVIDIA/nvbench#136)",
-)
-@pytest.mark.trtctx_known_failure(
-    DEVICE_HOP,
-    CONTEXT_MISMATCH,
-    reason="the executing thread binds device 0 while the engine lives on device 1 "
-    "(microsoft/onnxruntime#16274); expected from the field, not yet seen on two GPUs",
-)
+# Each scenario's expectation is declared in its own module (Scenario.known_failure: what a GPU
+# showed, docs/orders.md); a declaration that stops holding fails its test: that is the canary.
+@pytest.mark.trtctx_scenario_expected
 @pytest.mark.trtctx_nonzero
 def test_conv(trtctx: Runtime, trtctx_spec: ConvSpec) -> None:
     """Build the spec's engine in the order's context, feed it torch tensors, run it."""
@@ -124,7 +59,7 @@ def test_plan_builds(
         "tensorrt_rtx", reason="TensorRT-RTX is not installed: pip install 'pytest-trtctx[rtx]'"
     )
     from pytest_trtctx.backends.tensorrt import build_plan, plan_conv_layers
-    from pytest_trtctx.runtime import host_tensors
+    from pytest_trtctx.scenarios.runtime import host_tensors
 
     _x, w, b = host_tensors(trtctx_spec)
     # What built it, for the report (as a user property: record_property warns under xunit2).

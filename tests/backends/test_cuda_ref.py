@@ -11,8 +11,8 @@ pytest.importorskip("cuda.bindings.driver", reason="cuda-bindings is not install
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 from pytest_trtctx.backends.cuda_ref import CudaReferenceBackend  # noqa: E402
+from pytest_trtctx.engines.spec import ConvSpec  # noqa: E402
 from pytest_trtctx.errors import NoCudaDriver  # noqa: E402
-from pytest_trtctx.spec import ConvSpec  # noqa: E402
 
 from ..conftest import gpu_skip_reason, in_child, modules_after, requires_gpu  # noqa: E402
 
@@ -35,8 +35,8 @@ def test_without_a_driver_build_says_there_is_none(tmp_path: Any) -> None:
 
 def _launch(switch_to_primary: bool) -> dict[str, Any]:
     """In a child: build in a created context, optionally make the primary current, execute."""
-    from pytest_trtctx import driver
-    from pytest_trtctx.checks import sentinel_fill, untouched
+    from pytest_trtctx.checks.outputs import sentinel_fill, untouched
+    from pytest_trtctx.cuda import driver
 
     driver.init()
     driver.create_context(0)

@@ -10,7 +10,7 @@ from .logger import CapturingLogger, EngineBuildError, load_module, module_versi
 from .network import CONV_LAYER_NAME, build_conv_network
 
 if TYPE_CHECKING:
-    from ...spec import ConvSpec
+    from ...engines.spec import ConvSpec
 
 __all__ = [
     "build_plan",

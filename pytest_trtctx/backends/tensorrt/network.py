@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .logger import CapturingLogger, EngineBuildError
 
 if TYPE_CHECKING:
-    from ...spec import ConvSpec
+    from ...engines.spec import ConvSpec
 
 __all__ = [
     "CONV_LAYER_NAME",

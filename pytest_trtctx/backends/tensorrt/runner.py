@@ -15,7 +15,7 @@ from .network import INPUT_NAME, OUTPUT_NAME, weights_digest
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ...spec import ConvSpec
+    from ...engines.spec import ConvSpec
 
 __all__ = [
     "TensorRTBackend",
@@ -53,8 +53,8 @@ class TensorRTBackend:
     def _plan(self, spec: ConvSpec, weight: Any, bias: Any | None) -> bytes:
         if self.cache_dir is None:
             return build_plan(self.module_name, spec, weight, bias)
-        from ... import driver
-        from ...engine_cache import get_or_build, key_parts_for
+        from ...cuda import driver
+        from ...engines.cache import get_or_build, key_parts_for
 
         version = driver.check("cuDriverGetVersion", driver.api().cuDriverGetVersion())
         parts = key_parts_for(
@@ -73,7 +73,7 @@ class TensorRTBackend:
         return plan
 
     def build(self, spec: ConvSpec, weight: Any, bias: Any | None) -> Engine:
-        from ... import driver
+        from ...cuda import driver
 
         reason = can_run_here(self.module_name, driver.compute_capability(self.device))
         if reason is not None:
@@ -109,7 +109,7 @@ class TensorRTBackend:
         """Run once on ``x`` into ``y`` (torch tensors on the device): on a stream of its own,
         synchronously, or enqueued on the caller's ``stream``, left to the caller to
         synchronise."""
-        from ... import driver
+        from ...cuda import driver
         from ...errors import CudaError
 
         handle: _TrtHandle = engine.handle

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_trtctx.matrix import default_matrix_path, load_matrix
-from pytest_trtctx.spec import ConvSpec
+from pytest_trtctx.engines.matrix import default_matrix_path, load_matrix
+from pytest_trtctx.engines.spec import ConvSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 SPECS = load_matrix(default_matrix_path(ROOT))

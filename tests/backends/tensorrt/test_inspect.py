@@ -33,7 +33,7 @@ def test_inspect_plan_without_gpu_reads_the_plan_bytes(plans: dict[str, bytes]) 
 def test_inspect_plan_deserialize_says_why_the_inspector_is_unavailable(
     plans: dict[str, bytes],
 ) -> None:
-    from pytest_trtctx.probe import machine
+    from pytest_trtctx.cuda.probe import machine
 
     if machine().has_gpu:
         pytest.skip("this test checks the GPU-less path; a GPU is present here")
@@ -56,7 +56,7 @@ def test_the_runtime_agrees_with_can_run_here_on_this_gpu(
     """
     import subprocess
 
-    from pytest_trtctx.probe import machine
+    from pytest_trtctx.cuda.probe import machine
 
     cc = machine().devices[0].cc
     reason = T.can_run_here(MODULE, cc)

@@ -14,8 +14,8 @@ trt = pytest.importorskip(
 np = pytest.importorskip("numpy", reason="numpy is not installed")
 
 from pytest_trtctx.backends import tensorrt as T  # noqa: E402
+from pytest_trtctx.engines.spec import ConvSpec  # noqa: E402
 from pytest_trtctx.errors import BackendUnavailable  # noqa: E402
-from pytest_trtctx.spec import ConvSpec  # noqa: E402
 
 from .support import MODULE, ROOT, SPECS, weights_for  # noqa: E402
 

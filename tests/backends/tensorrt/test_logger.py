@@ -21,7 +21,7 @@ from .support import MODULE  # noqa: E402
 
 
 def test_importing_the_backend_imports_no_cuda_library() -> None:
-    loaded = modules_after("import pytest_trtctx.backends.tensorrt, pytest_trtctx.engine_cache")
+    loaded = modules_after("import pytest_trtctx.backends.tensorrt, pytest_trtctx.engines.cache")
     assert "pytest_trtctx.backends.tensorrt.runner" in loaded
     assert [m for m in ("tensorrt", "tensorrt_rtx", "torch", "numpy", "cuda") if m in loaded] == []
 

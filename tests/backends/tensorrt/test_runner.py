@@ -14,8 +14,8 @@ trt = pytest.importorskip(
 pytest.importorskip("numpy", reason="numpy is not installed")
 
 from pytest_trtctx.backends import tensorrt as T  # noqa: E402
+from pytest_trtctx.cuda.probe import machine  # noqa: E402
 from pytest_trtctx.errors import NoCudaDriver  # noqa: E402
-from pytest_trtctx.probe import machine  # noqa: E402
 
 from ...conftest import gpu_skip_reason, in_child, requires_gpu  # noqa: E402
 from .support import MODULE, SPECS, weights_for  # noqa: E402
