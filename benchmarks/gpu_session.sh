@@ -10,7 +10,9 @@
 #                suite from the wheel in .pkg, from an empty folder, diffed against ./dev matrix),
 #                hazards (benchmarks/probe_hazards.py), hazards_suite (the main job with the
 #                context hazards, with its report), per_test (benchmarks/bench_per_test.py),
-#                trace_bench (the main job with and without --trtctx-trace)
+#                trace_bench (the main job with and without --trtctx-trace), own_scenario (the
+#                README's user scenario example), diff_run9 (matrix and hazards_suite's reports
+#                against the committed run 9 reports)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -95,8 +97,8 @@ step installed_diff 20 bash -c "pytest-trtctx diff --ignore-folders '$work/repor
 # H100s this found what CI cannot: context creation under 32 workers outlasting a test timeout).
 step tests 240 "${rtx[@]}" ./dev test -q -rs -p no:cacheprovider
 # Only the plugin's tests that need a GPU, verbose (not in the default steps).
-step orders 150 "${rtx[@]}" python3 -m pytest tests/test_orders.py tests/backends tests/test_runtime.py \
-    tests/test_tracer.py -p no:cacheprovider -v -rs --tb=short
+step orders 150 "${rtx[@]}" python3 -m pytest tests/scenarios tests/backends tests/trace \
+    -p no:cacheprovider -v -rs --tb=short
 # The main job (pytest tests/regression --trtctx-order=all), cold then warm kernel cache, each
 # (without TensorRT-RTX on the path, as the machine comes: every worker would load its 234 MB lib)
 # with its terminal output and JSON report; then the warm report diffed against the cold one.
@@ -117,6 +119,14 @@ step main 200 python3 benchmarks/bench_matrix.py --cold-only --json "$work/main.
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
 step hazards 400 python3 benchmarks/probe_hazards.py --json "$work/hazards.json"
 step hazards_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=hazards --trtctx-report="$work/report-hazards.json"
+# The README's example of a user's own scenario, under every init order (its own included).
+step own_scenario 120 python3 -m pytest examples/own_scenario --trtctx-order=all --trtctx-isolate=order \
+    --trtctx-prebuild -p no:cacheprovider -q -rs --trtctx-report="$work/report-own-scenario.json"
+# This session's main job and hazards job against the last committed H200 reports (run 9).
+step diff_run9 40 bash -c "gzip -dc docs/results/report-h200-matrix-run9.json.gz > '$work/run9-matrix.json' \
+    && gzip -dc docs/results/report-h200-hazards-run9.json.gz > '$work/run9-hazards.json' \
+    && pytest-trtctx diff '$work/run9-matrix.json' '$work/report-matrix.json' --markdown > '$work/diff-matrix-vs-run9.md'; \
+    pytest-trtctx diff '$work/run9-hazards.json' '$work/report-hazards.json' --markdown > '$work/diff-hazards-vs-run9.md'"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"

@@ -22,6 +22,7 @@ README = (ROOT / "README.md").read_text()
 SOURCES = [
     ROOT / "examples" / "test_own_engine.py",
     ROOT / "pytest_trtctx/suite/test_conv_matrix.py",
+    ROOT / "examples" / "own_scenario" / "conftest.py",
 ]
 
 

@@ -94,8 +94,8 @@ def test_work_on_a_thread_the_plugin_started_is_blamed_on_the_line_that_started_
 
 
 def test_the_plugins_own_frames_are_left_out_but_its_suite_is_test_code() -> None:
-    package = Path(tracer.__file__).parent
-    assert not tracer._user_code(str(package / "runtime.py"))
+    package = Path(tracer.__file__).parents[1]
+    assert not tracer._user_code(str(package / "scenarios" / "runtime.py"))
     assert tracer._user_code(str(package / "suite" / "test_conv_matrix.py"))
     assert not tracer._user_code(json.__file__)
     assert tracer._user_code(__file__)
