@@ -410,7 +410,8 @@ def test_with_no_order_selected_help_and_collection_say_a_test_that_asks_is_skip
     pytester.makepyfile("def test_x(trtctx_order): pass")
     collected = run_pytest(pytester, "--co", "-q")
     collected.stdout.fnmatch_lines(["test_*.py::test_x[[]no-order[]]"])
-    text = " ".join(run_pytest(pytester, "--help").stdout.str().split())
+    # argparse may wrap a line after a hyphen ("[no-" / "order]"): joined again here.
+    text = re.sub(r"-\s+", "-", " ".join(run_pytest(pytester, "--help").stdout.str().split()))
     order_help = text.partition("--trtctx-order=")[2].partition("--trtctx-device")[0]
     assert "Default: none" in order_help and "[no-order]" in order_help, order_help
     assert "torch-first for tests" not in order_help
