@@ -12,9 +12,11 @@ from .torch_first import allocate_with_torch
 if TYPE_CHECKING:
     from ..backends.base import Backend, ExecResult
 
-#: When the poller is released: a run still in its launch then was stalled (an unstalled run
-#: takes milliseconds).
-POLL_RELEASE_S = 0.5
+#: When the poller is released: a run still in its launch then was stalled. A stalled launch
+#: never returns before the release, whatever the bound; an unstalled run returns in the time of
+#: its kernel (milliseconds for the matrix's convolutions), so the bound is a small multiple of
+#: that, not a guess at how long a stall lasts (docs/orders.md has the durations it rests on).
+POLL_RELEASE_S = 0.1
 
 
 def kernels_from_libraries(backend: Backend, state: State) -> None:
