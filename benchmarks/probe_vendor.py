@@ -326,7 +326,10 @@ def child(scenario: str, name: str, spec_names: list[str], first_plan: int, max_
     specs = [by_name[n] for n in spec_names]
     state = State(scenario)
     base = {"scenario": scenario, "backend": name}
-    skip = recipe(state)
+    try:
+        skip = recipe(state)
+    except Exception as exc:  # no driver, no device: every case says so
+        skip = f"the recipe could not run: {first_line(exc)}"
     if skip is not None:
         for spec in specs:
             emit("CASE", {**base, "spec": spec.name, "result": "skipped", "why": skip})

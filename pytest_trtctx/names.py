@@ -79,6 +79,8 @@ INSTALL_RTX: Final = "pip install 'pytest-trtctx[rtx]'"
 INSTALL_CUDA: Final = "pip install 'pytest-trtctx[cuda]'"
 INSTALL_XDIST: Final = "pip install 'pytest-trtctx[xdist]'"
 INSTALL_CUDNN: Final = "pip install 'pytest-trtctx[cudnn]'"
+#: Triton comes with torch's CUDA wheels on Linux; elsewhere it is a package of its own.
+INSTALL_TRITON: Final = "pip install 'pytest-trtctx[triton]' (torch's CUDA wheels bring it)"
 #: A cuDNN plan slot past the plans the heuristics offered for the spec (docs/orders.md,
 #: "Vendor backends").
 MSG_PLAN_NOT_OFFERED: Final = (

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from . import config as cfg
-from . import plan
+from . import plan, plan_slots
 from .checks import Outputs, run_checked
 from .culprit import CudaWatch
 from .errors import ConfigError, MatrixError
@@ -60,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(run, "trtctx-run")
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
+    config.pluginmanager.register(plan_slots, "trtctx-plan-slots")  # cuDNN's plans as tests
     watch = None
     if settings.active and settings.isolate.value != "none":
         watch = CudaWatch(config)
@@ -195,7 +196,9 @@ def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
 
 
 @pytest.fixture
-def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, None, None]:
+def trtctx(
+    request: pytest.FixtureRequest, trtctx_order: str, trtctx_plan: int | None
+) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
     from .errors import BackendUnavailable, OrderError
     from .runtime import Runtime, choose_backend
@@ -214,6 +217,7 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
     request.node.user_properties.append((BACKEND_WHY_PROPERTY, why))
     s = cfg.settings_of(config)
     runtime = Runtime(state, backend, s.cache_dir.value, outputs_of(request.node))
+    runtime.plan, runtime.plan_slots = trtctx_plan, s.cudnn_plans.value
     request.node.stash[RUNTIME] = runtime
     yield runtime
     runtime.close()
