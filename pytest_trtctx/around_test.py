@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from .checks.outcomes import (
+    ENGINE_PROPERTY,
     FRESH,
     MESSAGES_PROPERTY,
     ORDER_PROPERTY,
@@ -172,6 +173,8 @@ class TestRun:
         runtime = item.stash.get(RUNTIME, None)
         if runtime is not None and runtime.messages:
             report.user_properties.append((MESSAGES_PROPERTY, list(runtime.messages)))
+        if runtime is not None and runtime.engine_record:
+            report.user_properties.append((ENGINE_PROPERTY, dict(runtime.engine_record)))
         outputs = item.stash.get(OUTPUTS, None)
         if outputs is not None and outputs.current:
             hashes = {name: sha256(t) for name, t in outputs.current.items()}

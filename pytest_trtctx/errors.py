@@ -59,3 +59,8 @@ class BackendUnavailable(TrtctxError):
 class CollectionError(TrtctxError):
     """Collecting the tests in a child process failed: the child died, or the plugin's own code
     there raised. The message says how and carries the child's traceback."""
+
+
+class SpecRefused(BackendUnavailable):
+    """The backend cannot run this convolution (its kernel or library does not support it); the
+    message names the spec and says why. Tests skip with it, as for an unavailable backend."""

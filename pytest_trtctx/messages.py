@@ -16,7 +16,7 @@ ALL_HAZARDS: Final = "hazards"
 SCENARIO_ENV: Final = "TRTCTX_SCENARIO"
 
 #: Backends known to this version. ``auto`` picks the best one that can run here.
-BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx")
+BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx", "cudnn", "triton")
 
 #: The failure family of an engine run in a context that does not own its kernels, as a regex over
 #: failure signatures: the driver's result (reference backend), and TensorRT's own words for it
@@ -53,6 +53,23 @@ INSTALL_TRACE: Final = (
 INSTALL_RTX: Final = "pip install 'pytest-trtctx[rtx]'"
 INSTALL_CUDA: Final = "pip install 'pytest-trtctx[cuda]'"
 INSTALL_XDIST: Final = "pip install 'pytest-trtctx[xdist]'"
+INSTALL_CUDNN: Final = "pip install 'pytest-trtctx[cudnn]'"
+#: Triton comes with torch's CUDA wheels on Linux; elsewhere it is a package of its own.
+INSTALL_TRITON: Final = "pip install 'pytest-trtctx[triton]' (torch's CUDA wheels bring it)"
+#: A cuDNN plan slot past the plans the heuristics offered for the spec (docs/orders.md,
+#: "Vendor backends").
+MSG_PLAN_NOT_OFFERED: Final = (
+    "cuDNN offered {count} plans for {spec}: plan slot {slot} is past them"
+)
+#: A plan the heuristics offered that the frontend declined to build.
+MSG_PLAN_NOT_BUILT: Final = (
+    "cuDNN plan {slot} of {count} for {spec} ({name}) declined to build: {why}"
+)
+#: The last slot, where the heuristics offered more plans than the slots run.
+MSG_PLANS_CUT: Final = (
+    "cuDNN offered {count} plans for {spec}; plans {first}..{last} are not run: "
+    "raise --trtctx-cudnn-plans (now {slots})"
+)
 #: A test or a missing package's skip: which package, and the line that installs it.
 MSG_NEEDS_PACKAGE: Final = "{package} is not installed: {install}"
 

@@ -38,7 +38,7 @@ from .records.known_failures import KnownFailures
 from .records.summary import Summary, header_lines
 from .scenarios import ORDER
 from .settings import config as cfg
-from .settings import plan
+from .settings import plan, plan_slots
 from .settings.options import add_options
 
 MATRIX = pytest.StashKey[list[Any]]()
@@ -66,6 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(run, "trtctx-run")
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
+    config.pluginmanager.register(plan_slots, "trtctx-plan-slots")  # cuDNN's plans as tests
     watch = None
     if settings.active and settings.isolate.value != "none":
         watch = CudaWatch(config)
@@ -201,7 +202,9 @@ def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
 
 
 @pytest.fixture
-def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, None, None]:
+def trtctx(
+    request: pytest.FixtureRequest, trtctx_order: str, trtctx_plan: int | None
+) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
     from .errors import BackendUnavailable, OrderError
     from .isolation.worker import state_for
@@ -222,6 +225,7 @@ def trtctx(request: pytest.FixtureRequest, trtctx_order: str) -> Generator[Any, 
     s = cfg.settings_of(config)
     process = process_of(config)
     runtime = Runtime(state, backend, s.cache_dir.value, outputs_of(request.node), process)
+    runtime.plan, runtime.plan_slots = trtctx_plan, s.cudnn_plans.value
     request.node.stash[RUNTIME] = runtime
     yield runtime
     runtime.close()

@@ -1,5 +1,8 @@
 """Engine backends. Only names live here; each backend imports its heavy modules when built.
 
+The vendor backends (``cudnn``, ``triton``) run real libraries' engines and are chosen by name
+only: ``auto`` never picks them (it picks among the TensorRT backends and the reference one).
+
 ``auto`` is resolved in the process that runs the test, never in the pytest process: finding out
 whether TensorRT-RTX can run here means importing it, and the pytest process must stay clean of
 CUDA libraries' side effects (it is the parent of every isolated worker).
@@ -11,12 +14,18 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import BackendUnavailable, ConfigError
+from ..messages import INSTALL_CUDNN, INSTALL_TRITON, MSG_NEEDS_PACKAGE
 from .base import Backend, Engine, ExecResult
 
 __all__ = ["Backend", "Engine", "ExecResult", "create", "describe", "select"]
 
 TENSORRT_MODULES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx"}
 REFERENCE = "cuda"
+#: The vendor backends: the module each imports, the package that brings it, its install line.
+VENDOR = {
+    "cudnn": ("cudnn", "nvidia-cudnn-frontend", INSTALL_CUDNN),
+    "triton": ("triton", "triton", INSTALL_TRITON),
+}
 AUTO_RULE = (
     "full TensorRT if it imports, else TensorRT-RTX where it can run on this GPU, else the CUDA "
     "reference backend (NVRTC kernels in a CUDA context, not TensorRT)"
@@ -41,7 +50,21 @@ def describe(name: str) -> str:
     if name in TENSORRT_MODULES:
         state = "installed" if _installed(TENSORRT_MODULES[name]) else "NOT installed"
         return f"{name} ({state})"
+    if name in VENDOR:
+        module, package, install = VENDOR[name]
+        state = (
+            f"{package} installed" if _installed(module) else f"{package} NOT installed: {install}"
+        )
+        return f"{_description(name)} ({state})"
     raise ConfigError(f"unknown backend {name!r}")
+
+
+def _description(name: str) -> str:
+    if name == "cudnn":
+        from .cudnn import DESCRIPTION
+    else:
+        from .triton import DESCRIPTION
+    return DESCRIPTION
 
 
 def select(name: str, compute_capability: tuple[int, int] | None) -> tuple[str, str]:
@@ -53,6 +76,13 @@ def select(name: str, compute_capability: tuple[int, int] | None) -> tuple[str, 
 
     if name == REFERENCE:
         return REFERENCE, "selected"
+    if name in VENDOR:
+        module, package, install = VENDOR[name]
+        if not _installed(module):  # first: installing it is the step a user can take here
+            raise BackendUnavailable(MSG_NEEDS_PACKAGE.format(package=package, install=install))
+        if compute_capability is None:
+            raise BackendUnavailable(f"{name} needs a GPU to run engines; there is none here")
+        return name, "selected"
     if name in TENSORRT_MODULES:
         if compute_capability is None:
             raise BackendUnavailable(f"{name} needs a GPU to run engines; there is none here")
@@ -84,4 +114,12 @@ def create(name: str, device: int, cache_dir: Path | None) -> Backend:
         from .tensorrt import TensorRTBackend
 
         return TensorRTBackend(TENSORRT_MODULES[name], device, cache_dir)
+    if name == "cudnn":
+        from .cudnn import CudnnBackend
+
+        return CudnnBackend(device, cache_dir)
+    if name == "triton":
+        from .triton import TritonBackend
+
+        return TritonBackend(device, cache_dir)
     raise ConfigError(f"unknown backend {name!r}")

@@ -9,7 +9,7 @@ that has none), because that switch is exactly what the init orders exercise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -54,3 +54,10 @@ class Backend(Protocol):
         ...
 
     def close(self, engine: Engine) -> None: ...
+
+
+def with_plan(engine: Engine, index: int) -> Engine:
+    """A copy of ``engine`` that runs its plan ``index`` (a backend that builds several plans for
+    one spec, as cuDNN's heuristics offer them). The copy shares the engine's handle and buffers
+    and owns none of them (``details["view"]``): closing it frees nothing."""
+    return replace(engine, details={**engine.details, "plan": index, "view": True})

@@ -36,6 +36,9 @@ KNOWN_PROPERTY = "trtctx_known_failure"
 DRIFT_PROPERTY = "trtctx_baseline_drift"
 #: What the backend reported while running (CUDA results, engine log errors).
 MESSAGES_PROPERTY = "trtctx_messages"
+#: Which of its spec's plans the engine ran, where a backend builds several (cuDNN): ``{"backend",
+#: "plan", "plans", "name"}``.
+ENGINE_PROPERTY = "trtctx_engine"
 #: The context tracer's record of the test: its mismatches in words, its events (bounded), or
 #: why it was off.
 TRACE_PROPERTY = "trtctx_trace"

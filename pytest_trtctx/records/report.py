@@ -18,6 +18,7 @@ import pytest
 from ..checks.outcomes import (
     BACKEND_PROPERTY,
     BACKEND_WHY_PROPERTY,
+    ENGINE_PROPERTY,
     KNOWN_PROPERTY,
     MESSAGES_PROPERTY,
     NOTE_PROPERTY,
@@ -133,6 +134,8 @@ class ReportWriter:
             rec["signature"] = props[SIGNATURE_PROPERTY]
         if isinstance(props.get(TRACE_PROPERTY), dict):
             rec["trace"] = props[TRACE_PROPERTY]
+        if isinstance(props.get(ENGINE_PROPERTY), dict):
+            rec["engine"] = props[ENGINE_PROPERTY]
         outcome = classify(report)
         if (
             outcome == "skipped"
@@ -226,6 +229,7 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "fresh": (bool, type(None)),
     "messages": (list,),
     "trace": (dict, type(None)),
+    "engine": (dict, type(None)),
     "outputs_sha256": (dict,),
     "durations": (dict,),
 }

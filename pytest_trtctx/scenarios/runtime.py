@@ -70,6 +70,12 @@ class Runtime:
         self._engines: list[Engine] = []
         #: Every message the backend reported while running (CUDA results, engine log errors).
         self.messages: list[str] = []
+        #: The cuDNN plan slot the test runs, and how many slots its spec has (plan_slots.py).
+        self.plan: int | None = None
+        self.plan_slots = 0
+        #: Which of its spec's plans the engine ran (index, how many, the engine's name), for
+        #: the test's record; empty for a backend that builds one engine per spec.
+        self.engine_record: dict[str, Any] = {}
 
     @property
     def backend(self) -> Backend:
@@ -104,9 +110,23 @@ class Runtime:
     # Engines --------------------------------------------------------------------------------
     def build(self, spec: ConvSpec) -> Engine:
         """An engine for ``spec``: the one built right after the order's recipe where engines are
-        prebuilt (``--trtctx-prebuild``), else one built now (:meth:`build_now`)."""
-        prebuilt = self.process.prebuilt.get((self.backend_name, spec.name))
-        return prebuilt if prebuilt is not None else self.build_now(spec)
+        prebuilt (``--trtctx-prebuild``), else one built now (:meth:`build_now`); of a backend
+        that builds several plans per spec, the plan of the test's slot (``backends.plans.pick``).
+        A spec the backend refuses skips the test with the backend's reason."""
+        import pytest
+
+        from ..backends.plans import pick
+        from ..errors import SpecRefused
+
+        engine = self.process.prebuilt.get((self.backend_name, spec.name))
+        if engine is None:
+            try:
+                engine = self.build_now(spec)
+            except SpecRefused as exc:
+                pytest.skip(str(exc))
+        engine, self.engine_record, said = pick(engine, self.plan, self.plan_slots)
+        self.messages.extend(said)
+        return engine
 
     def build_now(self, spec: ConvSpec) -> Engine:
         """Build an engine for ``spec`` in the context the scenario builds engines in (the one

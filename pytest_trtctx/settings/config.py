@@ -31,8 +31,10 @@ from ..storage import default_cache_dir, path_problem
 from .options import (
     AUTO_WORKERS,
     BY_NAME,
+    DEFAULT_CUDNN_PLANS,
     DEFAULT_ORDERS,
     DEFAULT_TIMEOUT,
+    MAX_CUDNN_PLANS,
     Option,
 )
 
@@ -196,6 +198,14 @@ def _explore(value: Any, where: str) -> int:
     return parse_int(value, where, minimum=0, what="a number of specs (0: off)")
 
 
+def _cudnn_plans(value: Any, where: str) -> int:
+    what = f"a number of cuDNN plan slots from 1 to {MAX_CUDNN_PLANS}"
+    slots = parse_int(value, where, minimum=1, what=what)
+    if slots > MAX_CUDNN_PLANS:
+        raise ConfigError(f"{where}: expected {what}, got {slots}")
+    return slots
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the options and ini keys decide for one run."""
@@ -219,6 +229,7 @@ class Settings:
     baseline_keep: Setting[bool]
     explore: Setting[int]
     explore_db: Setting[Path]
+    cudnn_plans: Setting[int]
 
     @property
     def active(self) -> bool:
@@ -364,4 +375,5 @@ def resolve(config: pytest.Config) -> Settings:
         baseline_keep=_setting(config, "trtctx_baseline_keep", parse_flag, False),
         explore=explore,
         explore_db=explore_db,
+        cudnn_plans=_setting(config, "trtctx_cudnn_plans", _cudnn_plans, DEFAULT_CUDNN_PLANS),
     )

@@ -23,6 +23,10 @@ AUTO_WORKERS = 4
 #: with how to select one, and a report records no order (an order is a promise: nothing ran
 #: one's recipe).
 DEFAULT_ORDERS: tuple[str, ...] = ()
+#: cuDNN plan slots per spec (plan_slots.py): above the most plans cuDNN's heuristics offered for
+#: one spec of a probe (docs/orders.md, "Vendor backends"), so that every plan runs.
+DEFAULT_CUDNN_PLANS = 64
+MAX_CUDNN_PLANS = 1024
 
 
 #: How pytest takes an option: ``list`` repeats and appends, ``flag`` is a switch (its ini twin
@@ -59,6 +63,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("trtctx_device", "value", "CUDA device index (default 0)."),
     Option(
         "trtctx_backend", "value", "Engine backend: " + ", ".join(BACKENDS) + " (default auto)."
+    ),
+    Option(
+        "trtctx_cudnn_plans",
+        "value",
+        "With --trtctx-backend=cudnn: plan slots per spec, plan0..planN-1; each runs the "
+        "execution plan of its index that cuDNN's heuristics offer, a slot past them skips "
+        f"(default {DEFAULT_CUDNN_PLANS}).",
     ),
     Option(
         "trtctx_isolate",

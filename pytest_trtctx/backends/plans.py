@@ -1,0 +1,54 @@
+"""Engines that hold several plans (cuDNN's execution plans): which one a test's slot runs.
+
+The slots themselves (one test per plan index) are made at collection by
+:mod:`pytest_trtctx.settings.plan_slots`; here, in the test's own process after the build, the
+slot picks its plan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..messages import MSG_PLAN_NOT_BUILT, MSG_PLAN_NOT_OFFERED, MSG_PLANS_CUT
+from .base import with_plan
+
+if TYPE_CHECKING:
+    from .base import Engine
+
+#: The backend whose engines have plan slots.
+BACKEND = "cudnn"
+
+
+def slot_id(index: int) -> str:
+    """A slot's part of the test id."""
+    return f"plan{index}"
+
+
+def pick(engine: Engine, slot: int | None, slots: int) -> tuple[Engine, dict[str, Any], list[str]]:
+    """Where ``engine`` holds several plans (cuDNN's, ``details["plans"]``), the engine that runs
+    the plan of ``slot`` (of ``slots``), the record of what runs, and what to say of it; a slot
+    past the plans, or a plan the library declined to build, skips the test with why. An engine
+    with one plan is returned as it is, with no record."""
+    plans = engine.details.get("plans")
+    if not isinstance(plans, list):
+        return engine, {}, []
+    spec, count = engine.spec.name, len(plans)
+    name = plans[slot]["name"] if slot is not None and slot < count else None
+    record = {"backend": BACKEND, "plan": slot, "plans": count, "name": name}
+    if slot is None:
+        return engine, record, []
+    if slot >= count:
+        pytest.skip(MSG_PLAN_NOT_OFFERED.format(count=count, spec=spec, slot=slot_id(slot)))
+    if not plans[slot]["built"]:
+        why = plans[slot]["error"]
+        pytest.skip(
+            MSG_PLAN_NOT_BUILT.format(slot=slot, count=count, spec=spec, name=name, why=why)
+        )
+    said = []
+    if slot == slots - 1 and count > slots:
+        said.append(
+            MSG_PLANS_CUT.format(count=count, spec=spec, first=slots, last=count - 1, slots=slots)
+        )
+    return with_plan(engine, slot), record, said
