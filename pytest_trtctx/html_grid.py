@@ -298,7 +298,7 @@ def run_data(data: dict[str, Any], where: str) -> dict[str, Any]:
     strings = Strings()
     run = run_of(data)
     return {
-        "title": f"pytest-trtctx: {where}",
+        "title": f"pytest-trtctx run, {data.get('created')}",
         "source": where,
         "header": header(data),
         "incomplete": None if run.get("complete") else how_it_ended(data),

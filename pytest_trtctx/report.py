@@ -21,6 +21,8 @@ from .errors import TrtctxError
 from .outcomes import (
     BACKEND_PROPERTY,
     BACKEND_WHY_PROPERTY,
+    CHECKS_PROPERTY,
+    CONTEXTS_SECTION,
     KNOWN_PROPERTY,
     MESSAGES_PROPERTY,
     NOTE_PROPERTY,
@@ -133,6 +135,11 @@ class ReportWriter:
             rec["signature"] = props[SIGNATURE_PROPERTY]
         if isinstance(props.get(TRACE_PROPERTY), dict):
             rec["trace"] = props[TRACE_PROPERTY]
+        if isinstance(props.get(CHECKS_PROPERTY), list):
+            rec["checks"] = [str(line) for line in props[CHECKS_PROPERTY]]
+        for name, text in report.sections:  # the watch's diagnosis of a failed call
+            if name == CONTEXTS_SECTION:
+                rec["diagnosis"] = str(text)
         outcome = classify(report)
         if (
             outcome == "skipped"
@@ -185,15 +192,19 @@ class ReportWriter:
             "tests": sorted(self.tests.values(), key=lambda r: str(r["nodeid"])),
         }
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):
-            return  # an xdist worker: the controller writes the report
+    def finish(self, session: pytest.Session) -> None:
+        """Record how the session ended (for :meth:`run`), before anything is written."""
         self.exit_status = int(session.exitstatus)
         if self.ended_by == FINISHED and session.shouldfail:  # -x, --maxfail
             self.ended_by, self.detail = STOPPED_EARLY, str(session.shouldfail)
         elif self.ended_by == FINISHED and session.shouldstop:
             self.ended_by, self.detail = STOPPED_EARLY, str(session.shouldstop)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller writes the report
+        self.finish(session)
         where, why = save_json(self.path, self.data())
         if why is not None:
             unsaved(session)
@@ -226,6 +237,8 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "fresh": (bool, type(None)),
     "messages": (list,),
     "trace": (dict, type(None)),
+    "checks": (list,),
+    "diagnosis": (str, type(None)),
     "outputs_sha256": (dict,),
     "durations": (dict,),
 }

@@ -28,6 +28,8 @@ from .checks import CheckFailure, sha256
 from .diagnosis import context_diagnosis
 from .errors import OrderError
 from .outcomes import (
+    CHECKS_PROPERTY,
+    CONTEXTS_SECTION,
     FRESH,
     MESSAGES_PROPERTY,
     ORDER_PROPERTY,
@@ -40,7 +42,7 @@ from .outcomes import (
 )
 from .tracer import MSG_WOULD_ADD
 
-SECTION = "trtctx contexts"
+SECTION = CONTEXTS_SECTION
 TRACE_SECTION = "trtctx trace"
 
 
@@ -150,6 +152,12 @@ class TestRun:
         excinfo = call.excinfo
         if excinfo is not None and report.failed:
             report.user_properties.append((SIGNATURE_PROPERTY, signature_of(excinfo.value)))
+            if isinstance(excinfo.value, CheckFailure):
+                checks = [
+                    f"[{'ok' if r.ok else 'FAIL'}] {r.check}: {r.detail}"
+                    for r in excinfo.value.results
+                ]
+                report.user_properties.append((CHECKS_PROPERTY, checks))
             if isinstance(excinfo.value, CheckFailure) and excinfo.value.plain:
                 # The markers' checks ran after the body returned: no line of the test to show,
                 # and the plugin's own frames would say nothing. The verdict says it all.

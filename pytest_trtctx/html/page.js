@@ -30,7 +30,7 @@
         '" id="verdict">' + esc(diff.verdict) + "</span></p>";
       diff.incomplete.forEach(function (w) { h += '<p class="banner">incomplete run: ' + esc(w) + "</p>"; });
     } else {
-      h += "<p>report <code>" + esc(data.source) + "</code></p>";
+      h += "<p>from <code>" + esc(data.source) + "</code></p>";
       if (data.incomplete) h += '<p class="banner" id="incomplete">incomplete run: ' + esc(data.incomplete) + "</p>";
     }
     h += table(data.header);
