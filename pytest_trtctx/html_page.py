@@ -1,14 +1,16 @@
 """The HTML page itself: one self-contained file from a report (or two, for a diff).
 
 The page is the template ``html/page.html`` with its style (``html/page.css``), its script
-(``html/page.js``) and the grids' data (:mod:`.html_grid`) written inline: no request leaves the
-page when it is opened (its Content-Security-Policy allows none), so it opens from a CI artifact
-or a mail attachment as it is. The script draws the grids from the data; the file carries each
-test once.
+(``html/page.js``) and the grids' data (:mod:`.html_grid`, compressed) written inline: no
+request leaves the page when it is opened (its Content-Security-Policy allows none), so it opens
+from a CI artifact or a mail attachment as it is. The script draws the grids from the data; the
+file carries each test once.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import re
@@ -42,6 +44,14 @@ def data_json(data: dict[str, Any]) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def packed(data: dict[str, Any]) -> str:
+    """The data as the page carries it: its JSON gzip-compressed, in base64 (a large run's
+    records repeat node ids and messages: compressed, the file is several times smaller; the
+    browser unpacks it with its own DecompressionStream, no library)."""
+    blob = gzip.compress(data_json(data).encode("utf-8"), compresslevel=9, mtime=0)
+    return base64.b64encode(blob).decode("ascii")
+
+
 def render(data: dict[str, Any]) -> bytes:
     """The page's bytes for ``data`` (:func:`.html_grid.run_data` or ``diff_data``)."""
     data = {**data, "noDiagnosis": MSG_HTML_NO_DIAGNOSIS}
@@ -49,7 +59,7 @@ def render(data: dict[str, Any]) -> bytes:
         "TITLE": html.escape(str(data["title"])),
         "CSS": asset(STYLE),
         "JS": asset(SCRIPT),
-        "DATA": data_json(data),
+        "DATA": packed(data),
     }
     page = PLACEHOLDER.sub(lambda m: parts[m.group(1)], asset(TEMPLATE))
     return page.encode("utf-8", "backslashreplace")

@@ -2,7 +2,27 @@
 // cell's record. No request leaves the page: everything it shows is in the data below it.
 (function () {
   "use strict";
-  var data = JSON.parse(document.getElementById("trtctx-data").textContent);
+  // The data is the report's JSON, gzip-compressed in base64: unpacked by the browser itself.
+  function unpack(text) {
+    var raw = atob(text.trim()), bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Response(stream).text().then(JSON.parse);
+  }
+  if (typeof DecompressionStream === "undefined") {
+    document.getElementById("head").innerHTML = '<p class="banner">This browser cannot unpack ' +
+      "the page's data (it has no DecompressionStream): open the page in a current browser.</p>";
+    return;
+  }
+  var begun = performance.now();
+  unpack(document.getElementById("trtctx-data").textContent).then(function (data) {
+    document.body.setAttribute("data-unpacked", (performance.now() - begun).toFixed(1));
+    draw(data);
+  }, function (e) {
+    document.getElementById("head").innerHTML = '<p class="banner">The page\'s data cannot be ' +
+      "read: " + String(e) + "</p>";
+  });
+  function draw(data) {
   var tests = data.tests, strings = data.strings, states = data.states;
   var diff = data.diff, marks = diff ? diff.marks : {};
   var ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -242,5 +262,10 @@
     open(+(target.getAttribute("data-i") || target.getAttribute("data-open")));
   });
   document.addEventListener("keydown", function (e) { if (e.key === "Escape") close(); });
-  document.body.setAttribute("data-ready", "1");
+  // When the grids were drawn, and when they were first painted (the page's own clock, ms).
+  document.body.setAttribute("data-ready", performance.now().toFixed(1));
+  requestAnimationFrame(function () {
+    setTimeout(function () { document.body.setAttribute("data-painted", performance.now().toFixed(1)); }, 0);
+  });
+  }
 })();
