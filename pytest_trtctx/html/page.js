@@ -142,7 +142,7 @@
     if (i < 0) return '<td class="e"></td>';
     var m = marks[i], cls = "c st-" + tests[i].s;
     if (m) cls += " mk mk-" + m[0][0];
-    return '<td class="' + cls + '" data-i="' + i + '"></td>';
+    return '<td class="' + cls + '" data-i="' + i + '" title="' + esc(tests[i].n + "\n" + states[tests[i].s]) + '"></td>';
   }
   function drawGrids() {
     var h = "";
