@@ -256,7 +256,11 @@ def counts(grid: dict[str, Any], states: list[str]) -> dict[str, int]:
 
 def header(data: dict[str, Any]) -> list[list[str]]:
     """The environment and the run, as the page's header lists them: label, value."""
-    env = data.get("environment") or {}
+    env = {
+        k: "not recorded" if v is None else v for k, v in (data.get("environment") or {}).items()
+    }
+    for key in ("driver", "cuda_driver_api", "cuda_runtime_torch", "os", "python"):
+        env.setdefault(key, "not recorded")
     settings = data.get("settings") or {}
     gpus = env.get("gpus") or []
     shown = [
