@@ -256,13 +256,14 @@ def counts(grid: dict[str, Any], states: list[str]) -> dict[str, int]:
 
 def header(data: dict[str, Any]) -> list[list[str]]:
     """The environment and the run, as the page's header lists them: label, value."""
-    env = {
-        k: "not recorded" if v is None else v for k, v in (data.get("environment") or {}).items()
-    }
-    for key in ("driver", "cuda_driver_api", "cuda_runtime_torch", "os", "python"):
-        env.setdefault(key, "not recorded")
+    env: dict[str, Any] = data.get("environment") or {}
+
+    def said(key: str) -> str:
+        return "not recorded" if env.get(key) is None else str(env[key])
+
     settings = data.get("settings") or {}
-    gpus = env.get("gpus") or []
+    gpus = env.get("gpus") if isinstance(env.get("gpus"), list) else []
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
     shown = [
         [
             "GPU",
@@ -271,18 +272,15 @@ def header(data: dict[str, Any]) -> list[list[str]]:
                 for g in gpus
                 if isinstance(g, dict)
             )
-            or f"none: {env.get('gpu_error')}",
+            or f"none: {said('gpu_error')}",
         ],
-        ["driver", f"{env.get('driver')} (CUDA driver API {env.get('cuda_driver_api')})"],
-        ["torch CUDA", str(env.get("cuda_runtime_torch"))],
-        [
-            "versions",
-            ", ".join(f"{k} {v}" for k, v in sorted((env.get("versions") or {}).items())),
-        ],
+        ["driver", f"{said('driver')} (CUDA driver API {said('cuda_driver_api')})"],
+        ["torch CUDA", said("cuda_runtime_torch")],
+        ["versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))],
         ["backend", str(settings.get("backend"))],
         ["orders", ", ".join(map(str, settings.get("orders") or [])) or "none"],
         ["isolate", str(settings.get("isolate"))],
-        ["OS", f"{env.get('os')}, Python {env.get('python')}"],
+        ["OS", f"{said('os')}, Python {said('python')}"],
         [
             "run",
             f"{data.get('created')}, {data.get('duration_s')} s, pytest-trtctx "
