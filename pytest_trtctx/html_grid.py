@@ -262,8 +262,8 @@ def header(data: dict[str, Any]) -> list[list[str]]:
         return "not recorded" if env.get(key) is None else str(env[key])
 
     settings = data.get("settings") or {}
-    gpus = env.get("gpus") if isinstance(env.get("gpus"), list) else []
-    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    gpus: list[Any] = env["gpus"] if isinstance(env.get("gpus"), list) else []
+    versions: dict[str, Any] = env["versions"] if isinstance(env.get("versions"), dict) else {}
     shown = [
         [
             "GPU",
