@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--machine", default="CPU dev machine, 2 cores")
+    parser.add_argument("--date", default=time.strftime("%Y-%m-%d"), help="the day it ran")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -213,6 +214,7 @@ def main() -> None:
     result = {
         "benchmark": "bench_html",
         "machine": args.machine,
+        "date": args.date,
         "chromium": version,
         "tests": args.tests,
         "repeat": args.repeat,

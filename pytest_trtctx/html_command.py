@@ -69,7 +69,7 @@ def page_of(
         )
         matched = named if args.ignore_folders else str
         write_output(args.output, diff_page(old_data, new_data, diff, names, matched))
-        return f"the diff {base} -> {new}"
+        return f"the diff of {base} and {new}"
     reports = list(args.reports)
     data = load(reports[0]) if len(reports) == 1 else merge(reports, allow_incomplete=True)
     write_output(args.output, run_page(data, ", ".join(map(str, reports))))

@@ -37,8 +37,9 @@ STATE_OF_OUTCOME = {
 }
 #: The grid of the tests that carry no matrix spec.
 OWN_TESTS = "tests without a matrix spec"
-#: The title's note on a grid whose tests never chose a backend (each skipped before choosing).
-NO_BACKEND_CHOSEN = "the run's setting: these tests skipped before choosing a backend"
+#: The title's note on a grid whose tests recorded no backend (skipped before choosing one, or
+#: tests that run none, as plan builds).
+NO_BACKEND_CHOSEN = "the run's setting: none of these tests recorded a backend it ran on"
 #: A cell marked by several changes shows the first of these it has.
 MARK_PRIORITY = tuple(CHANGE_MARKS)
 
@@ -203,7 +204,7 @@ def grids(
             own.setdefault(label, {})[scenario] = index
             own_columns.add(scenario)
     out: list[dict[str, Any]] = []
-    for backend in sorted(matrix):
+    for backend in sorted(matrix, key=lambda b: (not chose[b], b)):  # grids that ran first
         specs = sorted(columns[backend], key=lambda n: (columns[backend][n], n))
         rows = sorted(matrix[backend], key=lambda r: (_scenario_key(r[0]), r[1]))
         out.append(

@@ -109,7 +109,11 @@
       h += '<label><input type="checkbox" class="f-state" value="' + s + '" checked><span class="sw st-' + s +
         '"></span>' + esc(states[s]) + ' <span class="count" data-state="' + s + '">' + n[s] + "</span></label>";
     });
-    if (diff) h += '<label><input type="checkbox" id="f-changed"> changed cells only</label>';
+    if (diff) {
+      h += '<label><input type="checkbox" id="f-changed"> changed cells only</label>' +
+        '<span class="muted" id="mark-legend">changed: outlined cell; black dot: a regression; ' +
+        "white dot: another change; hatched: a test the new report lacks</span>";
+    }
     h += '<input type="search" id="f-text" placeholder="filter: test id, signature, message">';
     h += '<span class="muted" id="shown"></span>';
     $("filters").innerHTML = h;
