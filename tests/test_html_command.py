@@ -5,6 +5,7 @@ terminal says), bad input is exit 2 with the reason, and a run's report keeps wh
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,25 @@ def test_a_failure_s_context_diagnosis_reaches_the_report_and_the_page(
         _inline_data((pytester.path / "p.html").read_bytes())["tests"][0]["dg"]
         == (test["diagnosis"])
     )
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_s_two_page_commands_write_their_pages(tmp_path: Path) -> None:
+    """'The matrix at a glance': its commands, run as written (the output into tmp_path)."""
+    section = README.read_text().partition("## The matrix at a glance")[2].partition("\n## ")[0]
+    commands = [
+        line.split("#")[0].split()
+        for line in section.splitlines()
+        if line.startswith("pytest-trtctx html ")
+    ]
+    assert len(commands) == 2
+    root = README.parent
+    for command in commands:
+        args = [str(root / a) if a.startswith("docs/") else a for a in command[1:]]
+        args[args.index("-o") + 1] = str(tmp_path / args[args.index("-o") + 1])
+        assert cli_main(args) == 0, command
+    assert {p.name for p in tmp_path.iterdir()} == {"run.html", "diff.html"}
+    for image in re.findall(r"\]\((docs/images/[^)]+\.png)\)", section):
+        assert (root / image).stat().st_size < 300_000, image
