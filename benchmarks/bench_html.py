@@ -7,9 +7,9 @@ renders every cell on the server ships).
 The report is made up (``synthetic_report``): every scenario, two test functions per scenario
 and as many specs as it takes, outcomes in the proportions of the main job with the hazards, a
 known failure's trace sentence, one output hash per test. Chromium is the system's
-(``/usr/bin/chromium``), driven by playwright; the figures are the page's own clock
-(``performance.now()``): open is navigation start to the first frame after the grids were drawn,
-a filter is the change event to the grids updated.
+(``/usr/bin/chromium``, or ``$TRTCTX_CHROMIUM``), driven by playwright; the figures are the
+page's own clock (``performance.now()``): open is navigation start to the first frame after the
+grids were drawn, a filter is the change event to the grids updated.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from pytest_trtctx.html_page import run_page  # noqa: E402
 from pytest_trtctx.names import HAZARDS, ORDERS, SCENARIOS  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
+#: The system's Chromium (Debian's package); TRTCTX_CHROMIUM names another.
+CHROMIUM = os.environ.get("TRTCTX_CHROMIUM", "/usr/bin/chromium")
 #: Chromium's switches for a headless run that reaches no network of its own.
 CHROMIUM_ARGS = [
     "--headless",

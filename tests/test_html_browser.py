@@ -214,3 +214,30 @@ def test_ten_thousand_tests_render_and_filter(browser: Any, tmp_path: Path) -> N
     assert hidden_rows == 0  # every row has a k5 spec
     page.page.fill("#f-text", "no test is called this")
     assert page.shown() == 0 and page.page.locator("table.grid tbody tr:not(.hid)").count() == 0
+
+
+@pytest.mark.parametrize("required", ["1", ""])
+def test_a_missing_browser_skips_with_the_reason_or_fails_where_required(
+    tmp_path: Path, required: str
+) -> None:
+    """No Chromium where TRTCTX_CHROMIUM points: the browser tests skip saying so, and fail
+    where TRTCTX_REQUIRE_BROWSER=1 (CI), so that CI cannot pass with the page untested."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "TRTCTX_CHROMIUM": str(tmp_path / "no-chromium"),
+        REQUIRE_BROWSER: required,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_html_browser.py", "-k", "identical",
+         "-p", "no:cacheprovider", "-rs", "-q"],
+        cwd=ROOT, capture_output=True, text=True, check=False, env=env, timeout=240,
+    )  # fmt: skip
+    why = f"no Chromium at {tmp_path / 'no-chromium'}: apt-get install -y chromium chromium-driver"
+    if required:
+        assert done.returncode == 1, done.stdout[-2000:]
+        assert f"{REQUIRE_BROWSER}=1 but the browser tests cannot run: {why}" in done.stdout
+    else:
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert "SKIPPED [1] tests/test_html_browser.py" in done.stdout and why in done.stdout
