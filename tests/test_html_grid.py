@@ -179,3 +179,23 @@ def test_the_page_is_one_file_whose_text_cannot_break_out_of_it() -> None:
     assert data["tests"][0]["n"] == evil and data["strings"][data["tests"][0]["m"][0]] == (
         "<!-- </script>"
     )
+
+
+def test_a_changed_hash_and_a_known_failure_that_stopped_are_marked_as_such() -> None:
+    """The same run twice, one output's hash changed and one known failure passing in the second:
+    exactly those two cells are marked, both as regressions (same environment)."""
+    old = load(RESULTS / "report-h200-matrix.json.gz")
+    new = json.loads(json.dumps(old))
+    hashed = next(t for t in new["tests"] if t["outcome"] == "passed" and t["outputs_sha256"])
+    output = next(iter(hashed["outputs_sha256"]))
+    hashed["outputs_sha256"][output] = "0" * 64
+    gone = next(t for t in new["tests"] if t["outcome"] == "known-failure")
+    gone["outcome"] = "failed"
+    gone["known_failure"] = {**gone["known_failure"], "status": "stopped reproducing"}
+    page = diff_data(old, new, compare(old, new), ("a", "b"), str)
+    marks = {page["tests"][int(i)]["n"]: m for i, m in page["diff"]["marks"].items()}
+    assert set(marks) == changed(old, new) == {hashed["nodeid"], gone["nodeid"]}
+    assert marks[hashed["nodeid"]][0][:1] == ["hash"] and marks[hashed["nodeid"]][0][2] == "1"
+    assert marks[gone["nodeid"]][0][0] == "gone" and marks[gone["nodeid"]][0][2] == "1"
+    assert page["diff"]["verdict"] == "REGRESSED"
+    assert page["tests"][[t["n"] for t in page["tests"]].index(gone["nodeid"])]["s"] == "gone"
