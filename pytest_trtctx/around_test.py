@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from .checks.outcomes import (
+    CHECKS_PROPERTY,
+    CONTEXTS_SECTION,
     ENGINE_PROPERTY,
     FRESH,
     MESSAGES_PROPERTY,
@@ -43,7 +45,7 @@ from .settings import plan
 from .settings.config import settings_of
 from .trace.recorder import MSG_WOULD_ADD
 
-SECTION = "trtctx contexts"
+SECTION = CONTEXTS_SECTION
 TRACE_SECTION = "trtctx trace"
 
 
@@ -163,6 +165,12 @@ class TestRun:
         excinfo = call.excinfo
         if excinfo is not None and report.failed:
             report.user_properties.append((SIGNATURE_PROPERTY, signature_of(excinfo.value)))
+            if isinstance(excinfo.value, CheckFailure):
+                checks = [
+                    f"[{'ok' if r.ok else 'FAIL'}] {r.check}: {r.detail}"
+                    for r in excinfo.value.results
+                ]
+                report.user_properties.append((CHECKS_PROPERTY, checks))
             if isinstance(excinfo.value, CheckFailure) and excinfo.value.plain:
                 # The markers' checks ran after the body returned: no line of the test to show,
                 # and the plugin's own frames would say nothing. The verdict says it all.

@@ -167,3 +167,32 @@ MSG_COLLECTION_DIED: Final = (
 MSG_CULPRIT_CONFTESTS: Final = (
     "it happened while the pytest process loaded the conftest.py files of the collected tests"
 )
+
+# The HTML page (--trtctx-html, pytest-trtctx html).
+#: A cell's colour: the state of its test, as the legend says it.
+CELL_STATES: Final[dict[str, str]] = {
+    "passed": "passed",
+    "known": "known failure reproduced",
+    "gone": "known failure not reproduced",
+    "failed": "failed",
+    "xfailed": "xfailed",
+    "skipped": "skipped",
+    "notrun": "not run",
+}
+#: A cell's mark on the diff page: what changed from the base report to the new one.
+CHANGE_MARKS: Final[dict[str, str]] = {
+    "regressed": "regressed",
+    "gone": "known failure stopped reproducing",
+    "hash": "output hash changed",
+    "fixed": "fixed",
+    "changed": "outcome changed",
+    "added": "test added",
+    "removed": "test removed",
+    "notrun": "never ran",
+}
+MSG_HTML_WRITTEN: Final = "HTML page written to {where}"
+MSG_HTML_NOT_WRITTEN: Final = "HTML page NOT written: {why}"
+MSG_HTML_NO_DIAGNOSIS: Final = (
+    "no context diagnosis recorded: the report was written before pytest-trtctx recorded it, or "
+    "the call's contexts were not watched (no order, or no CUDA)"
+)

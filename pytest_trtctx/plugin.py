@@ -86,6 +86,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
         writer = ReportWriter(config, settings, settings.report.value)
         config.pluginmanager.register(writer, "trtctx-report")
+    if settings.html is not None:
+        from .records.html_writer import HtmlWriter
+
+        page = HtmlWriter(config, settings, settings.html.value)
+        config.pluginmanager.register(page, "trtctx-html")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -22,7 +22,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -342,17 +342,26 @@ def save_json(path: Path, data: dict[str, Any]) -> tuple[Path | None, str | None
     that results are not lost at the end of a run. Returns where it went (None: nowhere, the
     temp folder failed too, as on a full disk) and, if not to ``path``, why. Never raises
     OSError: a run's summary and its other outputs must not depend on this one."""
+    return save_output(path, json_bytes(path, data), ".json", lambda p: json_bytes(p, data))
+
+
+def save_output(
+    path: Path, blob: bytes, suffix: str, again: Callable[[Path], bytes] | None = None
+) -> tuple[Path | None, str | None]:
+    """Write ``blob`` to ``path`` (:func:`write_output`), else to a new ``suffix`` file in the
+    temp folder (``again`` makes its bytes where they depend on the name), as
+    :func:`save_json` says. Never raises OSError."""
     try:
-        write_json(path, data)
+        write_output(path, blob)
         return path, None
     except OSError as exc:
         why = _why(path, exc)
     fallback: Path | None = None
     try:
-        fd, name = tempfile.mkstemp(prefix=f"pytest-trtctx-{Path(path).stem}-", suffix=".json")
+        fd, name = tempfile.mkstemp(prefix=f"pytest-trtctx-{Path(path).stem}-", suffix=suffix)
         os.close(fd)
         fallback = Path(name)
-        write_atomic(fallback, json_bytes(fallback, data))
+        write_atomic(fallback, again(fallback) if again is not None else blob)
         return fallback, why
     except OSError as exc:
         if fallback is not None:  # an empty or partial file would pass for a result

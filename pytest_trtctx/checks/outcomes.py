@@ -43,6 +43,12 @@ ENGINE_PROPERTY = "trtctx_engine"
 #: why it was off.
 TRACE_PROPERTY = "trtctx_trace"
 
+#: A failed call's output checks, one line each (``[FAIL] sentinel: y: ...``), for the report.
+CHECKS_PROPERTY = "trtctx_checks"
+#: The report section that holds a failure's context diagnosis (the watch around the call); the
+#: JSON report keeps its text as the test's ``diagnosis``.
+CONTEXTS_SECTION = "trtctx contexts"
+
 #: ``report.wasxfail`` of a known failure starts with this, which tells it from a plain xfail.
 KNOWN_PREFIX = "known failure under "
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .html_command import add_parser as add_html_parser
+from .html_command import page_of
 from .merging import IncompleteRun, merge
 from .report import ReportError, how_it_ended, load, run_of
 
@@ -366,7 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("reports", type=Path, nargs="+")
     m.add_argument("-o", "--output", type=Path, required=True)
     m.add_argument("--allow-incomplete", action="store_true", help=ALLOW_INCOMPLETE_HELP)
+    add_html_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "html":
+        return _html(args)
     if args.command == "merge":
         return _merge(args.reports, args.output, allow_incomplete=args.allow_incomplete)
     try:
@@ -385,6 +390,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if diff.regressed:
         return EXIT_REGRESSED
     return EXIT_INCOMPLETE if diff.incomplete and not args.allow_incomplete else EXIT_OK
+
+
+def _html(args: argparse.Namespace) -> int:
+    try:
+        shown = page_of(args, compare, without_folders)
+    except ReportError as exc:
+        _emit(sys.stderr, f"pytest-trtctx html: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        _emit(sys.stderr, f"pytest-trtctx html: -o {args.output}: {exc.strerror or exc}\n")
+        return EXIT_BAD_INPUT
+    _emit(sys.stdout, f"pytest-trtctx html: {shown} -> {args.output}\n")
+    return EXIT_OK
 
 
 def _merge(reports: list[Path], output: Path, *, allow_incomplete: bool) -> int:

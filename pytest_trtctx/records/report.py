@@ -18,6 +18,8 @@ import pytest
 from ..checks.outcomes import (
     BACKEND_PROPERTY,
     BACKEND_WHY_PROPERTY,
+    CHECKS_PROPERTY,
+    CONTEXTS_SECTION,
     ENGINE_PROPERTY,
     KNOWN_PROPERTY,
     MESSAGES_PROPERTY,
@@ -136,6 +138,11 @@ class ReportWriter:
             rec["trace"] = props[TRACE_PROPERTY]
         if isinstance(props.get(ENGINE_PROPERTY), dict):
             rec["engine"] = props[ENGINE_PROPERTY]
+        if isinstance(props.get(CHECKS_PROPERTY), list):
+            rec["checks"] = [str(line) for line in props[CHECKS_PROPERTY]]
+        for name, text in report.sections:  # the watch's diagnosis of a failed call
+            if name == CONTEXTS_SECTION:
+                rec["diagnosis"] = str(text)
         outcome = classify(report)
         if (
             outcome == "skipped"
@@ -188,15 +195,19 @@ class ReportWriter:
             "tests": sorted(self.tests.values(), key=lambda r: str(r["nodeid"])),
         }
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):
-            return  # an xdist worker: the controller writes the report
+    def finish(self, session: pytest.Session) -> None:
+        """Record how the session ended (for :meth:`run`), before anything is written."""
         self.exit_status = int(session.exitstatus)
         if self.ended_by == FINISHED and session.shouldfail:  # -x, --maxfail
             self.ended_by, self.detail = STOPPED_EARLY, str(session.shouldfail)
         elif self.ended_by == FINISHED and session.shouldstop:
             self.ended_by, self.detail = STOPPED_EARLY, str(session.shouldstop)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller writes the report
+        self.finish(session)
         where, why = save_json(self.path, self.data())
         if why is not None:
             unsaved(session)
@@ -230,6 +241,8 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "messages": (list,),
     "trace": (dict, type(None)),
     "engine": (dict, type(None)),
+    "checks": (list,),
+    "diagnosis": (str, type(None)),
     "outputs_sha256": (dict,),
     "durations": (dict,),
 }

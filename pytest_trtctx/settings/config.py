@@ -225,6 +225,7 @@ class Settings:
     prebuild: Setting[bool]
     trace: Setting[bool]
     report: Setting[Path] | None
+    html: Setting[Path] | None
     baseline: Setting[Path] | None
     baseline_keep: Setting[bool]
     explore: Setting[int]
@@ -371,6 +372,7 @@ def resolve(config: pytest.Config) -> Settings:
         prebuild=prebuild,
         trace=_setting(config, "trtctx_trace", parse_flag, False),
         report=_writable(_optional_path(config, "trtctx_report"), folder=False),
+        html=_writable(_optional_path(config, "trtctx_html"), folder=False),
         baseline=_writable(_optional_path(config, "trtctx_baseline"), folder=True),
         baseline_keep=_setting(config, "trtctx_baseline_keep", parse_flag, False),
         explore=explore,

@@ -150,6 +150,13 @@ OPTIONS: tuple[Option, ...] = (
         "(docs/report.md). Compare two with: pytest-trtctx diff OLD.json NEW.json",
     ),
     Option(
+        "trtctx_html",
+        "value",
+        "Write a self-contained HTML page of the run to this file: a grid per backend of "
+        "scenarios by specs coloured by outcome, each cell opening its test's record. From saved "
+        "reports: pytest-trtctx html REPORT.json -o PAGE.html",
+    ),
+    Option(
         "trtctx_cache_dir",
         "value",
         "Folder for compiled kernels and engines (default $TRTCTX_CACHE_DIR, else "

@@ -410,7 +410,8 @@ def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
         command = " ".join(run.group(1).split())
         command = command.replace("${{ matrix.order }}", order).replace("$HOME", str(tmp_path))
         args = command.split()[3:]  # after "python3 -m pytest"
-        outputs = ("--trtctx-report=", "--junitxml=")  # relative in the job: here, in tmp_path
+        # relative in the job: here, in tmp_path
+        outputs = ("--trtctx-report=", "--trtctx-html=", "--junitxml=")
         args = [a.replace("=", f"={tmp_path}/", 1) if a.startswith(outputs) else a for a in args]
         done = subprocess.run(
             [sys.executable, "-m", "pytest", *args, "-k", "k1s1d1g1_f32_b1_17x19", "-q",
@@ -433,6 +434,13 @@ def test_the_gpu_ci_recipe_runs_as_written(tmp_path: Path) -> None:
         cli_main(["diff", "--markdown", str(tmp_path / "new.json"), str(tmp_path / "new.json")])
         == 0
     )
+    # The pages: one per order's job, and the merged run's (of the change from main, with one).
+    assert len(list(tmp_path.glob("page-*.html"))) == 5
+    page = re.search(r"pytest-trtctx html new.json -o (\S+)", guide)
+    assert page is not None
+    assert cli_main(["html", str(tmp_path / "new.json"), "-o", str(tmp_path / page[1])]) == 0
+    new = str(tmp_path / "new.json")
+    assert cli_main(["html", "--diff", new, new, "-o", str(tmp_path / page[1])]) == 0
 
 
 def test_a_report_with_no_order_selected_records_none(pytester: pytest.Pytester) -> None:
