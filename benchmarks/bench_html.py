@@ -30,8 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_trtctx.scenarios import HAZARDS, ORDERS, SCENARIOS  # noqa: E402
 from pytest_trtctx.records.html_page import run_page  # noqa: E402
+from pytest_trtctx.scenarios import HAZARDS, ORDERS, SCENARIOS  # noqa: E402
 
 #: The system's Chromium (Debian's package); TRTCTX_CHROMIUM names another.
 CHROMIUM = os.environ.get("TRTCTX_CHROMIUM", "/usr/bin/chromium")

@@ -12,7 +12,9 @@
 #                context hazards, with its report), per_test (benchmarks/bench_per_test.py),
 #                trace_bench (the main job with and without --trtctx-trace), own_scenario (the
 #                README's user scenario example), diff_run9 (matrix and hazards_suite's reports
-#                against the committed run 9 reports)
+#                against the committed run 9 reports), vendor_probe, vendor_tests, triton_suite,
+#                cudnn_suite (the vendor backends: benchmarks/probe_vendor.py, their GPU tests,
+#                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -127,6 +129,15 @@ step diff_run9 40 bash -c "gzip -dc docs/results/report-h200-matrix-run9.json.gz
     && gzip -dc docs/results/report-h200-hazards-run9.json.gz > '$work/run9-hazards.json' \
     && pytest-trtctx diff '$work/run9-matrix.json' '$work/report-matrix.json' --markdown > '$work/diff-matrix-vs-run9.md'; \
     pytest-trtctx diff '$work/run9-hazards.json' '$work/report-hazards.json' --markdown > '$work/diff-hazards-vs-run9.md'"
+# The vendor backends (needs nvidia-cudnn-frontend in .whl; Triton comes with torch): the probe,
+# their GPU tests, and the main job's matrix under every order and hazard with each of them.
+step vendor_probe 240 "${rtx[@]}" python3 benchmarks/probe_vendor.py --json "$work/probe-vendor.json"
+step vendor_tests 150 "${rtx[@]}" python3 -m pytest tests/backends/test_cudnn.py tests/backends/test_triton.py \
+    -p no:cacheprovider -q -rs --tb=short
+step triton_suite 150 "${rtx[@]}" ./dev matrix -q -rs --trtctx-order=all,hazards --trtctx-backend=triton \
+    --trtctx-report="$work/report-triton.json"
+step cudnn_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=all,hazards --trtctx-backend=cudnn \
+    --trtctx-cudnn-plans="${CUDNN_PLANS:-8}" --trtctx-report="$work/report-cudnn.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"

@@ -240,4 +240,6 @@ def test_a_missing_browser_skips_with_the_reason_or_fails_where_required(
         assert f"{REQUIRE_BROWSER}=1 but the browser tests cannot run: {why}" in done.stdout
     else:
         assert done.returncode == 0, done.stdout[-2000:]
-        assert "SKIPPED [1] tests/records/test_html_browser.py" in done.stdout and why in done.stdout
+        assert (
+            "SKIPPED [1] tests/records/test_html_browser.py" in done.stdout and why in done.stdout
+        )
