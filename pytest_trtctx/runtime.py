@@ -243,8 +243,12 @@ class Runtime:
 
         driver.destroy_context(engine.context)
         engine.details["context_destroyed"] = True
+        # A plan's engine (backends.base.with_plan) is a copy sharing its engine's handle.
+        for other in self._engines:
+            if other.handle is engine.handle:
+                other.details["context_destroyed"] = True
         for key, prebuilt in list(PREBUILT.items()):
-            if prebuilt is engine:
+            if prebuilt is engine or prebuilt.handle is engine.handle:
                 del PREBUILT[key]
 
     def _captured(self, engine: Engine, x: Any, y: Any) -> ExecResult:
