@@ -27,10 +27,11 @@ CONTEXT_MISMATCH: Final = (
 )
 
 #: A run in a context that was destroyed underneath the engine: the driver's results for a
-#: handle of a dead context, and TensorRT's words (NVIDIA/TensorRT#2052: "context is destroyed").
+#: handle of a dead context, and TensorRT's words (NVIDIA/TensorRT#2052: "context is destroyed");
+#: a library that words CUDA_ERROR_INVALID_HANDLE itself (Triton) says "invalid resource handle".
 CONTEXT_GONE: Final = (
     r"^backend: (CUDA_ERROR_(INVALID_HANDLE|CONTEXT_IS_DESTROYED|INVALID_CONTEXT)$"
-    r"|.*context is destroyed)"
+    r"|.*context is destroyed|.*invalid resource handle)"
 )
 
 #: An engine run in a process forked after CUDA was initialised: the child's driver refuses every

@@ -26,6 +26,7 @@ CUDA.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +137,18 @@ def load_kernel(spec: ConvSpec) -> LoadedKernel:
     compiled = kernel().warmup(
         dtype, dtype, dtype, dtype, *shape_arguments(spec), **constants(spec), grid=where
     )
+    # Triton keeps one compiled kernel per device, its module loaded into the context of its
+    # first launch, and launches that handle from then on. An engine is loaded into the context
+    # current at its build: a copy of the compiled kernel without handles is loaded anew here.
+    fresh = copy.copy(compiled)
+    fresh.module = fresh.function = fresh._run = None
     # Triton loads a compiled kernel lazily, at its first launch; _init_handles is that load.
-    init = getattr(compiled, "_init_handles", None)
+    init = getattr(fresh, "_init_handles", None)
     if init is not None:
         init()
     else:  # the launcher property loads the handles too
-        _ = compiled.run
-    return LoadedKernel(spec, compiled, where)
+        _ = fresh.run
+    return LoadedKernel(spec, fresh, where)
 
 
 def _address(value: Any) -> int:

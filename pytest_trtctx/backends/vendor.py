@@ -69,7 +69,11 @@ class DeviceBuffers:
         if not self.pointers:
             return
         drv = driver.api()
-        driver.push(self.context)
+        try:
+            driver.push(self.context)
+        except CudaError:  # a destroyed context took its memory with it (context-destroyed)
+            self.pointers.clear()
+            return
         try:
             for dptr in self.pointers:
                 drv.cuMemFree(dptr)

@@ -32,8 +32,9 @@ class Process:
 
     def forget(self, engine: Engine) -> None:
         """Drop a prebuilt engine that can never run again (its context was destroyed)."""
+        shared = engine.handle  # a plan's engine shares its engine's handle
         for key, prebuilt in list(self.prebuilt.items()):
-            if prebuilt is engine:
+            if prebuilt is engine or (shared is not None and prebuilt.handle is shared):
                 del self.prebuilt[key]
 
     def apply(

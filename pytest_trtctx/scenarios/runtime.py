@@ -154,6 +154,10 @@ class Runtime:
         run = Run(self.state, self.backend, engine, x, y, self.cache_dir)
         result = scenario.fix(run) if fixed else scenario.run(run)
         if engine.details.get("context_destroyed"):  # never to be run again
+            # A plan's engine (backends.base.with_plan) is a copy sharing its engine's handle.
+            for other in self._engines:
+                if engine.handle is not None and other.handle is engine.handle:
+                    other.details["context_destroyed"] = True
             self.process.forget(engine)
         self.messages.extend(m for m in result.errors if m not in self.messages)
         self.outputs.add(name or spec.name, y)

@@ -132,16 +132,17 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
     only = item.get_closest_marker(MARK_ORDERS)
     timeout = _one_arg(item, MARK_TIMEOUT, "takes one number (seconds)", where)
     backend = _one_arg(item, MARK_BACKEND, "takes one backend name", where)
+    planned_backend = cfg.with_marker(
+        settings.backend,
+        None if backend is None else cfg.parse_choice(backend, where(MARK_BACKEND), BACKENDS),
+        where(MARK_BACKEND),
+    )
     return Plan(
         order=param_order(item) or settings.single_order,
         only_orders=None
         if only is None
         else cfg.parse_orders(list(only.args), where(MARK_ORDERS), settings.registry),
-        backend=cfg.with_marker(
-            settings.backend,
-            None if backend is None else cfg.parse_choice(backend, where(MARK_BACKEND), BACKENDS),
-            where(MARK_BACKEND),
-        ),
+        backend=planned_backend,
         timeout=cfg.with_marker(
             settings.timeout,
             None if timeout is None else cfg.parse_timeout(timeout, where(MARK_TIMEOUT)),
@@ -150,7 +151,7 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
         known_failures=tuple(
             _known(m, where(MARK_KNOWN_FAILURE), settings.registry) for m in _knowns(item)
         )
-        + _declared_by_scenarios(item, settings.registry),
+        + _declared_by_scenarios(item, settings.registry, planned_backend.value),
         bitwise_runs=_bitwise_runs(item, where(MARK_BITWISE_STABLE)),
         nonzero=_nonzero(item, where(MARK_NONZERO)),
         trace=cfg.with_marker(
@@ -194,15 +195,17 @@ def _knowns(item: pytest.Item) -> list[pytest.Mark]:
     return list(item.iter_markers(MARK_KNOWN_FAILURE))
 
 
-def _declared_by_scenarios(item: pytest.Item, registry: Registry) -> tuple[KnownFailure, ...]:
-    """``trtctx_scenario_expected``: each scenario's own declaration (after the test's markers,
-    which win: the first declaration that applies is the one held)."""
+def _declared_by_scenarios(
+    item: pytest.Item, registry: Registry, backend: str
+) -> tuple[KnownFailure, ...]:
+    """``trtctx_scenario_expected``: each scenario's own declaration for the test's backend
+    (after the test's markers, which win: the first declaration that applies is the one held)."""
     if item.get_closest_marker(MARK_SCENARIO_EXPECTED) is None:
         return ()
     return tuple(
         KnownFailure((s.name,), s.known_failure.signature, s.known_failure.reason)
         for s in registry
-        if s.known_failure is not None
+        if s.known_failure is not None and backend not in s.known_failure.except_backends
     )
 
 
