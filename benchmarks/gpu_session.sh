@@ -120,7 +120,7 @@ step who_inits 90 "${rtx[@]}" bash -c \
 step main 200 python3 benchmarks/bench_matrix.py --cold-only --json "$work/main.json" --out "$work/main"
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
 step hazards 400 python3 benchmarks/probe_hazards.py --json "$work/hazards.json"
-step hazards_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=hazards --trtctx-report="$work/report-hazards.json"
+step hazards_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=hazards --durations=25 --trtctx-report="$work/report-hazards.json"
 # The README's example of a user's own scenario, under every init order (its own included).
 step own_scenario 120 python3 -m pytest examples/own_scenario --trtctx-order=all --trtctx-isolate=order \
     --trtctx-prebuild -p no:cacheprovider -q -rs --trtctx-report="$work/report-own-scenario.json"
