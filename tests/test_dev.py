@@ -165,7 +165,8 @@ def test_the_first_venv_says_what_it_installs_and_shows_pips_progress(
     said = [line for line in done.stderr.splitlines() if line.startswith("dev: ")]
     assert said == [
         "dev: installing into .venv from PyPI: torch==2.13.0, then this checkout with [dev] "
-        "(torch cuda.bindings.nvrtc xdist tensorrt_rtx build check_jsonschema playwright cudnn triton ruff mypy missing)"
+        "(torch cuda.bindings.nvrtc xdist tensorrt_rtx build check_jsonschema playwright cudnn "
+        "triton ruff mypy missing)"
     ]
     assert ".venv/bin/python -m pytest tests/regression" in made[-1]
 
