@@ -93,6 +93,10 @@ step() {  # step NAME SECONDS COMMAND...
 # is on the path too, after PYTHONPATH: the log shows which one was imported), as ./dev matrix
 # runs it; its report is diffed against ./dev matrix's of the same session (step matrix).
 step installed 200 bash -c 'installed "$@"' _ "$work" "$site"
+# ./dev matrix twice from the shell, wall seconds each (this package is installed above, as on a
+# prepared host: ./dev should call no pip).
+step dev_speed 120 bash -c 'TIMEFORMAT="wall %R s"; for i in 1 2; do echo "call $i"; \
+    { time ./dev matrix -q -p no:cacheprovider > /dev/null 2>&1; } 2>&1; done' 
 step matrix 120 "${rtx[@]}" ./dev matrix -q --trtctx-report="$work/report-matrix.json"
 step installed_diff 20 bash -c "pytest-trtctx diff --ignore-folders '$work/report-matrix.json' '$work/report-installed.json' --markdown > '$work/diff-matrix-vs-installed.md'"
 # The README's test command, all of the plugin's tests, with TensorRT-RTX where carried (on two
