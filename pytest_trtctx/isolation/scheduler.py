@@ -159,15 +159,27 @@ class Sink(Protocol):
 
 
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
-    """Split the items into worker groups, keeping each group in collection order."""
+    """Split the items into worker groups, keeping each group in collection order.
+
+    Under ``order`` each scenario's tests share one process, except a scenario every test meets
+    fresh (a hazard in how the engine runs does not wear off): its tests are cut into as many
+    groups as there are workers, so that their context creation overlaps, as per-test isolation
+    overlaps it; their outcomes are the same in any process that applied the scenario."""
     if settings.isolate.value == "test":
         return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
     by_order: dict[str | None, list[pytest.Item]] = {}
     for item in items:
         by_order.setdefault(plan.of(item).order, []).append(item)
+    cut: list[tuple[str | None, list[pytest.Item]]] = []
+    for order, group in by_order.items():
+        fresh = order is not None and order in settings.registry
+        fresh = fresh and settings.registry[str(order)].every_test_fresh
+        parts = max(1, min(settings.workers.value, len(group))) if fresh else 1
+        size = -(-len(group) // parts)
+        cut += [(order, group[n : n + size]) for n in range(0, len(group), size)]
     return [
         Group(order, group, trace=any(plan.of(i).trace.value for i in group))
-        for order, group in by_order.items()
+        for order, group in cut
     ]
 
 

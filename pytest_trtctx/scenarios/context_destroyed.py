@@ -11,7 +11,7 @@ from .base import HAZARD, KnownFailure, Run, Scenario, State
 from .torch_first import allocate_with_torch
 
 if TYPE_CHECKING:
-    from ..backends.base import ExecResult
+    from ..backends.base import Engine, ExecResult
 
 
 @contextlib.contextmanager
@@ -38,6 +38,14 @@ def after_its_context_was_destroyed(run: Run) -> ExecResult:
     return run.go()
 
 
+def destroy_its_context(engine: Engine) -> None:
+    """The context made for an engine that was never destroyed (its fixed run kept it) goes
+    with the test that built it: a process meets one context per test, not one per test ever."""
+    from ..cuda import driver
+
+    driver.destroy_context(engine.context)
+
+
 SCENARIO = Scenario(
     name="context-destroyed",
     kind=HAZARD,
@@ -53,6 +61,7 @@ SCENARIO = Scenario(
     run_from="after its context was destroyed",
     run=after_its_context_was_destroyed,
     build_in=in_a_context_of_its_own,
+    retire=destroy_its_context,
     known_failure=KnownFailure(
         CONTEXT_GONE, "the engine's context was destroyed underneath it (NVIDIA/TensorRT#2052)"
     ),

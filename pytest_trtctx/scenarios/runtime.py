@@ -191,9 +191,14 @@ class Runtime:
 
     def close(self) -> None:
         engines, self._engines = self._engines, []
+        retire = self.state.scenario.retire
+        retired: set[int] = set()
         for engine in engines:  # a destroyed context took its engine's memory with it
             if self._backend is not None and not engine.details.get("context_destroyed"):
                 self._backend.close(engine)
+                if retire is not None and id(engine.context) not in retired:
+                    retired.add(id(engine.context))  # a plan's engine shares its context
+                    retire(engine)
 
 
 def choose_backend(planned: str, state: State) -> tuple[str, str]:

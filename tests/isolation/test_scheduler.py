@@ -465,3 +465,44 @@ def test_a_stop_ends_the_other_workers_and_reports_nothing_after_it() -> None:
     sink, _ = schedule([["a", "b"], ["c"]], procs, workers=2, sink=FakeSink(stop_after_failures=1))
     assert sink.events == [("start", "a"), ("report", "a", "failed"), ("finish", "a")]
     assert sorted(procs.killed) == sorted(pid for pid, _o, _i in procs.assigned)
+
+
+#: Each test records the process it ran in.
+PIDS = """
+import os, pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_p(trtctx_order, n, record_property):
+    record_property("pid", os.getpid())
+"""
+
+
+def test_a_scenario_every_test_meets_fresh_is_cut_across_the_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under isolate=order an init order's tests share one process (only its first test meets
+    it fresh); a hazard's (every test meets it fresh) are cut into one group per worker, so that
+    their processes start and create their contexts side by side."""
+    from ..conftest import cpu_orders, run_pytest
+
+    pytester.makepyfile(test_pids=PIDS)
+    xml = pytester.path / "junit.xml"
+    result = run_pytest(
+        pytester,
+        *cpu_orders(pytester),
+        "--trtctx-order=torch-first,foreign-stream,graph-capture",
+        "--trtctx-isolate=order",
+        "--trtctx-workers=3",
+        f"--junitxml={xml}",
+    )
+    result.assert_outcomes(passed=18)
+    import xml.etree.ElementTree as ET
+
+    pids: dict[str, set[str]] = {}
+    for case in ET.parse(xml).iter("testcase"):
+        order = case.get("name", "").split("[")[1].split("-")
+        name = "-".join(order[:2])
+        pid = next(p.get("value") for p in case.iter("property") if p.get("name") == "pid")
+        pids.setdefault(name, set()).add(str(pid))
+    assert len(pids["torch-first"]) == 1 and len(pids["graph-capture"]) == 1, pids
+    assert len(pids["foreign-stream"]) == 3, pids  # six tests, three workers: two each
