@@ -235,6 +235,8 @@ def test_a_missing_browser_skips_with_the_reason_or_fails_where_required(
         cwd=ROOT, capture_output=True, text=True, check=False, env=env, timeout=240,
     )  # fmt: skip
     why = f"no Chromium at {tmp_path / 'no-chromium'}: apt-get install -y chromium chromium-driver"
+    if importlib.util.find_spec("playwright") is None:  # what is missing first is said first
+        why = MSG_NEEDS_PACKAGE.format(package="playwright", install="pip install -e '.[dev]'")
     if required:
         assert done.returncode == 1, done.stdout[-2000:]
         assert f"{REQUIRE_BROWSER}=1 but the browser tests cannot run: {why}" in done.stdout
