@@ -208,7 +208,8 @@ def main() -> None:
         merged = (folder / "merged.json").stat().st_size
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
         "load average at the end": os.getloadavg(),
         "tests per report": args.tests,
         "seed": args.seed,

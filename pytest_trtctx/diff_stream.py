@@ -12,28 +12,20 @@ name that two of its tests share) is left to the caller, who compares the loaded
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import report_text
+from . import report_split, report_text
 from .diffing import BAD, GOOD, SKIPPED, Diff, flatten, skip_reason, without_folders
-from .report import how_it_ended, run_of
-from .report_stream import (
-    HASHES,
-    KNOWN,
-    MESSAGES,
-    NODEID,
-    OUTCOME,
-    SIGNATURE,
-    ReportStream,
-    Row,
-    Unstreamable,
-)
+from .report import ReportError, check, how_it_ended, run_of
+from .report_stream import ReportStream, Row, Unstreamable, paused_gc, stand_in
 
+#: What the comparison reads of each test of the old report, and of the new one.
+OLD_FIELDS = ("nodeid", "outcome", "outputs_sha256")
+NEW_FIELDS = (*OLD_FIELDS, "known_failure", "signature", "messages")
+NODEID, OUTCOME, HASHES, KNOWN, SIGNATURE, MESSAGES = range(len(NEW_FIELDS))
 #: The outcome text of a test that never ran.
 NULL = "null"
 #: What the old report's index holds for a test once the new report has met it.
@@ -41,35 +33,14 @@ _MET = object()
 _GOOD = {json.dumps(o) for o in GOOD}
 _BAD = {json.dumps(o) for o in BAD}
 _SKIPPED = {json.dumps(o) for o in SKIPPED}
-#: Stands for a test that never ran, in a report's stand-in for report.run_of and how_it_ended.
-NEVER_RAN = {"nodeid": "", "outcome": None}
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off while millions of small objects come and go (none of
-    them in a cycle): its passes over the growing index cost more than the reading."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def stand_in(stream: ReportStream) -> dict[str, Any]:
-    """The report as report.run_of and how_it_ended read it: its fields, and as many tests that
-    never ran as it has (they count no other test)."""
-    return {**stream.header, "tests": [NEVER_RAN] * stream.unrun}
 
 
 class _Index:
     """What the comparison needs of each test of the old report, by name: its outcome's text
     as a code (one character) followed by the text of its output hashes ("" for none)."""
 
-    def __init__(self, path: Path, named: Callable[[str], str]) -> None:
-        self.stream = ReportStream(path)
+    def __init__(self, stream: ReportStream, named: Callable[[str], str]) -> None:
+        self.stream = stream
         self.tests: dict[str, Any] = {}
         self.codes: dict[str, str] = {NULL: "\0"}
         self.outcomes: list[str] = [NULL]
@@ -119,14 +90,100 @@ def compare_files(
     """What ``cli.compare(load(old), load(new), ...)`` finds, reading each file once; raises
     :class:`Unstreamable` where that comparison must be made instead."""
     named = _decoder(without_folders if ignore_folders else str)
+    # Tests matched without their folders are not in node-id order: never split then.
+    cut = None if ignore_folders else report_split.split((old, new))
     with paused_gc():
-        before = _Index(old, named)
-        after = ReportStream(new)
-        walk = _Walk(Diff(strict_hashes=strict_hashes), before, names)
+        if cut is not None:
+            (old_stop, old_start), (new_stop, new_start) = cut.cuts
+            below, above = (None, cut.pivot), (cut.pivot, None)
+            try:
+                first, second = report_split.in_two(
+                    lambda: _Part(old, new, (0, old_stop), (0, new_stop), below, named, names),
+                    lambda: _Part(
+                        old, new, _from(old_start), _from(new_start), above, named, names
+                    ),
+                )
+            except Unstreamable:  # a part that could not be read so: the whole, in one process
+                pass
+            else:
+                return _joined([first, second], (old, new), strict_hashes, names)
+        whole = _Part(old, new, (0, None), (0, None), (None, None), named, names)
+        return _joined([whole], (old, new), strict_hashes, names)
+
+
+def _from(start: int | None) -> tuple[int, None] | None:
+    return None if start is None else (start, None)
+
+
+class _Part:
+    """The comparison of the tests of one part (between two node ids; or all of them)."""
+
+    def __init__(
+        self,
+        old: Path,
+        new: Path,
+        old_part: tuple[int, int | None] | None,
+        new_part: tuple[int, int | None] | None,
+        ids: tuple[str | None, str | None],
+        named: Callable[[str], str],
+        names: tuple[str, str],
+    ) -> None:
+        before = _Index(ReportStream(old, OLD_FIELDS, part=old_part, ids=ids), named)
+        after = ReportStream(new, NEW_FIELDS, part=new_part, ids=ids)
+        walk = _Walk(Diff(), before, names)
         for batch in after.batches():
             for row in batch:
                 walk.test(row, named(row[NODEID]))
-        return walk.finish(after)
+        self.diff = walk.finish()
+        self.headers = (before.stream.header, after.header)
+        self.unrun = (before.stream.unrun, after.unrun)
+
+
+def _joined(
+    parts: list[_Part], paths: tuple[Path, Path], strict_hashes: bool, names: tuple[str, str]
+) -> Diff:
+    """One Diff from the parts' (in node-id order: each list stays in order) and what needs
+    both reports whole: the environment, whether each run completed."""
+    diff = Diff(strict_hashes=strict_hashes)
+    for part in parts:
+        for key in LISTS:
+            getattr(diff, key).extend(getattr(part.diff, key))
+        diff.compared += part.diff.compared
+        diff.same_outcome += part.diff.same_outcome
+        diff.hashes_compared += part.diff.hashes_compared
+    headers = [{k: v for p in parts for k, v in p.headers[i].items()} for i in (0, 1)]
+    if len(parts) > 1:  # a whole report's header is checked as it is read
+        for path, header in zip(paths, headers, strict=True):
+            try:
+                check(path, {**header, "tests": []})
+            except ReportError:
+                raise Unstreamable from None
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    flatten("", headers[0].get("environment", {}), a)
+    flatten("", headers[1].get("environment", {}), b)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            diff.environment.append((key, a.get(key), b.get(key)))
+    for i, label in enumerate(names):
+        data = stand_in(headers[i], sum(p.unrun[i] for p in parts))
+        if not run_of(data).get("complete"):
+            diff.incomplete.append((label, how_it_ended(data)))
+    return diff
+
+
+#: The lists of a Diff filled test by test, each in node-id order within a part.
+LISTS = (
+    "newly_failing",
+    "newly_passing",
+    "newly_skipped",
+    "newly_running",
+    "known_stopped",
+    "hash_changed",
+    "added",
+    "removed",
+    "not_run",
+)
 
 
 class _Walk:
@@ -186,20 +243,9 @@ class _Walk:
             diff.hashes_compared += count
             diff.hash_changed += [(name, *rest) for rest in changed]
 
-    def finish(self, after: ReportStream) -> Diff:
-        """The fields that need both reports whole; every list in cli.compare's order."""
+    def finish(self) -> Diff:
+        """The tests of the old report the new one never met; every list in order."""
         diff, before = self.diff, self.before
-        a: dict[str, Any] = {}
-        b: dict[str, Any] = {}
-        flatten("", before.stream.header.get("environment", {}), a)
-        flatten("", after.header.get("environment", {}), b)
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                diff.environment.append((key, a.get(key), b.get(key)))
-        for label, stream in zip(self.names, (before.stream, after), strict=True):
-            data = stand_in(stream)
-            if not run_of(data).get("complete"):
-                diff.incomplete.append((label, how_it_ended(data)))
         for name, packed in before.tests.items():
             if packed is _MET:
                 continue

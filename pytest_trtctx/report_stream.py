@@ -9,10 +9,10 @@ or, in any other form, as the dictionary :mod:`json` parses, checked as ``load``
 other top-level fields are kept (:attr:`ReportStream.header`) and checked at the end as ``load``
 checks them.
 
-Each record comes as a row: the JSON text of the fields :data:`ROW` names, as a writer writes
-them (``nodeid`` without its quotes), and with ``texts`` the record's whole text. A record of
-another form is parsed with :mod:`json` and its row written from the values, so that a row
-means the same whatever form the file had.
+Each record comes as a row: the JSON text of the fields the caller names (:data:`FIELDS`), as a
+writer writes them (``nodeid`` without its quotes; ``text``: the whole record but its first
+``{``). A record of another form is parsed with :mod:`json` and its row written from the values,
+so that a row means the same whatever form the file had.
 
 It never names a problem itself: on anything ``load`` would refuse, and on the few forms it does
 not take (a ``tests`` key given twice, say), it raises :class:`Unstreamable`, and the caller reads
@@ -23,20 +23,24 @@ leaves to it, reads it). What this reader accepts, ``load`` accepts, with the sa
 from __future__ import annotations
 
 import codecs
+import gc
 import itertools
 import json
+import operator
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import report_text
 from .report import GZIP_MAGIC, MAX_REPORT_BYTES, ReportError, _check_record, check
+from .report_text import Unstreamable as Unstreamable
 from .storage import UnusableInput, regular_chunks
 
 #: Text read at a time, by default. A merge of many reports gives each a smaller piece.
-CHUNK = 16 << 20
+CHUNK = 4 << 20
 #: A record is tried as the plugin writes it only with at least this much text after its start
 #: (or the file's end): one the pattern does not match is then known not to be cut by the end of
 #: the text read so far. A longer record is parsed with :mod:`json` (slower, as valid).
@@ -47,9 +51,8 @@ GIVE_UP_AFTER = 64
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _STRING = json.decoder.scanstring  # type: ignore[attr-defined]
-#: The fields of a record's row, in order; with ``texts`` the row ends with the record's text
-#: (from just after its ``{``, as report_text.RECORD's group 1).
-ROW = (
+#: The fields a row can hold: report_text.RECORD's groups of those names, and ``text``.
+FIELDS = (
     "nodeid",
     "outcome",
     "outputs_sha256",
@@ -57,29 +60,45 @@ ROW = (
     "signature",
     "messages",
     "order_applied",
-    "spec",
-    "trace",
+    "text",
 )
-#: Then report_text.RECORD's group ``several`` (for the reader's own checks), then the text.
-NODEID, OUTCOME, HASHES, KNOWN, SIGNATURE, MESSAGES, APPLIED, SPEC, TRACE, SEVERAL, TEXT = range(11)
 Row = tuple[Any, ...]
-
-
-class Unstreamable(Exception):
-    """This report is for ``report.load`` to read: it has a problem ``load`` names exactly, or a
-    form this reader leaves to it."""
+#: What a matched row ends with when the record has nothing more to check: no free-form block
+#: (known_failure, spec, trace null or absent) and at most one output.
+_PLAIN = {("null", "null", None, None), ("null", "null", "null", None)}
+_UNRUN = '\n   "outcome": null,\n'
 
 
 class ReportStream:
     """One report file, read once: iterate :meth:`batches`, then read :attr:`header`."""
 
-    def __init__(self, path: Path, *, texts: bool = False, chunk: int = CHUNK) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fields: Sequence[str],
+        *,
+        chunk: int = CHUNK,
+        part: tuple[int, int | None] | None = (0, None),
+        ids: tuple[str | None, str | None] = (None, None),
+    ) -> None:
+        """``part``: read only the bytes from its start (a record of the ``tests`` list, where
+        reading starts) to its end (just after a record of the list, where it may end), for a
+        process that reads one part of the report (``report_split``); the header is then
+        checked by the caller, on the header of every part; None: nothing (a part that holds
+        nothing of this report). ``ids``: each record's node id is
+        at least the first and less than the second (Unstreamable where one is not)."""
+        if len(fields) < 2 or not set(fields) <= set(FIELDS) or fields[0] != "nodeid":
+            raise ValueError(f"fields: nodeid, then one or more of {FIELDS}, got {fields}")
         self.path = Path(path)
+        self.fields = tuple(fields)
         self.chunk = chunk
-        self.texts = texts
-        index = report_text.RECORD.groupindex  # groups by number: faster than by name
-        named = (*ROW, "several")
-        self._groups = tuple(index[n] for n in named) + ((1,) if texts else ())
+        self.part = part
+        self.ids = ids
+        index = {**report_text.RECORD.groupindex, "text": 1}  # by number: faster than by name
+        # Each row as matched ends with the groups the reader checks (see _as_written).
+        checked = (*fields, "known_failure", "spec", "trace", "several")
+        self._row_of = operator.methodcaller("group", *(index[f] for f in checked))
+        self._checked_of = operator.itemgetter(slice(len(fields), None))
         #: The top-level fields but ``tests``; complete (and checked) once batches() ends.
         self.header: dict[str, Any] = {}
         self.records = 0
@@ -92,11 +111,12 @@ class ReportStream:
 
     def _bytes(self) -> Iterator[bytes]:
         try:
-            pieces = regular_chunks(self.path, MAX_REPORT_BYTES, self.chunk)
+            start, stop = self.part or (0, 0)
+            pieces = regular_chunks(self.path, MAX_REPORT_BYTES, self.chunk, start=start, stop=stop)
             first = next(pieces, b"")
         except (OSError, UnusableInput):  # missing, not a regular file, too large: load says
             raise Unstreamable from None
-        if not first.startswith(GZIP_MAGIC):
+        if self.part != (0, None) or not first.startswith(GZIP_MAGIC):
             yield first
             yield from pieces
             return
@@ -176,11 +196,18 @@ class ReportStream:
 
     def batches(self) -> Iterator[list[Row]]:
         """The records of the ``tests`` list in order, in batches; then the header is checked."""
-        if self._next() != "{":
-            raise Unstreamable
-        self._pos += 1
-        seen_tests = False
-        char = self._next()
+        if self.part is None:
+            return
+        seen_tests = self.part[0] > 0
+        if seen_tests:  # a part that starts in the list
+            if (yield from self._records()):
+                return
+            char = self._after_value()
+        else:
+            if self._next() != "{":
+                raise Unstreamable
+            self._pos += 1
+            char = self._next()
         while char != "}":
             if char != '"':
                 raise Unstreamable
@@ -193,30 +220,41 @@ class ReportStream:
                     raise Unstreamable
                 seen_tests = True
                 self._pos += 1
-                yield from self._records()
+                if (yield from self._records()):  # a part that ends in the list
+                    return
             else:
                 self._next()
                 self.header[key] = self._parse(_SCAN, self._pos)
-            char = self._next()
-            if char == ",":
-                self._pos += 1
-                char = self._next()
-                if char == "}":
-                    raise Unstreamable
-            elif char != "}":
-                raise Unstreamable
+            char = self._after_value()
         self._pos += 1
         if self._next() != "" or not seen_tests:
             raise Unstreamable
-        try:
-            check(self.path, {**self.header, "tests": []})
-        except ReportError:
-            raise Unstreamable from None
+        if self.part == (0, None):
+            try:
+                check(self.path, {**self.header, "tests": []})
+            except ReportError:
+                raise Unstreamable from None
 
-    def _records(self) -> Iterator[list[Row]]:
-        if self._next() == "]":
+    def _after_value(self) -> str:
+        """After a top-level value: the next key's quote, or the closing brace."""
+        char = self._next()
+        if char == ",":
             self._pos += 1
-            return
+            char = self._next()
+            if char == "}":
+                raise Unstreamable
+        elif char != "}":
+            raise Unstreamable
+        return char
+
+    def _records(self) -> Generator[list[Row], None, bool]:
+        """The records of the list; True where the part read ends in it (a cut)."""
+        char = self._next()
+        if char == "" and self.part and self.part[1] is not None:
+            return True
+        if char == "]":
+            self._pos += 1
+            return False
         misses = 0
         while True:
             if misses < GIVE_UP_AFTER:
@@ -227,49 +265,43 @@ class ReportStream:
                     yield batch
                 if self._buf.startswith("\n ]", self._pos):
                     self._pos += 3
-                    return
+                    return False
                 if not self._eof and len(self._buf) - self._pos < AHEAD:
                     continue  # a record cut by the end of the text read so far
                 misses += 1
             if self._next() != "{":
                 raise Unstreamable
-            record = self._parse(_SCAN, self._pos)
-            try:
-                _check_record(self.path, self.records, record)
-            except ReportError:
-                raise Unstreamable from None
-            yield [self._row(record)]
+            yield [self._row(self._parse(_SCAN, self._pos))]
             char = self._next()
             self._pos += 1
             if char == "]":
-                return
+                return False
+            if char == "" and self.part and self.part[1] is not None:
+                return True
             if char != "," or self._next() in ("]", ""):  # a comma needs a record after it
                 raise Unstreamable
 
     def _matched(self) -> list[Row]:
         """The records from here on that have the plugin's form, up to the first that does not
         (or is cut by the end of the text read so far)."""
-        batch: list[Row] = []
         scanner = report_text.RECORD.scanner(self._buf, self._pos)  # type: ignore[attr-defined]
-        end, groups, fast, unrun = self._pos, self._groups, 0, 0
-        for match in iter(scanner.match, None):
-            end = match.end()
-            row: Row = match.group(*groups)
-            if (
-                row[KNOWN] != "null"
-                or row[SPEC] != "null"
-                or (row[TRACE] is not None and row[TRACE] != "null")
-                or row[SEVERAL] is not None
-            ) and not _as_written(row):  # valid, but not as a writer writes it: parsed
-                row = self._row(self._parsed(match.group(0)))
-            else:
-                fast += 1
-                unrun += row[OUTCOME] == "null"
-            batch.append(row)
+        matches = list(iter(scanner.match, None))
+        if not matches:
+            return []
+        start, end = self._pos, matches[-1].end()
         self._pos = end
-        self.records += fast
-        self.unrun += unrun
-        return batch
+        rows: list[Row] = list(map(self._row_of, matches))
+        if self.ids != (None, None):
+            self._within([row[0] for row in rows])
+        self.records += len(rows)
+        self.unrun += self._buf.count(_UNRUN, start, end)
+        plain = map(_PLAIN.__contains__, map(self._checked_of, rows))
+        for i in itertools.compress(range(len(rows)), map(operator.not_, plain)):
+            if not _as_written(matches[i]):  # valid, not as a writer writes it: parsed
+                self.records -= 1
+                self.unrun -= matches[i].group("outcome") == "null"
+                rows[i] = self._row(self._parsed(matches[i].group(0)))
+        return rows
 
     def _parsed(self, text: str) -> Any:
         try:
@@ -285,23 +317,38 @@ class ReportStream:
             raise Unstreamable from None
         self.records += 1
         self.unrun += record.get("outcome") is None
-        row: list[Any] = [json.dumps(record["nodeid"])[1:-1]]
-        row += [report_text.nested(record.get(name), 3) for name in ROW[1:]]
-        row.append(None)  # several: checked
-        if self.texts:
-            row.append(report_text.record_text(record)[1:])
-        return tuple(row)
+        row = tuple(_field_text(record, name) for name in self.fields)
+        if self.ids != (None, None):
+            self._within([row[0]])
+        return row
+
+    def _within(self, ids: list[str]) -> None:
+        """Unstreamable unless every node id (as its JSON content) is within ``self.ids``."""
+        if "\\" in "".join(ids):
+            ids = [report_text.content(i) for i in ids]
+        low, high = self.ids
+        if (low is not None and min(ids) < low) or (high is not None and max(ids) >= high):
+            raise Unstreamable
 
 
-def _as_written(row: Row) -> bool:
-    """Whether a matched record's free-form fields are as a writer writes them (a record without
-    any always is)."""
+def _field_text(record: dict[str, Any], name: str) -> str:
+    """A field of a parsed record, as a writer writes it (see :data:`FIELDS`)."""
+    if name == "nodeid":
+        return json.dumps(record["nodeid"])[1:-1]
+    if name == "text":
+        return report_text.record_text(record)[1:]
+    return report_text.nested(record.get(name), 3)
+
+
+def _as_written(match: re.Match[str]) -> bool:
+    """Whether a matched record's free-form fields are as a writer writes them."""
+    known, spec, trace, several = match.group("known_failure", "spec", "trace", "several")
     block = report_text.block
     return (
-        (row[KNOWN] == "null" or block(row[KNOWN]))
-        and (row[SPEC] == "null" or block(row[SPEC]))
-        and (row[TRACE] is None or row[TRACE] == "null" or block(row[TRACE]))
-        and (row[SEVERAL] is None or report_text.names_in_order(row[SEVERAL]))
+        (known == "null" or block(known))
+        and (spec == "null" or block(spec))
+        and (trace is None or trace == "null" or block(trace))
+        and (several is None or report_text.names_in_order(several))
     )
 
 
@@ -309,3 +356,26 @@ def _skipped(text: str, pos: int) -> int:
     """Where the JSON whitespace from ``pos`` ends."""
     found = _WHITESPACE.match(text, pos)
     return pos if found is None else found.end()
+
+
+#: Stands for a test that never ran, in a report's stand-in for report.run_of and how_it_ended.
+NEVER_RAN = {"nodeid": "", "outcome": None}
+
+
+def stand_in(header: dict[str, Any], unrun: int) -> dict[str, Any]:
+    """A streamed report as report.run_of and how_it_ended read it: its fields, and as many
+    tests that never ran as it has (they count no other test)."""
+    return {**header, "tests": [NEVER_RAN] * unrun}
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while millions of small objects come and go (none of
+    them in a cycle): its passes over a growing index cost more than the reading."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

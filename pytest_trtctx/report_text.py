@@ -110,6 +110,11 @@ def hashes(text: str) -> dict[str, str]:
     return {content(n[1:-1]): content(h[1:-1]) for n, h in _HASH.findall(text)}
 
 
+class Unstreamable(Exception):
+    """A report for ``report.load`` to read: it has a problem ``load`` names exactly, or a form
+    the streaming reader (``report_stream``) leaves to it."""
+
+
 #: Blocks met before, by their text: known failures and specs repeat across a report.
 _BLOCK_CACHE: dict[str, bool] = {}
 _BLOCK_CACHE_MAX = 4096

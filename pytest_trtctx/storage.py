@@ -305,10 +305,13 @@ def read_regular(path: Path, limit: int) -> bytes:
     return b"".join(regular_chunks(path, limit))
 
 
-def regular_chunks(path: Path, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
+def regular_chunks(
+    path: Path, limit: int, size: int = 1 << 20, *, start: int = 0, stop: int | None = None
+) -> Iterator[bytes]:
     """The bytes of the regular file at ``path`` in pieces of at most ``size``, at most ``limit``
     in all, with :func:`read_regular`'s checks (the first raised by the first ``next``): a reader
-    of a file of hundreds of megabytes holds one piece at a time."""
+    of a file of hundreds of megabytes holds one piece at a time. ``start`` and ``stop``: only
+    the bytes from offset ``start`` up to ``stop`` (the whole file is still checked)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         info = os.fstat(fd)
@@ -321,9 +324,12 @@ def regular_chunks(path: Path, limit: int, size: int = 1 << 20) -> Iterator[byte
                 errno.EFBIG, f"{path} is {info.st_size} bytes, more than the {limit} allowed"
             )
         os.set_blocking(fd, True)
-        total = 0
-        while chunk := os.read(fd, min(size, limit + 1 - total) or 1):
+        total, left = start, (limit + 1 if stop is None else stop) - start
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
+        while left > 0 and (chunk := os.read(fd, min(size, limit + 1 - total, left) or 1)):
             total += len(chunk)
+            left -= len(chunk)
             if total > limit:  # it grew since fstat
                 raise UnusableInput(errno.EFBIG, f"{path} is more than the {limit} bytes allowed")
             yield chunk
