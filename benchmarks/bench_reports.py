@@ -14,8 +14,11 @@ other.json -o merged.json``, each a whole new Python process (``python -m pytest
 ``--repeat`` times, alternating, and reads each one's peak resident memory from the kernel
 (``os.wait4``'s rusage of that process: its ``ru_maxrss``).
 
+With ``--before DIR`` each command is first run once with the package as it was (``DIR``
+holding it), for a ratio measured on the same machine and reports.
+
 Usage: python benchmarks/bench_reports.py [--tests 1000000] [--repeat 3] [--keep DIR]
-    [--json out.json]
+    [--before DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -156,22 +159,45 @@ def write(folder: Path, n: int, seed: int) -> None:
     stamp.write_text(f"{n} {seed}\n")
 
 
-def measure(folder: Path, *args: str) -> tuple[float, int, int]:
-    """Wall seconds, peak resident memory (bytes) and exit status of one ``pytest-trtctx`` call
-    in a new process."""
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and every process below it, now (0 once it is gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        this = todo.pop()
+        try:
+            status = Path(f"/proc/{this}/status").read_text()
+            for task in Path(f"/proc/{this}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def measure(folder: Path, *args: str, code: Path | None = None) -> tuple[float, int, int, int]:
+    """Wall seconds, peak resident memory of the largest process (the kernel's ``ru_maxrss``,
+    from ``os.wait4``), peak resident memory of the whole process tree (the command and what it
+    forks: sampled every 5 ms) and exit status of one ``pytest-trtctx`` call in a new process."""
+    env = dict(os.environ, PYTHONPATH=str(code)) if code else None
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest_trtctx.cli", *args],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    tree = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        tree = max(tree, tree_rss(proc.pid))
+        time.sleep(0.005)
     elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"pytest-trtctx {' '.join(args)} exited {proc.returncode}: {err!r}")
-    return elapsed, usage.ru_maxrss * 1024, proc.returncode
+        raise SystemExit(f"pytest-trtctx {' '.join(args)} exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss * 1024, max(tree, usage.ru_maxrss * 1024), proc.returncode
 
 
 COMMANDS = {
@@ -187,39 +213,71 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="generate into (and reuse) DIR")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a folder holding the package as it was (git archive COMMIT pytest_trtctx | tar -x "
+        "-C DIR): each command is also run once with it, first",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         started = time.perf_counter()
         write(folder, args.tests, args.seed)
-        sizes = {p.name: p.stat().st_size for p in sorted(folder.glob("*.json"))}
+        sizes = {name: (folder / name).stat().st_size for name in ("before.json", "after.json",
+                                                                     "other.json")}  # fmt: skip
         print(f"reports ready in {time.perf_counter() - started:.1f} s: {sizes}")
         seconds: dict[str, list[float]] = {name: [] for name in COMMANDS}
         peak: dict[str, list[int]] = {name: [] for name in COMMANDS}
+        tree: dict[str, list[int]] = {name: [] for name in COMMANDS}
+        loads: list[float] = []
         statuses: dict[str, int] = {}
+        before: dict[str, Any] = {}
+        for name, command in COMMANDS.items() if args.before else ():
+            load = os.getloadavg()[0]
+            wall, rss, whole, status = measure(folder, *command, code=args.before)
+            before[name] = {"seconds": round(wall, 2), "peak rss MiB, all processes":
+                            round(whole / 2**20), "load before": load}  # fmt: skip
+            print(f"{name}, before: {wall:.2f} s, peak {whole / 2**20:.0f} MiB, exit {status}")
         for _ in range(args.repeat):
             for name, command in COMMANDS.items():
-                wall, rss, status = measure(folder, *command)
+                loads.append(os.getloadavg()[0])
+                wall, rss, whole, status = measure(folder, *command)
                 seconds[name].append(wall)
                 peak[name].append(rss)
+                tree[name].append(whole)
                 statuses[name] = status
-                print(f"{name}: {wall:.2f} s, peak {rss / 2**20:.0f} MiB, exit {status}")
+                print(
+                    f"{name}: {wall:.2f} s, peak {rss / 2**20:.0f} MiB (largest process), "
+                    f"{whole / 2**20:.0f} MiB (all its processes), exit {status}, "
+                    f"load before {loads[-1]:.2f}"
+                )
         merged = (folder / "merged.json").stat().st_size
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
-        "load average at the end": os.getloadavg(),
+        "load average (1 min) before each run": loads,
         "tests per report": args.tests,
         "seed": args.seed,
         "report bytes": sizes,
         "merged report bytes": merged,
         "exit status": statuses,
+        "before (the code in --before, once each)": before,
         "seconds": seconds,
-        "peak rss MiB": {k: [round(v / 2**20) for v in vs] for k, vs in peak.items()},
+        "peak rss MiB, largest process": {
+            k: [round(v / 2**20) for v in vs] for k, vs in peak.items()
+        },
+        "peak rss MiB, all processes": {
+            k: [round(v / 2**20) for v in vs] for k, vs in tree.items()
+        },
         "median seconds": {k: round(statistics.median(v), 2) for k, v in seconds.items()},
-        "max peak rss MiB": {k: round(max(v) / 2**20) for k, v in peak.items()},
+        "seconds after / before": {
+            k: round(statistics.median(seconds[k]) / before[k]["seconds"], 3) for k in before
+        },
+        "max peak rss MiB, all processes": {k: round(max(v) / 2**20) for k, v in tree.items()},
     }
     print(json.dumps(result, indent=2))
     if args.json:
