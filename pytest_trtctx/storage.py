@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CUBIN_SUBDIR = "cubin"
 ENGINE_SUBDIR = "engines"
@@ -144,7 +144,16 @@ def make_folders(folder: Path, *, private: bool) -> None:
         each.mkdir(mode=0o700, exist_ok=True)
 
 
-def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
+#: What the writers take: the bytes, or their pieces in order (a merged report of millions of
+#: tests is written piece by piece, never held whole).
+Data = bytes | Iterable[bytes]
+
+
+def _pieces(data: Data) -> Iterable[bytes]:
+    return (data,) if isinstance(data, bytes) else data
+
+
+def write_atomic(path: Path, data: Data, *, private: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers only ever see no file or the whole file.
 
     The temp file is in the same directory (``os.replace`` is atomic only within a filesystem);
@@ -153,11 +162,20 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
     Reports and baselines are ordinary files (0644). Callers that write where a user points go
     through :func:`write_output`, which calls this only for a regular file or none.
     """
+    with atomic_file(path, private=private) as f:
+        for piece in _pieces(data):
+            f.write(piece)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, private: bool = False) -> Iterator[BinaryIO]:
+    """The file that :func:`write_atomic` writes, open for a writer that needs to seek in what
+    it wrote: it replaces ``path`` when the block ends, and is removed if the block raises."""
     make_folders(path.parent, private=private)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "w+b") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600 if private else 0o644)
@@ -166,6 +184,17 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def replaces(path: Path) -> bool:
+    """Whether :func:`write_output` replaces ``path`` with a new regular file (there is none, or
+    a regular file), rather than writing through what is there."""
+    if _own_descriptor(path) is not None:
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
 
 
 def _kind(mode: int) -> str:
@@ -207,13 +236,14 @@ def _own_descriptor(path: Path) -> int | None:
     return None
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, data: Data) -> None:
+    for piece in _pieces(data):
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
-def _write_through(path: Path, data: bytes) -> None:
+def _write_through(path: Path, data: Data) -> None:
     """Write into what ``path`` names (following symlinks) without replacing it: a regular file
     is truncated and rewritten, a character device or a FIFO is written to. The open does not block
     (a FIFO nobody reads is refused, not waited on); the writes do, as any writer's."""
@@ -235,7 +265,7 @@ def _write_through(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def write_output(path: Path, data: bytes, *, private: bool = False) -> None:
+def write_output(path: Path, data: Data, *, private: bool = False) -> None:
     """Write ``data`` where a user pointed: the one writer of reports, baselines, merged reports
     and cache entries.
 
@@ -272,6 +302,16 @@ def read_regular(path: Path, limit: int) -> bytes:
     blocks the reader and ``/dev/zero`` never fills its memory: :class:`UnusableInput` names the
     path and what it is. FileNotFoundError and other OSErrors propagate (a miss is not a bad file).
     """
+    return b"".join(regular_chunks(path, limit))
+
+
+def regular_chunks(
+    path: Path, limit: int, size: int = 1 << 20, *, start: int = 0, stop: int | None = None
+) -> Iterator[bytes]:
+    """The bytes of the regular file at ``path`` in pieces of at most ``size``, at most ``limit``
+    in all, with :func:`read_regular`'s checks (the first raised by the first ``next``): a reader
+    of a file of hundreds of megabytes holds one piece at a time. ``start`` and ``stop``: only
+    the bytes from offset ``start`` up to ``stop`` (the whole file is still checked)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         info = os.fstat(fd)
@@ -284,13 +324,15 @@ def read_regular(path: Path, limit: int) -> bytes:
                 errno.EFBIG, f"{path} is {info.st_size} bytes, more than the {limit} allowed"
             )
         os.set_blocking(fd, True)
-        chunks, size = [], 0
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - size) or 1):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:  # it grew since fstat
+        total, left = start, (limit + 1 if stop is None else stop) - start
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
+        while left > 0 and (chunk := os.read(fd, min(size, limit + 1 - total, left) or 1)):
+            total += len(chunk)
+            left -= len(chunk)
+            if total > limit:  # it grew since fstat
                 raise UnusableInput(errno.EFBIG, f"{path} is more than the {limit} bytes allowed")
-        return b"".join(chunks)
+            yield chunk
     finally:
         os.close(fd)
 

@@ -16,8 +16,8 @@ tests that ran but a report is of a run that did not complete (0 with ``--allow-
 
 An output hash that changed in the *same* environment is a regression (the run is not bitwise
 reproducible). One that changed *with* the environment (a new driver, CUDA, library version or GPU
-model — :data:`NUMERIC_FIELDS`: every plan and most kernels' rounding change) is listed with the
-fields that changed, but is a regression only with ``--strict-hashes``:
+model — ``diffing.NUMERIC_FIELDS``: every plan and most kernels' rounding change) is listed with
+the fields that changed, but is a regression only with ``--strict-hashes``:
 otherwise every upgrade would turn CI red, and a red that is always there teaches people to ignore
 it. Its checks against the CPU reference still ran; a test whose checks failed is newly failing.
 """
@@ -25,103 +25,25 @@ it. Its checks against the CPU reference still ran; a test whose checks failed i
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .diff_stream import compare_files
+from .diffing import BAD, GOOD, SKIPPED, Diff, flatten, skip_reason, without_folders
 from .html_command import add_parser as add_html_parser
 from .html_command import page_of
-from .merging import IncompleteRun, merge
+from .merge_stream import merge_to
+from .merging import IncompleteRun
 from .report import ReportError, how_it_ended, load, run_of
+from .report_stream import Unstreamable
 
 #: Exit statuses of ``diff`` and ``merge`` (docs/report.md).
 EXIT_OK = 0
 EXIT_REGRESSED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3
-
-GOOD = {"passed", "known-failure", "xfailed"}
-BAD = {"failed", "error"}
-SKIPPED = {"skipped"}
-
-
-@dataclass
-class Diff:
-    newly_failing: list[tuple[str, str, str]] = field(default_factory=list)  # nodeid, was, sig
-    newly_passing: list[tuple[str, str]] = field(default_factory=list)
-    newly_skipped: list[tuple[str, str, str]] = field(default_factory=list)  # nodeid, was, why
-    newly_running: list[tuple[str, str]] = field(default_factory=list)  # nodeid, outcome now
-    known_stopped: list[tuple[str, str]] = field(default_factory=list)  # nodeid, order
-    hash_changed: list[tuple[str, str, str, str]] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    environment: list[tuple[str, Any, Any]] = field(default_factory=list)
-    not_run: list[tuple[str, str]] = field(default_factory=list)  # nodeid, the report(s)
-    incomplete: list[tuple[str, str]] = field(default_factory=list)  # report, how it ended
-    compared: int = 0  # tests in both reports, run to an outcome in both
-    same_outcome: int = 0
-    hashes_compared: int = 0
-    strict_hashes: bool = False
-
-    @property
-    def numeric_changes(self) -> list[str]:
-        """The environment fields that changed and can change output bits (see NUMERIC_FIELDS)."""
-        return [key for key, a, b in self.environment if _changes_numerics(key, a, b)]
-
-    @property
-    def hashes_regressed(self) -> bool:
-        """A changed hash counts unless software or hardware that computes the outputs changed
-        (or always, when asked to): a new kernel version string or a second GPU excuses nothing."""
-        return bool(self.hash_changed) and (self.strict_hashes or not self.numeric_changes)
-
-    @property
-    def regressed(self) -> bool:
-        return bool(
-            self.newly_failing or self.newly_skipped or self.known_stopped or self.hashes_regressed
-        )
-
-
-#: Environment fields whose change can change output bits: the driver and CUDA, every library
-#: version but Python's, and the model of a GPU present in both runs. Not the OS string, the
-#: Python version, or a GPU added or removed (``gpus[1]`` appearing): the computation is the same.
-NUMERIC_FIELDS = re.compile(
-    r"^(driver|cuda_driver_api|cuda_runtime_torch|versions\.(?!python$).+"
-    r"|gpus\[\d+\]\.(name|compute_capability))$"
-)
-
-
-def _changes_numerics(key: str, old: Any, new: Any) -> bool:
-    if NUMERIC_FIELDS.match(key) is None:
-        return False
-    return not key.startswith("gpus[") or (old is not None and new is not None)
-
-
-def _skip_reason(test: dict[str, Any]) -> str:
-    for message in test.get("messages") or []:
-        if str(message).startswith("Skipped: "):
-            return str(message)[len("Skipped: ") :]
-    return "no reason recorded"
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
-    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        for i, sub in enumerate(value):
-            _flatten(f"{prefix}[{i}]", sub, out)
-    else:
-        out[prefix] = value
-
-
-def without_folders(nodeid: str) -> str:
-    """A test as it is named wherever its file was collected from (a clone's folder, an
-    installed package's): ``tests/regression/test_m.py::test[x]`` is ``test_m.py::test[x]``."""
-    path, sep, rest = nodeid.partition("::")
-    return path.rsplit("/", 1)[-1] + sep + rest
 
 
 def _by(
@@ -153,8 +75,8 @@ def compare(
     diff = Diff(strict_hashes=strict_hashes)
     a: dict[str, Any] = {}
     b: dict[str, Any] = {}
-    _flatten("", old.get("environment", {}), a)
-    _flatten("", new.get("environment", {}), b)
+    flatten("", old.get("environment", {}), a)
+    flatten("", new.get("environment", {}), b)
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             diff.environment.append((key, a.get(key), b.get(key)))
@@ -188,7 +110,7 @@ def compare(
         elif now.get("outcome") in BAD and was.get("outcome") not in BAD:
             diff.newly_failing.append((nodeid, str(was.get("outcome")), str(now.get("signature"))))
         elif now.get("outcome") in SKIPPED and was.get("outcome") in GOOD | BAD:
-            diff.newly_skipped.append((nodeid, str(was.get("outcome")), _skip_reason(now)))
+            diff.newly_skipped.append((nodeid, str(was.get("outcome")), skip_reason(now)))
         elif now.get("outcome") in GOOD and was.get("outcome") in BAD:
             diff.newly_passing.append((nodeid, str(now.get("outcome"))))
         elif now.get("outcome") in GOOD and was.get("outcome") in SKIPPED:
@@ -374,15 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _html(args)
     if args.command == "merge":
         return _merge(args.reports, args.output, allow_incomplete=args.allow_incomplete)
+    how = {
+        "strict_hashes": args.strict_hashes,
+        "ignore_folders": args.ignore_folders,
+        "names": (str(args.old), str(args.new)),
+    }
     try:
-        old, new = load(args.old), load(args.new)
-        diff = compare(
-            old,
-            new,
-            strict_hashes=args.strict_hashes,
-            ignore_folders=args.ignore_folders,
-            names=(str(args.old), str(args.new)),
-        )
+        try:  # each file read once, a piece at a time (fleet-size reports)
+            diff = compare_files(args.old, args.new, **how)
+        except Unstreamable:  # a problem load names, or a report that must be loaded
+            diff = compare(load(args.old), load(args.new), **how)
     except ReportError as exc:
         _emit(sys.stderr, f"pytest-trtctx diff: {exc}\n")
         return EXIT_BAD_INPUT
@@ -406,13 +329,13 @@ def _html(args: argparse.Namespace) -> int:
 
 
 def _merge(reports: list[Path], output: Path, *, allow_incomplete: bool) -> int:
-    from ..storage import path_problem, write_json
+    from ..storage import path_problem
 
     try:
         problem = path_problem(output, folder=False)
         if problem is not None:
             raise ReportError(f"-o: {problem}")
-        write_json(output, merge(reports, allow_incomplete=allow_incomplete))
+        merge_to(reports, output, allow_incomplete=allow_incomplete)
     except IncompleteRun as exc:
         _emit(sys.stderr, f"pytest-trtctx merge: {exc}\n")
         return EXIT_INCOMPLETE

@@ -309,6 +309,12 @@ def load(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: not JSON ({json_problem(exc)})") from None
     except RecursionError:
         raise ReportError(f"{path}: JSON nested too deeply to be a report") from None
+    return check(path, data)
+
+
+def check(path: Path, data: Any) -> dict[str, Any]:
+    """What :func:`load` checks of a parsed report, in its order (``report_stream`` checks a
+    streamed report's top level the same way); ReportError names the file and the problem."""
     if not isinstance(data, dict) or data.get("tool") != TOOL:
         raise ReportError(f"{path}: not a {TOOL} report (no 'tool': '{TOOL}' field)")
     if data.get("schema") not in READABLE_SCHEMAS:
