@@ -67,14 +67,15 @@ def pytest_sessionfinish(session):
 
 
 def run(cwd: Path, args: list[str], timer: Path, code: Path | None = None) -> dict[str, float]:
-    """Seconds from the launch to each phase, and to the process's end ("ended")."""
+    """Seconds from the launch to each phase, and to the process's end ("ended"). Python runs
+    with -P: the folder it starts in is not searched first, so that ``code`` (PYTHONPATH) is."""
     times = timer / "times.txt"
     times.unlink(missing_ok=True)
     path = os.pathsep.join(str(p) for p in (code, timer) if p)
     env = dict(os.environ, BENCH_TIMES=str(times), PYTHONPATH=path)
     launched = time.time()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_timer",
+        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_timer",
          *args],
         cwd=cwd, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
