@@ -22,9 +22,10 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from ..settings.config import settings_of, xdist_controller
 from ..wait_status import describe_status
 from .proxy import ItemData, ProxyItem, silenced
 from .warning_wire import recorded_warning, replay_warning
-from .worker import _die_with
+from .worker import _die_with, preload
 
 
 def forks_tests(config: pytest.Config) -> bool:
@@ -157,8 +158,12 @@ def collect_here(session: pytest.Session) -> Collected:
     return out
 
 
-def collect_in_child(session: pytest.Session) -> Collected:
-    """Fork a child of this (CUDA-clean) process that collects; what it found."""
+def collect_in_child(
+    session: pytest.Session, meanwhile: Callable[[], object] | None = None
+) -> Collected:
+    """Fork a child of this (CUDA-clean) process that collects; what it found. ``meanwhile``
+    runs here, on a thread, while the child collects (started after the fork, so the child is
+    forked from a process of one thread; joined before this returns)."""
     parent = os.getpid()
     rfd, wfd = os.pipe()
     sys.stdout.flush()
@@ -180,10 +185,16 @@ def collect_in_child(session: pytest.Session) -> Collected:
         os._exit(0)
     os.close(wfd)
     chunks = []
+    helper = None
+    if meanwhile is not None:
+        helper = threading.Thread(target=meanwhile, name="trtctx-preload", daemon=True)
+        helper.start()
     try:
         with os.fdopen(rfd, "rb") as pipe:
             chunks.append(pipe.read())
         _pid, status = os.waitpid(pid, 0)
+        if helper is not None:
+            helper.join()
     except BaseException:  # ^C or SIGTERM while the child collects: it must not outlive us
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -295,7 +306,9 @@ class ChildCollection:
             # from here, so pytest collects as usual and every test skips naming the culprit.
             return None
         try:
-            got = collect_in_child(session)
+            # The tests will be forked from this process with torch and cuda-python imported
+            # (worker.preload: imports initialise nothing): imported while the child collects.
+            got = collect_in_child(session, meanwhile=preload)
         except CollectionError as exc:
             # The run cannot go on without its tests; the message says what happened there.
             pytest.exit(str(exc), returncode=pytest.ExitCode.INTERNAL_ERROR)
