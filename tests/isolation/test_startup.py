@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .conftest import cpu_orders, run_pytest
+from ..conftest import cpu_orders, run_pytest
 
 pytest.importorskip(
     "torch", reason="torch is not installed: it is what the pytest process preloads"
