@@ -89,7 +89,13 @@ def silenced(config: pytest.Config) -> Iterator[None]:
     terminal = pm.get_plugin("terminalreporter")
     if terminal is not None:
         pm.unregister(terminal)
-    links = [p for p in pm.get_plugins() if type(p).__module__ == "xdist.remote"]
+    # xdist runs its remote.py in the worker through execnet (module "__channelexec__"), so its
+    # link is known by its class name and its sender, not by a module name.
+    links = [
+        p
+        for p in pm.get_plugins()
+        if type(p).__name__ == "WorkerInteractor" and callable(getattr(p, "sendevent", None))
+    ]
     for link in links:
         link.sendevent = _unsent
     try:

@@ -415,3 +415,25 @@ def test_with_no_order_selected_help_and_collection_say_a_test_that_asks_is_skip
     order_help = text.partition("--trtctx-order=")[2].partition("--trtctx-device")[0]
     assert "Default: none" in order_help and "[no-order]" in order_help, order_help
     assert "torch-first for tests" not in order_help
+
+
+@needs_xdist
+def test_xdist_progress_counts_each_test_once(pytester: pytest.Pytester) -> None:
+    """A test forked from an xdist worker collects itself again after the recipe; xdist's link to
+    the controller is silenced there, so the controller's count stays the run's (it read 800 %
+    for 8 tests when the forked collections' node ids reached it)."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_x(trtctx_order, n):
+            pass
+        """
+    )
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "-p", "xdist", "-n", "2", "--trtctx-order=torch-first"
+    )
+    result.assert_outcomes(passed=8)
+    shown = [int(p) for p in re.findall(r"\[\s*(\d+)%\]", result.stdout.str())]
+    assert shown and max(shown) == 100, shown
