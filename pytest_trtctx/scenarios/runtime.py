@@ -46,6 +46,23 @@ def host_tensors(spec: ConvSpec) -> tuple[Any, Any, Any]:
     return x, w, b
 
 
+def reference(spec: ConvSpec) -> Any:
+    """torch's CPU conv2d in float32 on :func:`host_tensors`' (rounded) values: what every
+    backend's output is checked against."""
+    import torch.nn.functional as F
+
+    x, w, b = host_tensors(spec)
+    return F.conv2d(
+        x.float(),
+        w.float(),
+        None if b is None else b.float(),
+        stride=spec.stride,
+        padding=spec.padding,
+        dilation=spec.dilation,
+        groups=spec.groups,
+    )
+
+
 class Runtime:
     """Build and run engines under the order applied in this process."""
 
@@ -94,18 +111,7 @@ class Runtime:
 
     def reference(self, spec: ConvSpec) -> Any:
         """torch's CPU conv2d in float32 on the same (rounded) values."""
-        import torch.nn.functional as F
-
-        x, w, b = self.host_tensors(spec)
-        return F.conv2d(
-            x.float(),
-            w.float(),
-            None if b is None else b.float(),
-            stride=spec.stride,
-            padding=spec.padding,
-            dilation=spec.dilation,
-            groups=spec.groups,
-        )
+        return reference(spec)
 
     # Engines --------------------------------------------------------------------------------
     def build(self, spec: ConvSpec) -> Engine:

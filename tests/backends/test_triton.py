@@ -131,11 +131,10 @@ def _interpreted(specs: list[ConvSpec]) -> list[dict[str, Any]]:
 
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel is decorated: before its import
     import torch
-    import torch.nn.functional as F
 
     from pytest_trtctx.backends.triton_conv import kernel
     from pytest_trtctx.checks.outputs import TOLERANCES
-    from pytest_trtctx.scenarios.runtime import host_tensors
+    from pytest_trtctx.scenarios.runtime import host_tensors, reference
 
     found = []
     for spec in specs:
@@ -143,15 +142,7 @@ def _interpreted(specs: list[ConvSpec]) -> list[dict[str, Any]]:
         y = torch.empty(spec.output_shape, dtype=x.dtype)
         args = (x, w, w if b is None else b, y, *backend.shape_arguments(spec))
         kernel()[backend.grid(spec)](*args, **backend.constants(spec))
-        ref = F.conv2d(
-            x.float(),
-            w.float(),
-            None if b is None else b.float(),
-            stride=spec.stride,
-            padding=spec.padding,
-            dilation=spec.dilation,
-            groups=spec.groups,
-        )
+        ref = reference(spec)
         atol, rtol = TOLERANCES[spec.dtype]
         found.append(
             {
