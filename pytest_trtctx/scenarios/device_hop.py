@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,12 +34,10 @@ def _bound_to(device: int, go: Callable[[], ExecResult]) -> ExecResult:
     return go()
 
 
-def on_a_thread_bound_to_torch_device(run: Run) -> ExecResult:
-    return run_on_thread(lambda: _bound_to(run.state.torch_device, run.go))
-
-
-def pushed_on_that_thread(run: Run) -> ExecResult:
-    return run_on_thread(lambda: _bound_to(run.state.torch_device, lambda: run.go(pushed=True)))
+def on_a_thread_bound_to_torch_device(run: Run, *, pushed: bool) -> ExecResult:
+    """The run on a new thread whose first runtime call binds torch's device (with the fix:
+    the engine's context pushed on that thread)."""
+    return run_on_thread(lambda: _bound_to(run.state.torch_device, lambda: run.go(pushed=pushed)))
 
 
 SCENARIO = Scenario(
@@ -55,8 +54,8 @@ SCENARIO = Scenario(
     first_call="device d+1's primary made current on the main thread",
     built_in="primary of d+1",
     run_from="on a new thread whose first runtime call binds device d (the default)",
-    run=on_a_thread_bound_to_torch_device,
-    fix=pushed_on_that_thread,
+    run=functools.partial(on_a_thread_bound_to_torch_device, pushed=False),
+    fix=functools.partial(on_a_thread_bound_to_torch_device, pushed=True),
     build_in=on_engine_device,
     devices=2,
     known_failure=KnownFailure(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -39,18 +40,12 @@ def on_engine_device(state: State) -> Iterator[None]:
         driver.pop()
 
 
-def on_torch_device(run: Run) -> ExecResult:
+def on_torch_device(run: Run, *, pushed: bool) -> ExecResult:
+    """The run with torch's device selected (with the fix: the engine's context pushed)."""
     import torch
 
     torch.cuda.set_device(run.state.torch_device)
-    return run.go()
-
-
-def pushed_on_torch_device(run: Run) -> ExecResult:
-    import torch
-
-    torch.cuda.set_device(run.state.torch_device)
-    return run.go(pushed=True)
+    return run.go(pushed=pushed)
 
 
 SCENARIO = Scenario(
@@ -66,8 +61,8 @@ SCENARIO = Scenario(
     first_call="torch on device d",
     built_in="primary of d+1",
     run_from="torch on d",
-    run=on_torch_device,
-    fix=pushed_on_torch_device,
+    run=functools.partial(on_torch_device, pushed=False),
+    fix=functools.partial(on_torch_device, pushed=True),
     build_in=on_engine_device,
     devices=2,
     known_failure=KnownFailure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from ..messages import CONTEXT_MISMATCH
@@ -13,14 +14,10 @@ if TYPE_CHECKING:
     from ..backends.base import ExecResult
 
 
-def on_a_new_thread(run: Run) -> ExecResult:
+def on_a_new_thread(run: Run, *, pushed: bool) -> ExecResult:
     """The run on a new thread, which has no context until the runtime makes the primary one
-    current there."""
-    return run_on_thread(run.go)
-
-
-def pushed_on_a_new_thread(run: Run) -> ExecResult:
-    return run_on_thread(lambda: run.go(pushed=True))
+    current there (with the fix: the engine's context pushed on that thread)."""
+    return run_on_thread(lambda: run.go(pushed=pushed))
 
 
 SCENARIO = Scenario(
@@ -36,8 +33,8 @@ SCENARIO = Scenario(
     first_call="cuCtxCreate on the main thread",
     built_in="created context",
     run_from="a new thread",
-    run=on_a_new_thread,
-    fix=pushed_on_a_new_thread,
+    run=functools.partial(on_a_new_thread, pushed=False),
+    fix=functools.partial(on_a_new_thread, pushed=True),
     known_failure=KnownFailure(
         CONTEXT_MISMATCH,
         "the executing thread has no context; the runtime makes the primary context current "
