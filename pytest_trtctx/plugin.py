@@ -254,9 +254,10 @@ def trtctx_explore(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def trtctx_fix_context(trtctx: Any) -> Any:
     """The known fix: push the engine's context around every execution (cuCtxPushCurrent /
-    cuCtxPopCurrent on the executing thread). Under a context hazard, that hazard's fix as well:
-    the engine's own stream (foreign-stream), no capture (graph-capture), the engine's context
-    kept alive (context-destroyed). Returns the same ``trtctx`` runtime."""
+    cuCtxPopCurrent on the executing thread). Under a context hazard, that hazard's own fix (its
+    scenario's ``fix``): the engine's own stream (foreign-stream), no capture (graph-capture), the
+    engine's context kept alive (context-destroyed), no wrapper's context pushed over torch's
+    kernels (pushed-over-torch), ... Returns the same ``trtctx`` runtime."""
     trtctx.fix_context = True
     return trtctx
 

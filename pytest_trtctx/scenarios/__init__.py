@@ -24,6 +24,7 @@ from . import (
     graph_capture,
     lazy_stall,
     multi_device,
+    pushed_over_torch,
     thread_hop,
     torch_first,
     trt_first,
@@ -42,6 +43,7 @@ SHIPPED: tuple[Scenario, ...] = (
     context_destroyed.SCENARIO,
     fork_after_init.SCENARIO,
     lazy_stall.SCENARIO,
+    pushed_over_torch.SCENARIO,
     device_hop.SCENARIO,
 )
 #: The shipped init orders' names (``pytest_trtctx.ORDERS``).
