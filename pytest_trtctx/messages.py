@@ -21,17 +21,20 @@ BACKENDS: Final[tuple[str, ...]] = ("auto", "cuda", "tensorrt", "tensorrt_rtx", 
 #: The failure family of an engine run in a context that does not own its kernels, as a regex over
 #: failure signatures: the driver's result (reference backend), and TensorRT's own words for it
 #: (NVIDIA/TensorRT#4335: "Error Code 1: Cask (Cask convolution execution)"; ultralytics#9092:
-#: "invalid resource handle").
+#: "invalid resource handle"); Triton words the driver's result "invalid resource handle", and
+#: cuDNN refuses a stream of another context than its handle's ("cudnnSetStream failed").
 CONTEXT_MISMATCH: Final = (
-    r"^backend: (CUDA_ERROR_INVALID_HANDLE$|.*Error Code 1: Cask\b|.*invalid resource handle)"
+    r"^backend: (CUDA_ERROR_INVALID_HANDLE$|.*Error Code 1: Cask\b|.*invalid resource handle"
+    r"|.*cudnnSetStream failed)"
 )
 
 #: A run in a context that was destroyed underneath the engine: the driver's results for a
 #: handle of a dead context, and TensorRT's words (NVIDIA/TensorRT#2052: "context is destroyed");
-#: a library that words CUDA_ERROR_INVALID_HANDLE itself (Triton) says "invalid resource handle".
+#: a library that words CUDA_ERROR_INVALID_HANDLE itself (Triton) says "invalid resource handle";
+#: cuDNN refuses a stream for a handle whose context is gone ("cudnnSetStream failed").
 CONTEXT_GONE: Final = (
     r"^backend: (CUDA_ERROR_(INVALID_HANDLE|CONTEXT_IS_DESTROYED|INVALID_CONTEXT)$"
-    r"|.*context is destroyed|.*invalid resource handle)"
+    r"|.*context is destroyed|.*invalid resource handle|.*cudnnSetStream failed)"
 )
 
 #: An engine run in a process forked after CUDA was initialised: the child's driver refuses every

@@ -48,6 +48,8 @@ DESCRIPTION = (
     "offer runs as an engine of its own; not TensorRT)"
 )
 PACKAGE = "nvidia-cudnn-frontend"
+#: The arithmetic a float32 plan is checked in (``checks.outputs.TOLERANCES``).
+ARITHMETIC_FLOAT32 = "tfloat32"
 
 
 def installed() -> bool:
@@ -104,6 +106,12 @@ class CudnnBackend:
             "plans": [plan.to_dict() for plan in built.plans],
             "plan": None,
         }
+        if spec.dtype == "float32":
+            # The heuristics offer TF32 tensor-core engines for float32 (torch runs its own
+            # convolutions on them by default), and the frontend names a plan's engine and its
+            # behaviour notes, not its numeric ones: every float32 plan is checked at TF32's
+            # tolerance.
+            details["arithmetic"] = ARITHMETIC_FLOAT32
         return Engine(spec, self.device, ctx, built_in, handle=built, details=details)
 
     def execute(self, engine: Engine, x: Any, y: Any, stream: int | None = None) -> ExecResult:

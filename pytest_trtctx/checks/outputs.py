@@ -32,9 +32,14 @@ def _signed_sentinel(t: Any) -> int | None:
     return bits - (1 << size) if bits >= 1 << (size - 1) else bits
 
 
-#: (atol, rtol) against a float32 CPU reference, per dtype.
+#: (atol, rtol) against a float32 CPU reference, per dtype, or per arithmetic where an engine
+#: computes a dtype in another one: ``tfloat32`` is float32 data multiplied on tensor cores with
+#: a 10-bit mantissa (cuDNN's float32 engines with the TENSOR_CORE note, which torch allows for
+#: its own convolutions by default: torch.backends.cudnn.allow_tf32), so it is checked between
+#: float32 and float16 (whose mantissa is as short, but whose output is rounded too).
 TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-4),
+    "tfloat32": (5e-3, 5e-3),
     "float16": (1e-2, 1e-2),
     "bfloat16": (4e-2, 4e-2),
 }
@@ -170,6 +175,8 @@ def output_checks(
                 )
             else:
                 detail = f"{name}: within atol={atol:g} rtol={rtol:g} (max |diff| {worst:.3g})"
+            if dtype is not None and dtype != _dtype_name(cpu):
+                detail += f" ({dtype} arithmetic)"
             results.append(
                 CheckResult(
                     "reference", count == 0, detail, "reference: output differs" if count else None

@@ -20,7 +20,7 @@ import pytest
 
 from pytest_trtctx import backends
 from pytest_trtctx.backends.base import Engine, with_plan
-from pytest_trtctx.backends.cudnn import DESCRIPTION, PACKAGE
+from pytest_trtctx.backends.cudnn import ARITHMETIC_FLOAT32, DESCRIPTION, PACKAGE
 from pytest_trtctx.backends.plans import pick, slot_id
 from pytest_trtctx.engines.spec import ConvSpec
 from pytest_trtctx.errors import BackendUnavailable, ConfigError
@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HAVE_FRONTEND = importlib.util.find_spec("cudnn") is not None
 needs_frontend = needs_package("cudnn", PACKAGE, INSTALL_CUDNN)
 SPEC = ConvSpec("k3_f16", 1, 8, 16, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float16")
+#: float32: the heuristics offer TF32 tensor-core plans for it, checked at TF32's tolerance.
+SPEC_F32 = ConvSpec("k3_f32", 1, 32, 32, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
 MISSING = MSG_NEEDS_PACKAGE.format(package=PACKAGE, install=INSTALL_CUDNN)
 
 
@@ -331,8 +333,10 @@ def test_an_unknown_backend_is_still_refused() -> None:
 # On a GPU, in a child process. ----------------------------------------------------------------
 
 
-def _every_plan(build_in_created: bool, push_build_context: bool) -> dict[str, Any]:
-    """Build SPEC's graph and plans (in a created context, or under torch), make the input with
+def _every_plan(
+    build_in_created: bool, push_build_context: bool, spec: ConvSpec = SPEC
+) -> dict[str, Any]:
+    """Build ``spec``'s graph and plans (in a created context, or under torch), make the input with
     torch, run every plan (the build's context pushed or not): what each did."""
     import torch
 
@@ -346,17 +350,18 @@ def _every_plan(build_in_created: bool, push_build_context: bool) -> dict[str, A
         driver.create_context(0)
     else:
         torch.empty(1, device="cuda")
-    x_host, w, b = host_tensors(SPEC)
+    x_host, w, b = host_tensors(spec)
     backend = CudnnBackend(0, None)
-    engine = backend.build(SPEC, w, b)
+    engine = backend.build(spec, w, b)
     x = x_host.to("cuda")  # torch's first call under driver-first: the primary made current
     ref = torch.nn.functional.conv2d(x_host.float(), w.float(), b.float(), padding=1)
-    atol, rtol = TOLERANCES[SPEC.dtype]
+    arithmetic = engine.details.get("arithmetic") or spec.dtype
+    atol, rtol = TOLERANCES[arithmetic]
     outcomes = []
     for index in range(len(engine.details["plans"])):
         if not engine.details["plans"][index]["built"]:
             continue
-        y = sentinel_fill(torch.empty(SPEC.output_shape, dtype=x.dtype, device="cuda"))
+        y = sentinel_fill(torch.empty(spec.output_shape, dtype=x.dtype, device="cuda"))
         torch.cuda.synchronize()
         if push_build_context:
             driver.push(engine.context)
@@ -367,9 +372,13 @@ def _every_plan(build_in_created: bool, push_build_context: bool) -> dict[str, A
                 driver.pop()
         host = y.cpu().float()
         correct = untouched(y.cpu()) == 0 and torch.allclose(host, ref, atol=atol, rtol=rtol)
-        outcomes.append({"ok": result.ok, "errors": result.errors, "correct": bool(correct)})
+        worst = float((host - ref).abs().max())
+        outcomes.append(
+            {"ok": result.ok, "errors": result.errors, "correct": bool(correct), "worst": worst}
+        )
     return {
         "built_primary": engine.built_in.is_primary,
+        "arithmetic": arithmetic,
         "plans": len(engine.details["plans"]),
         "outcomes": outcomes,
     }
@@ -380,6 +389,16 @@ def _every_plan(build_in_created: bool, push_build_context: bool) -> dict[str, A
 def test_every_plan_is_correct_when_torch_came_first() -> None:
     got = in_child(_every_plan, False, False)
     assert got["built_primary"] and got["plans"] >= 1 and got["outcomes"]
+    assert all(o["ok"] and o["correct"] for o in got["outcomes"]), got["outcomes"]
+
+
+@requires_gpu
+@needs_frontend
+def test_float32_plans_are_checked_in_tf32_and_each_is_within_it() -> None:
+    """Every float32 plan writes an output within TF32's tolerance of the float32 reference
+    (cuDNN may run float32 on tensor cores, as torch's own convolutions do by default)."""
+    got = in_child(_every_plan, False, False, SPEC_F32)
+    assert got["arithmetic"] == ARITHMETIC_FLOAT32 and got["outcomes"]
     assert all(o["ok"] and o["correct"] for o in got["outcomes"]), got["outcomes"]
 
 

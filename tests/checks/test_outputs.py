@@ -54,7 +54,7 @@ def test_output_checks_order_and_signatures() -> None:
     assert _failed(results) == ["sentinel: output not written"]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "tfloat32", "float16", "bfloat16"])
 def test_reference_tolerance_per_dtype(dtype: str) -> None:
     atol, rtol = TOLERANCES[dtype]
     ref = torch.linspace(-2, 2, 101)
@@ -65,6 +65,21 @@ def test_reference_tolerance_per_dtype(dtype: str) -> None:
     results = output_checks("y", beyond, owned=False, reference=ref, dtype=dtype)
     assert _failed(results) == ["reference: output differs"]
     assert "first at flat index 17" in results[-1].detail
+
+
+def test_float32_data_in_tf32_arithmetic_is_checked_at_tf32s_tolerance() -> None:
+    """A float32 output off by TF32's rounding (cuDNN's tensor-core plans) fails float32's
+    tolerance and passes TF32's, and the verdict says which arithmetic it was checked in."""
+    ref = torch.linspace(-2, 2, 101)
+    tf32 = ref + 2e-3  # the largest difference a TF32 plan showed on a GPU (docs/orders.md)
+    assert _failed(output_checks("y", tf32, owned=False, reference=ref, dtype="float32")) == [
+        "reference: output differs"
+    ]
+    results = output_checks("y", tf32, owned=False, reference=ref, dtype="tfloat32")
+    assert _failed(results) == []
+    assert results[-1].detail.endswith("(tfloat32 arithmetic)"), results[-1].detail
+    plain = output_checks("y", ref, owned=False, reference=ref, dtype="float32")
+    assert "arithmetic" not in plain[-1].detail
 
 
 def test_first_difference_unravels_the_index() -> None:
@@ -121,6 +136,9 @@ def test_sentinel_bits_are_quiet_nans() -> None:
             True,
         ),
         ("backend: [TRT] [E] 1: [convolutionRunner.cpp] invalid resource handle", True),
+        ("backend: RuntimeError: Triton Error [CUDA]: invalid resource handle", True),
+        ("backend: RuntimeError: cudnnSetStream failed", True),
+        ("backend: RuntimeError: cudnnSetStreamX", False),
         ("backend: CUDA_ERROR_INVALID_HANDLE_EXTRA", False),
         ("backend: CUDA_ERROR_OUT_OF_MEMORY", False),
         ("sentinel: output not written", False),
