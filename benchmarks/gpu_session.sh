@@ -140,8 +140,24 @@ step vendor_tests 150 "${rtx[@]}" python3 -m pytest tests/backends/test_cudnn.py
     -p no:cacheprovider -q -rs --tb=short
 step triton_suite 150 "${rtx[@]}" ./dev matrix -q -rs --trtctx-order=all,hazards --trtctx-backend=triton \
     --trtctx-report="$work/report-triton.json"
-step cudnn_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=all,hazards --trtctx-backend=cudnn \
-    --trtctx-cudnn-plans="${CUDNN_PLANS:-8}" --trtctx-report="$work/report-cudnn.json"
+step cudnn_suite "${CUDNN_SECONDS:-200}" "${rtx[@]}" ./dev matrix -q -rfs --durations=15 --trtctx-order=all,hazards \
+    --trtctx-backend=cudnn --trtctx-cudnn-plans="${CUDNN_PLANS:-8}" --trtctx-report="$work/report-cudnn.json"
+# The plugin's GPU tests, on 8 workers (the orders step's tests, less verbose).
+step gpu_tests 200 "${rtx[@]}" python3 -m pytest tests/scenarios tests/backends tests/trace -n 8 \
+    -p no:cacheprovider -q -rs --tb=short
+# What the tracer sees of Triton's and cuDNN's loads and launches (docs/trace.md): one conv,
+# no declared outcome, so that each failure prints its contexts and trace sections.
+step vendor_trace 120 bash -c "for b in triton cudnn; do echo \"== \$b\"; ${rtx[*]} python3 -m pytest benchmarks/vendor_trace \
+    --trtctx-order=torch-first,driver-first,pushed-over-torch --trtctx-backend=\$b --trtctx-trace \
+    -p no:cacheprovider -rf --tb=long; done"
+# One cuDNN spec, every plan, torch-first (a plan that returned without writing on the H200),
+# then that plan alone with cuDNN's own log.
+step cudnn_spec 120 bash -c "${rtx[*]} python3 -m pytest tests/regression --trtctx-order=torch-first \
+    --trtctx-backend=cudnn --trtctx-cudnn-plans=40 -k '${CUDNN_SPEC:-k1s1d1g1_bf16_b8_1x1}' \
+    -p no:cacheprovider -q -rfs --tb=short; CUDNN_LOGLEVEL_DBG=3 CUDNN_LOGDEST_DBG='$work/cudnn-plan.log' \
+    ${rtx[*]} python3 -m pytest tests/regression --trtctx-order=torch-first --trtctx-backend=cudnn \
+    --trtctx-cudnn-plans=40 -k '${CUDNN_SPEC:-k1s1d1g1_bf16_b8_1x1} and ${CUDNN_PLAN:-plan22}' \
+    -p no:cacheprovider -q -rfs --tb=short; tail -c 20000 '$work/cudnn-plan.log' > '$work/cudnn-plan-tail.log'; rm -f '$work/cudnn-plan.log'"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"
