@@ -76,17 +76,19 @@ def after_torch_work(run: Run, *, pushed: bool) -> ExecResult:
 CREATED_THEN_TORCH = Scenario(
     name="created-then-torch",
     kind=HAZARD,
+    # What it does: driver-first's recipe (the same first call), a run of its own.
+    recipe=create_context,
+    run=functools.partial(after_torch_work, pushed=False),
+    fix=functools.partial(after_torch_work, pushed=True),
+    # What it says of itself, in the words every scenario gives.
     expected=(
         "known failure as driver-first: the kernel loaded under a cuCtxCreate context, launched "
         "after torch's first calls made the primary context current"
     ),
     stands_for=("NVIDIA/TensorRT#4335",),
-    recipe=create_context,
     first_call="cuCtxCreate (a TensorRT wrapper's own context)",
     built_in="created context",
     run_from="after a torch kernel on the same thread",
-    run=functools.partial(after_torch_work, pushed=False),
-    fix=functools.partial(after_torch_work, pushed=True),
     source="benchmarks/probe_vendor.py",
 )
 #: Scenarios the probe adds to the registry's: not the suite's, but shapes its users meet.
