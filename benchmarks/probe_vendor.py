@@ -1,76 +1,110 @@
-"""What real vendor engines do under every init order and hazard: cuDNN's execution plans and a
+"""What real vendor engines do under every scenario of the suite: cuDNN's execution plans and a
 Triton kernel, every spec of the matrix, each scenario and library in a fresh process.
 
-No pytest and no plugin run here: the scenarios are written out below as
-``pytest_trtctx/scenarios/`` apply them (recipe first, in a process where CUDA
-was never touched; every engine built right after it, before torch's first call, in the context
-the scenario builds engines in; then torch's inputs; then each run). The engines are the vendor
-backends' own (``pytest_trtctx.backends.cudnn`` and ``.triton``), so what is measured here is
-what ``--trtctx-backend=cudnn`` / ``triton`` run.
+No pytest runs here, but the scenarios are the plugin's own: each is looked up in the registry
+(``pytest_trtctx.scenarios.Registry``, the shipped init orders and hazards, plus one of the
+probe's below) and applied with ``Process.apply``, as a worker applies it (recipe first, in a
+process where CUDA was never touched). Every engine is built right after it by the runtime the
+suite uses (``Runtime.build_now``: the scenario's ``prepare`` and ``build_in``), before torch's
+first call; then torch's inputs (``Runtime.make_input``); then each case runs through the
+scenario's own ``run``, and again through its ``fix`` (what ``trtctx_fix_context`` applies). The
+engines are the vendor backends' (``--trtctx-backend=cudnn`` / ``triton``), so what is measured
+here is what the suite runs.
 
-Per case (scenario x library x spec, and for cuDNN x plan) one JSON line: the plan's index and
-engine name, the result (the library's exact words), whether the output was written (a sentinel
-fill), whether it is correct (a CPU float32 reference, the plugin's tolerances), and whether the
-error was sticky (a later plain torch op fails). A sticky error poisons the process: the rest of
-its cases then run in a new one. Run on a GPU host::
+Per case (scenario x library x spec, for cuDNN x plan, plain then fixed) one JSON line: the
+plan's index and engine name, the result (the library's exact words), whether the output was
+written (a sentinel fill), whether it is correct (the CPU reference, the plugin's tolerances),
+whether the error was sticky (a later plain torch op fails), and the run's seconds. A sticky
+error poisons the process: the rest of its cases then run in a new one, as they do after a
+process that died inside a case (that case is recorded as the killer and skipped). Run on a GPU
+host::
 
     python benchmarks/probe_vendor.py --json probe.json
-    python benchmarks/probe_vendor.py --scenarios driver-first,pushed-over-torch \\
-        --backends triton --specs k3s1d1g1_f32_b1_17x19 --max-plans 4
+    python benchmarks/probe_vendor.py --scenarios torch-first,driver-first \\
+        --backends cudnn,triton --max-plans 4 --json /tmp/p.json
 
-``--jobs`` processes run at once (default 4). Scenarios: the init orders, the hazards, and two
-more for the kernels a TensorRT wrapper meets around torch work: ``created-then-torch`` (loaded
-under a ``cuCtxCreate`` context, launched after torch's first call: driver-first's shape) and
-``pushed-over-torch`` (loaded under torch, launched while a created context is pushed).
+``--jobs`` processes run at once (default 4). Scenarios: every one the registry ships, and
+``created-then-torch``, the probe's own (a kernel loaded under a ``cuCtxCreate`` context and
+launched after torch's first calls, as a TensorRT wrapper around torch's preprocessing does).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_trtctx.scenarios import HAZARDS, ORDERS  # noqa: E402
+from pytest_trtctx.scenarios import HAZARD, Registry, Run, Scenario  # noqa: E402
+from pytest_trtctx.scenarios.driver_first import create_context  # noqa: E402
 
-CREATED_THEN_TORCH = "created-then-torch"
-PUSHED_OVER_TORCH = "pushed-over-torch"
-SCENARIOS = (*ORDERS, *HAZARDS, CREATED_THEN_TORCH, PUSHED_OVER_TORCH)
+if TYPE_CHECKING:
+    from pytest_trtctx.backends.base import Engine, ExecResult
+    from pytest_trtctx.engines.spec import ConvSpec
+    from pytest_trtctx.scenarios.runtime import Runtime
+
+MATRIX = ROOT / "engines" / "conv_matrix.toml"
 BACKENDS = ("cudnn", "triton")
-TWO_GPUS = ("multi-device", "device-hop")
-ENV = {"lazy-stall": {"CUDA_MODULE_LOADING": "LAZY"}}
-#: What each scenario's recipe does first (orders.py): its name there.
-TORCH_FIRST = ("torch-first", "foreign-stream", "context-destroyed", "lazy-stall")
-CREATED_FIRST = ("driver-first", "thread-hop", "graph-capture", CREATED_THEN_TORCH)
 #: A process that takes longer than this is killed; its remaining cases go to a new one.
 CHILD_TIMEOUT_S = 900
 
 
+# The probe's own scenario. -------------------------------------------------------------------
+
+
+def after_torch_work(run: Run, *, pushed: bool) -> ExecResult:
+    """A kernel of torch's on the engine's device first (a wrapper's preprocessing: torch's
+    calls after the build are what make its primary context current), then the launch in the
+    context current then; with the fix, the engine's context pushed around the launch."""
+    import torch
+
+    float((run.x * 1).sum())
+    torch.cuda.synchronize(run.x.device)
+    return run.go(pushed=pushed)
+
+
+CREATED_THEN_TORCH = Scenario(
+    name="created-then-torch",
+    kind=HAZARD,
+    # What it does: driver-first's recipe (the same first call), a run of its own.
+    recipe=create_context,
+    run=functools.partial(after_torch_work, pushed=False),
+    fix=functools.partial(after_torch_work, pushed=True),
+    # What it says of itself, in the words every scenario gives.
+    expected=(
+        "known failure as driver-first: the kernel loaded under a cuCtxCreate context, launched "
+        "after torch's first calls made the primary context current"
+    ),
+    stands_for=("NVIDIA/TensorRT#4335",),
+    first_call="cuCtxCreate (a TensorRT wrapper's own context)",
+    built_in="created context",
+    run_from="after a torch kernel on the same thread",
+    source="benchmarks/probe_vendor.py",
+)
+#: Scenarios the probe adds to the registry's: not the suite's, but shapes its users meet.
+OWN: tuple[Scenario, ...] = (CREATED_THEN_TORCH,)
+
+
+def registry() -> Registry:
+    """The shipped scenarios, then the probe's own (one the registry ships is not added twice)."""
+    found = Registry()
+    for scenario in OWN:
+        if scenario.name not in found:
+            found.add(scenario, scenario.source)
+    return found
+
+
 # The child: one scenario and library, a list of specs. ----------------------------------------
-
-
-@dataclass
-class State:
-    """What the scenario's recipe left, as orders.OrderState keeps it."""
-
-    scenario: str
-    torch_device: int = 0
-    engine_device: int = 0
-    steps: list[str] = field(default_factory=list)
-    foreign_stream: Any = None
-    created: Any = None  # pushed-over-torch: the context pushed around each run
 
 
 def emit(kind: str, record: dict[str, Any]) -> None:
@@ -80,195 +114,6 @@ def emit(kind: str, record: dict[str, Any]) -> None:
 def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
-def recipe(state: State) -> str | None:
-    """Run the scenario's recipe; a reason where it cannot run here."""
-    import torch
-
-    from pytest_trtctx.cuda import driver
-
-    scenario = state.scenario
-    driver.init()
-    count = driver.device_count()
-    if scenario in TWO_GPUS:
-        if count < 2:
-            return f"{scenario} needs 2 CUDA devices; this machine has {count}"
-        state.engine_device = 1
-    if scenario in TORCH_FIRST or scenario in ("multi-device", PUSHED_OVER_TORCH):
-        torch.empty(1, device=f"cuda:{state.torch_device}")
-        torch.cuda.synchronize(state.torch_device)
-        state.steps.append("torch allocated (primary context)")
-    if scenario == "trt-first":
-        driver.set_current(driver.retain_primary(0))
-        state.steps.append("primary context retained and made current")
-    elif scenario in CREATED_FIRST:
-        driver.create_context(0)
-        state.steps.append("cuCtxCreate (as import pycuda.autoinit)")
-    elif scenario == "foreign-stream":
-        primary = driver.current()
-        driver.create_context(0)
-        state.foreign_stream = driver.create_stream()
-        driver.set_current(primary)
-        state.steps.append("a stream made in a created context; the primary current again")
-    elif scenario == "fork-after-init":
-        state.steps.append("cuInit only")
-    elif scenario == "device-hop":
-        driver.set_current(driver.retain_primary(1))
-        state.steps.append("device 1's primary current on the main thread")
-    return None
-
-
-def make_backend(name: str, device: int) -> Any:
-    if name == "cudnn":
-        from pytest_trtctx.backends.cudnn import CudnnBackend
-
-        return CudnnBackend(device, None)
-    from pytest_trtctx.backends.triton import TritonBackend
-
-    return TritonBackend(device, None)
-
-
-def build(state: State, backend: Any, spec: Any) -> Any:
-    """The spec's engine, built where the scenario builds engines (Runtime.build_now)."""
-    from pytest_trtctx.cuda import driver
-    from pytest_trtctx.scenarios.runtime import host_tensors
-
-    _x, w, b = host_tensors(spec)
-    select = state.scenario in TWO_GPUS
-    own = state.scenario == "context-destroyed"
-    if select:
-        driver.push(driver.retain_primary(state.engine_device))
-    elif own:
-        driver.create_context(state.engine_device)
-    try:
-        return backend.build(spec, w, b)
-    finally:
-        if select or own:
-            driver.pop()
-
-
-def captured(backend: Any, engine: Any, x: Any, y: Any) -> Any:
-    """graph-capture: the run captured by torch.cuda.graph, then replayed (Runtime._captured)."""
-    import torch
-
-    from pytest_trtctx.backends.base import ExecResult
-
-    graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream(device=engine.device)
-    result = ExecResult("not run", False, None, [], None)
-    said: list[str] = []
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        try:
-            with torch.cuda.graph(graph, stream=stream, capture_error_mode="relaxed"):
-                result = backend.execute(engine, x, y, stream.cuda_stream)
-            graph.replay()
-            torch.cuda.synchronize(engine.device)
-        except Exception as exc:
-            said.append(f"capture: {first_line(exc)}")
-    said += [f"capture: {w.message}" for w in seen]
-    result.errors.extend(said)
-    if said and result.signature is None:
-        result.ok, result.signature = False, said[0]
-    return result
-
-
-def beside_a_poller(state: State, go: Callable[[], Any]) -> tuple[Any, float, bool]:
-    """lazy-stall: the run while a kernel polls a host flag on another stream, released after
-    lazy_stall.POLL_RELEASE_S (scenarios/lazy_stall.py); (result, waited s, stalled)."""
-    import ctypes
-
-    from pytest_trtctx.backends.cuda_ref import CudaReferenceBackend
-    from pytest_trtctx.backends.kernels import POLL_KERNEL
-    from pytest_trtctx.cuda import driver
-    from pytest_trtctx.scenarios.lazy_stall import POLL_RELEASE_S
-
-    drv, check = driver.api(), driver.check
-    poll = CudaReferenceBackend(state.engine_device, None).function(POLL_KERNEL)
-    host = check("cuMemHostAlloc", drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
-    flag = ctypes.c_int.from_address(int(host))
-    flag.value = 0
-    stream = check("cuStreamCreate", drv.cuStreamCreate(1))
-    arg = ctypes.c_void_p(int(check("ptr", drv.cuMemHostGetDevicePointer(host, 0))))
-    params = (ctypes.c_void_p * 1)(ctypes.addressof(arg))
-    check(
-        "poller", drv.cuLaunchKernel(poll, 1, 1, 1, 1, 1, 1, 0, stream, ctypes.addressof(params), 0)
-    )
-    released = threading.Event()
-
-    def release() -> None:
-        flag.value = 1
-        released.set()
-
-    timer = threading.Timer(POLL_RELEASE_S, release)
-    timer.start()
-    began = time.monotonic()
-    try:
-        result = go()
-    finally:
-        waited, stalled = time.monotonic() - began, released.is_set()
-        timer.cancel()
-        flag.value = 1
-        drv.cuStreamSynchronize(stream)
-        drv.cuStreamDestroy(stream)
-        drv.cuMemFreeHost(host)
-    return result, waited, stalled
-
-
-def run(state: State, backend: Any, engine: Any, x: Any, y: Any) -> dict[str, Any]:
-    """One run as the scenario prescribes (Runtime.run); what it reported."""
-    import torch
-
-    from pytest_trtctx.cuda import driver
-    from pytest_trtctx.scenarios.runners import ForkFailure, run_in_fork, run_on_thread
-
-    scenario = state.scenario
-    if scenario == "multi-device":
-        torch.cuda.set_device(state.torch_device)
-    stream = state.foreign_stream if scenario == "foreign-stream" else None
-    if scenario == "context-destroyed" and not engine.details.get("probe_destroyed"):
-        driver.destroy_context(engine.context)
-        engine.details["probe_destroyed"] = True
-
-    def go() -> Any:
-        return backend.execute(engine, x, y, stream)
-
-    extra: dict[str, Any] = {}
-    if scenario == "graph-capture":
-        result = captured(backend, engine, x, y)
-    elif scenario == "fork-after-init":
-        forked = run_in_fork(go)
-        if isinstance(forked, ForkFailure):
-            return {"result": forked.reason, "errors": [forked.reason], "ran_in": None}
-        result = forked
-    elif scenario == "lazy-stall":
-        result, waited, stalled = beside_a_poller(state, go)
-        extra = {"waited_s": round(waited, 3), "stalled": stalled}
-    elif scenario == "device-hop":
-
-        def bound() -> Any:
-            driver.set_current(driver.retain_primary(state.torch_device))
-            return go()
-
-        result = run_on_thread(bound)
-    elif scenario == "thread-hop":
-        result = run_on_thread(go)
-    elif scenario == PUSHED_OVER_TORCH:
-        driver.push(state.created)
-        try:
-            result = go()
-        finally:
-            driver.pop()
-    else:
-        result = go()
-    if stream is not None:
-        synced = driver.api().cuStreamSynchronize(stream)[0]
-        if int(synced) != 0:
-            result.errors.append(f"cuStreamSynchronize returned {driver.result_name(synced)}")
-    ran_in = result.ran_in.describe() if result.ran_in is not None else None
-    said = "ok" if result.ok and not result.errors else (result.signature or "failed")
-    return {"result": said, "errors": list(result.errors), "ran_in": ran_in, **extra}
 
 
 def sticky(device: int) -> str | None:
@@ -284,8 +129,9 @@ def sticky(device: int) -> str | None:
     return None
 
 
-def check_output(spec: Any, y: Any) -> dict[str, Any]:
-
+def check_output(spec: ConvSpec, y: Any) -> dict[str, Any]:
+    """Whether ``y`` was written (no sentinel left) and is within the plugin's tolerances of the
+    CPU reference."""
     from pytest_trtctx.checks.outputs import TOLERANCES, untouched
     from pytest_trtctx.scenarios.runtime import reference
 
@@ -303,39 +149,43 @@ def check_output(spec: Any, y: Any) -> dict[str, Any]:
     }
 
 
-def child(scenario: str, name: str, spec_names: list[str], first_plan: int, max_plans: int) -> int:
+def execute(runtime: Runtime, engine: Engine, x: Any, fixed: bool) -> dict[str, Any]:
+    """One run of ``engine`` through the scenario's ``run`` (or ``fix``), as ``Runtime.run``
+    makes it, without its checks: what the library said, where it ran, what it wrote."""
     import torch
 
-    from pytest_trtctx.backends.base import with_plan
-    from pytest_trtctx.checks.outputs import sentinel_fill
-    from pytest_trtctx.cuda import driver
-    from pytest_trtctx.engines.matrix import load_matrix
-    from pytest_trtctx.scenarios.runtime import host_tensors
-
-    by_name = {s.name: s for s in load_matrix(ROOT / "engines" / "conv_matrix.toml")}
-    specs = [by_name[n] for n in spec_names]
-    state = State(scenario)
-    base = {"scenario": scenario, "backend": name}
+    spec, scenario = engine.spec, runtime.state.scenario
+    y = runtime.outputs.empty(spec.output_shape, x.dtype, f"cuda:{engine.device}")
+    torch.cuda.synchronize(y.device)
+    run = Run(runtime.state, runtime.backend, engine, x, y, runtime.cache_dir)
+    record: dict[str, Any] = {}
+    began = time.perf_counter()
     try:
-        skip = recipe(state)
-    except Exception as exc:  # no driver, no device: every case says so
-        skip = f"the recipe could not run: {first_line(exc)}"
-    if skip is not None:
-        for spec in specs:
-            emit("CASE", {**base, "spec": spec.name, "result": "skipped", "why": skip})
-        print("DONE", flush=True)
-        return 0
-    backend = make_backend(name, state.engine_device)
-    engines: dict[str, Any] = {}
-    for spec in specs:  # every engine right after the recipe, before torch's first call
+        result = scenario.fix(run) if fixed else scenario.run(run)
+    except Exception as exc:
+        record["result"] = f"probe: {first_line(exc)}"
+    else:
+        said = "ok" if result.ok and not result.errors else (result.signature or "failed")
+        ran_in = result.ran_in.describe() if result.ran_in is not None else None
+        record.update(result=said, errors=list(result.errors), ran_in=ran_in)
+    record["seconds"] = round(time.perf_counter() - began, 3)
+    record["sticky"] = poisoned = sticky(runtime.state.engine_device)
+    if poisoned is None:
+        record.update(check_output(spec, y))
+    return record
+
+
+def build_all(runtime: Runtime, specs: list[ConvSpec], base: dict[str, Any]) -> dict[str, Engine]:
+    """Every spec's engine right after the recipe, before torch's first call, where the scenario
+    builds engines; a BUILT line each, or a CASE line with why it was not built."""
+    engines: dict[str, Engine] = {}
+    for spec in specs:
         began = time.perf_counter()
         try:
-            engines[spec.name] = build(state, backend, spec)
+            engine = engines[spec.name] = runtime.build_now(spec)
         except Exception as exc:
             emit("CASE", {**base, "spec": spec.name, "result": f"build: {first_line(exc)}"})
             continue
-        engine = engines[spec.name]
-        plans = engine.details.get("plans")
         emit(
             "BUILT",
             {
@@ -343,50 +193,130 @@ def child(scenario: str, name: str, spec_names: list[str], first_plan: int, max_
                 "spec": spec.name,
                 "seconds": round(time.perf_counter() - began, 3),
                 "built_in": engine.built_in.describe(),
-                "plans": plans,
+                "plans": engine.details.get("plans"),
             },
         )
-    if scenario == PUSHED_OVER_TORCH:
-        state.created = driver.create_context(0)  # made current by cuCtxCreate: pop it again
-        driver.pop()
-    for index, spec in enumerate(specs):
-        engine = engines.get(spec.name)
-        if engine is None:
-            continue
-        x = host_tensors(spec)[0].to(f"cuda:{state.engine_device}")  # torch's (first) call
-        plans = engine.details.get("plans")
-        slots: list[int | None] = list(range(len(plans))) if plans is not None else [None]
-        start = first_plan if index == 0 else 0
-        for slot in slots[start : (max_plans if plans is not None else None)]:
-            one = engine if slot is None else with_plan(engine, slot)
-            record: dict[str, Any] = {**base, "spec": spec.name, "plan": slot}
-            if slot is not None:
-                record.update(name=plans[slot]["name"], plans=len(plans))
-                if not plans[slot]["built"]:
-                    emit("CASE", {**record, "result": f"not built: {plans[slot]['error']}"})
-                    continue
-            y = torch.empty(spec.output_shape, dtype=x.dtype, device=x.device)
-            sentinel_fill(y)
-            torch.cuda.synchronize(x.device)
-            began = time.perf_counter()
-            try:
-                record.update(run(state, backend, one, x, y))
-            except Exception as exc:
-                record.update(result=f"probe: {first_line(exc)}")
-            record["seconds"] = round(time.perf_counter() - began, 3)
-            poisoned = sticky(state.engine_device)
-            record["sticky"] = poisoned
-            if poisoned is None:
-                record.update(check_output(spec, y))
-            emit("CASE", record)
-            if poisoned is not None:
-                print("POISONED", flush=True)
-                return 0
+    return engines
+
+
+def applied(scenario_name: str, backend_name: str) -> tuple[Runtime | None, str, str]:
+    """The scenario applied in this process as a worker applies it, and the runtime that builds
+    and runs the backend's engines under it; (None, result, why) where it cannot run here."""
+    from pytest_trtctx.checks.outputs import Outputs
+    from pytest_trtctx.cuda import probe
+    from pytest_trtctx.errors import BackendUnavailable
+    from pytest_trtctx.scenarios.process import Process
+    from pytest_trtctx.scenarios.runtime import Runtime, choose_backend
+
+    info = probe.machine()
+    process = Process()
+    state = process.apply(
+        registry()[scenario_name],
+        device=0,
+        device_count=len(info.devices),
+        why_no_gpu="" if info.has_gpu else info.why_no_gpu,
+        names=", ".join(d.name for d in info.devices) or "none",
+    )
+    if state.skip_reason is not None:
+        return None, "skipped", state.skip_reason
+    if state.error is not None:
+        return None, "error", state.error
+    try:
+        chosen, _why = choose_backend(backend_name, state)
+    except BackendUnavailable as exc:
+        return None, "skipped", str(exc)
+    return Runtime(state, chosen, None, Outputs(), process), "", ""
+
+
+def child(scenario: str, name: str, spec_names: list[str], start: Position, max_plans: int) -> int:
+    """Apply ``scenario``, build every spec's engine, run each case from ``start`` on; the last
+    line says DONE, or POISONED after a case whose error was sticky."""
+    from pytest_trtctx.engines.matrix import load_matrix
+
+    by_name = {s.name: s for s in load_matrix(MATRIX)}
+    specs = [by_name[n] for n in spec_names]
+    base = {"scenario": scenario, "backend": name}
+    runtime, result, why = applied(scenario, name)
+    if runtime is None:
+        for spec in specs:
+            emit("CASE", {**base, "spec": spec.name, "result": result, "why": why})
+        print("DONE", flush=True)
+        return 0
+    engines = build_all(runtime, specs, base)
+    for spec in specs:
+        if spec.name in engines and not run_spec(runtime, engines, spec, base, start, max_plans):
+            print("POISONED", flush=True)
+            return 0
     print("DONE", flush=True)
     return 0
 
 
+def run_spec(
+    runtime: Runtime,
+    engines: dict[str, Engine],
+    spec: ConvSpec,
+    base: dict[str, Any],
+    start: Position,
+    max_plans: int,
+) -> bool:
+    """Every case of ``spec`` from ``start`` on: each plan (at most ``max_plans``), plain then
+    fixed, a CASE line each; False once a case left a sticky error (the process is poisoned).
+    Where a run destroyed its engine's context, the next case gets an engine built anew, as the
+    suite's next test does (the runtime forgets an engine whose context is gone); where that
+    build fails, its error ends the spec's cases (field ``rebuild``)."""
+    from pytest_trtctx.backends.base import with_plan
+
+    x = runtime.make_input(spec)  # torch's (first) call
+    plans = engines[spec.name].details.get("plans")
+    slots: list[int | None] = [None] if plans is None else list(range(len(plans)))
+    for slot in slots[:max_plans]:
+        for fixed in (False, True):
+            if Position(spec.name, slot, fixed).precedes(start):
+                continue
+            engine = engines[spec.name]
+            record: dict[str, Any] = {**base, "spec": spec.name, "plan": slot, "fixed": fixed}
+            if slot is not None:
+                plans = engine.details["plans"]
+                if slot >= len(plans):  # an engine built anew was offered fewer plans
+                    emit("CASE", {**record, "result": f"not offered: {len(plans)} plans"})
+                    return True
+                record.update(name=plans[slot]["name"], plans=len(plans))
+                if not plans[slot]["built"]:
+                    emit("CASE", {**record, "result": f"not built: {plans[slot]['error']}"})
+                    continue
+            one = engine if slot is None else with_plan(engine, slot)
+            record.update(execute(runtime, one, x, fixed))
+            if one.details.get("context_destroyed"):
+                try:
+                    engines[spec.name] = runtime.build_now(spec)
+                except Exception as exc:
+                    record["rebuild"] = f"build: {first_line(exc)}"
+            emit("CASE", record)
+            if record["sticky"] is not None:
+                return False
+            if "rebuild" in record:
+                return True
+    return True
+
+
 # The parent: every (scenario, library) in a process of its own, restarted past a poison. --------
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a case stands in a job: its spec, its plan (None: a backend with one engine per
+    spec) and whether it is the fixed run (each plain run is followed by its fixed one)."""
+
+    spec: str
+    plan: int | None
+    fixed: bool
+
+    def precedes(self, other: Position) -> bool:
+        """Whether this case comes before ``other`` in ``other``'s spec (a child starts at
+        ``other``'s spec: a case of another spec comes after it)."""
+        if self.spec != other.spec:
+            return False
+        return ((self.plan or 0), self.fixed) < ((other.plan or 0), other.fixed)
 
 
 @dataclass
@@ -395,6 +325,7 @@ class Job:
     backend: str
     specs: list[str]
     first_plan: int = 0
+    first_fixed: bool = False
     restarts: int = 0
 
 
@@ -411,160 +342,261 @@ def command(job: Job, max_plans: int) -> list[str]:
         job.backend,
         ",".join(job.specs),
         str(job.first_plan),
+        str(int(job.first_fixed)),
         str(max_plans),
     ]
 
 
-def after(job: Job, spec: str, plan: int | None, counts: dict[str, int], most: int) -> Job | None:
-    """The job that goes on after case (spec, plan); None when nothing is left."""
-    at = job.specs.index(spec)
-    if plan is not None and plan + 1 < min(counts.get(spec, 0), most):
-        return Job(job.scenario, job.backend, job.specs[at:], plan + 1, job.restarts + 1)
+def after(job: Job, case: Position, counts: dict[str, int], most: int) -> Job | None:
+    """The job that goes on after ``case`` in a new process; None when nothing is left. A plain
+    run is followed by its fixed one, then the next plan (of the ``counts[spec]`` built, at most
+    ``most``), then the next spec."""
+    at = job.specs.index(case.spec)
+    again = job.restarts + 1
+    if not case.fixed:
+        return Job(job.scenario, job.backend, job.specs[at:], case.plan or 0, True, again)
+    if case.plan is not None and case.plan + 1 < min(counts.get(case.spec, 0), most):
+        return Job(job.scenario, job.backend, job.specs[at:], case.plan + 1, False, again)
     if at + 1 < len(job.specs):
-        return Job(job.scenario, job.backend, job.specs[at + 1 :], 0, job.restarts + 1)
+        return Job(job.scenario, job.backend, job.specs[at + 1 :], 0, False, again)
     return None
 
 
-def finish(
-    job: Job, returncode: int | None, out: str, err: str, seconds: float, most: int
-) -> Job | None:
+@dataclass
+class Ended:
+    """What a child process left: its exit status, its output and error text, its seconds."""
+
+    returncode: int | None
+    out: str
+    err: str
+    seconds: float
+
+
+@dataclass
+class Records:
+    """Every record of the run, in order; each is printed as one JSON line as it comes."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> dict[str, Any]:
+        self.items.append(record)
+        print(json.dumps(record), flush=True)
+        return record
+
+
+def finish(job: Job, ended: Ended, most: int, records: Records) -> Job | None:
     """Record what a child reported; the job for what it left, if anything."""
     cases: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    for line in out.splitlines():
+    for line in ended.out.splitlines():
         kind, _, payload = line.partition(" ")
         if kind not in ("CASE", "BUILT"):
             continue
-        record = json.loads(payload)
-        record["kind"], record["process"] = kind.lower(), job.restarts
-        RESULTS.append(record)
-        print(json.dumps(record), flush=True)
+        record = records.add({**json.loads(payload), "kind": kind.lower(), "process": job.restarts})
         if kind == "CASE":
             cases.append(record)
         elif isinstance(record.get("plans"), list):
             counts[record["spec"]] = len(record["plans"])
-    ended = out.rstrip().splitlines()[-1:] if out.strip() else []
-    if ended == ["DONE"]:
+    ended_with = ended.out.rstrip().splitlines()[-1:] if ended.out.strip() else []
+    if ended_with == ["DONE"]:
         return None
-    poisoned = ended == ["POISONED"]
+    poisoned = ended_with == ["POISONED"]
     why = (
         "poisoned by a sticky error: the rest runs in a new process"
         if poisoned
-        else (f"died or timed out (exit {returncode})")
+        else f"died or timed out (exit {ended.returncode})"
     )
-    RESULTS.append(
+    process = records.add(
         {
             "kind": "process",
             "scenario": job.scenario,
             "backend": job.backend,
             "why": why,
-            "stderr_tail": err[-1500:],
-            "seconds": round(seconds, 1),
+            "stderr_tail": ended.err[-1500:],
+            "seconds": round(ended.seconds, 1),
         }
     )
-    print(json.dumps(RESULTS[-1]), flush=True)
-    if job.restarts >= MAX_RESTARTS:
-        return None
-    if not cases:  # nothing reported: no way to tell which case killed it
+    if job.restarts >= MAX_RESTARTS or not cases:  # nothing reported: no way to tell the killer
+        process["gave_up"] = (
+            f"restarted {job.restarts} times" if cases else "no case reported before it ended"
+        )
         return None
     last = cases[-1]
-    nxt = after(job, last["spec"], last.get("plan"), counts, most)
+    # A case with no "fixed" (a build that failed) ends its spec.
+    nxt = after(
+        job, Position(last["spec"], last.get("plan"), last.get("fixed", True)), counts, most
+    )
     if poisoned or nxt is None:
         return nxt
     # It died inside the case after its last report: record that case as the killer, go past it.
-    plan = nxt.first_plan if nxt.specs[0] in counts else None
-    RESULTS.append(
+    killer = Position(
+        nxt.specs[0], nxt.first_plan if nxt.specs[0] in counts else None, nxt.first_fixed
+    )
+    records.add(
         {
             "kind": "case",
             "scenario": job.scenario,
             "backend": job.backend,
-            "spec": nxt.specs[0],
-            "plan": plan,
+            "spec": killer.spec,
+            "plan": killer.plan,
+            "fixed": killer.fixed,
             "result": f"the process {why}",
             "process": job.restarts,
         }
     )
-    print(json.dumps(RESULTS[-1]), flush=True)
-    return after(nxt, nxt.specs[0], plan, counts, most)
+    return after(replace(nxt, restarts=job.restarts), killer, counts, most)
 
 
-RESULTS: list[dict[str, Any]] = []
+def summary(records: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per (scenario, library, run): cases, written, correct; the run is plain or
+    fixed, or ``none`` for a record of what did not run (a skip, a recipe error, a build)."""
+    rows: dict[tuple[str, str, str], list[int]] = {}
+    for r in records:
+        if r.get("kind") != "case":
+            continue
+        run = "none" if "fixed" not in r else "fixed" if r["fixed"] else "plain"
+        row = rows.setdefault((r["scenario"], r["backend"], run), [0, 0, 0])
+        row[0] += 1
+        row[1] += bool(r.get("written"))
+        row[2] += bool(r.get("correct"))
+    lines = [
+        f"{'scenario':<20} {'backend':<8} {'run':<6} {'cases':>6} {'written':>8} {'correct':>8}"
+    ]
+    lines += [
+        f"{s:<20} {b:<8} {run:<6} {n:>6} {w:>8} {c:>8}" for (s, b, run), (n, w, c) in rows.items()
+    ]
+    return lines
 
 
-def main() -> int:
+def chosen(
+    ap: argparse.ArgumentParser, what: str, value: str | None, known: Sequence[str], listed: str
+) -> list[str]:
+    """The comma-separated names of ``value`` (all of ``known`` when not given), in order, each
+    once; an argparse error naming the unknown ones and what is valid."""
+    if value is None:
+        return list(known)
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        ap.error(f"--{what}s names no {what}; valid: {listed}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        ap.error(f"unknown {what}: {', '.join(unknown)}; valid: {listed}")
+    return names
+
+
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def parser(scenarios: Sequence[str]) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--specs", help="comma-separated spec names (default: the whole matrix)")
-    ap.add_argument("--scenarios", help="comma-separated, from: " + ", ".join(SCENARIOS))
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="cudnn, triton")
-    ap.add_argument("--max-plans", type=int, default=10**6, help="cuDNN plans run per spec")
-    ap.add_argument("--jobs", type=int, default=4, help="processes at once")
-    ap.add_argument("--timeout", type=float, default=CHILD_TIMEOUT_S, help="seconds per process")
+    ap.add_argument("--scenarios", help="comma-separated, from: " + ", ".join(scenarios))
+    ap.add_argument("--backends", help="comma-separated, from: " + ", ".join(BACKENDS))
+    ap.add_argument("--max-plans", type=at_least_one, default=10**6, help="cuDNN plans per spec")
+    ap.add_argument("--jobs", type=at_least_one, default=4, help="processes at once")
+    ap.add_argument(
+        "--timeout", type=positive_seconds, default=CHILD_TIMEOUT_S, help="seconds per process"
+    )
     ap.add_argument("--json", type=Path, help="write every record here")
-    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    names = registry().names()
+    ap = parser(names)
+    args = ap.parse_args(argv)
     if args.child:
-        scenario, backend, specs, first, most = args.child
-        return child(scenario, backend, specs.split(","), int(first), int(most))
+        scenario, backend, specs, first, fixed, most = args.child
+        start = Position(specs.split(",")[0], int(first), fixed == "1")
+        return child(scenario, backend, specs.split(","), start, int(most))
     from pytest_trtctx.engines.matrix import load_matrix
 
-    names = [s.name for s in load_matrix(ROOT / "engines" / "conv_matrix.toml")]
-    specs = args.specs.split(",") if args.specs else names
-    scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
-    backends = args.backends.split(",")
-    for what, chosen, known in (
-        ("spec", specs, names),
-        ("scenario", scenarios, SCENARIOS),
-        ("backend", backends, BACKENDS),
-    ):
-        unknown = [c for c in chosen if c not in known]
-        if unknown:
-            ap.error(f"unknown {what}: {', '.join(unknown)}")
-    queue = [Job(s, b, list(specs)) for s in scenarios for b in backends]
+    matrix = [s.name for s in load_matrix(MATRIX)]
+    specs = chosen(ap, "spec", args.specs, matrix, f"the names in {MATRIX.relative_to(ROOT)}")
+    scenarios = chosen(ap, "scenario", args.scenarios, names, ", ".join(names))
+    backends = chosen(ap, "backend", args.backends, BACKENDS, ", ".join(BACKENDS))
+    records = Records()
     started = time.perf_counter()
-    running: list[tuple[Job, subprocess.Popen[bytes], float, Any, Any]] = []
+    queue = [Job(s, b, list(specs)) for s in scenarios for b in backends]
     with tempfile.TemporaryDirectory(prefix="probe-vendor-") as tmp:
+        run_all(queue, args.jobs, args.timeout, args.max_plans, Path(tmp), records)
+    total = round(time.perf_counter() - started, 1)
+    said = {"kind": "total", "seconds": total, "records": len(records.items)}
+    print(json.dumps(said), flush=True)
+    print("\n".join(summary(records.items)), flush=True)
+    print(f"probe_vendor: {len(records.items)} records in {total} s", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"total": said, "records": records.items}, indent=1) + "\n")
+    return 0
+
+
+@dataclass
+class Child:
+    """A child process at work on a job; its output and error go to files (a pipe left unread
+    would block it once full)."""
+
+    job: Job
+    proc: subprocess.Popen[bytes]
+    began: float
+    out: IO[bytes]
+    err: IO[bytes]
+
+    @classmethod
+    def start(cls, job: Job, most: int, stem: Path) -> Child:
+        out = open(stem.with_suffix(".out"), "w+b")  # noqa: SIM115
+        err = open(stem.with_suffix(".err"), "w+b")  # noqa: SIM115
+        proc = subprocess.Popen(command(job, most), stdout=out, stderr=err)
+        return cls(job, proc, time.perf_counter(), out, err)
+
+    def stop(self) -> Ended:
+        """Kill it if it still runs, wait for it, and read what it left."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        texts = []
+        for handle in (self.out, self.err):
+            handle.seek(0)
+            texts.append(handle.read().decode(errors="replace"))
+            handle.close()
+        return Ended(self.proc.returncode, texts[0], texts[1], time.perf_counter() - self.began)
+
+
+def run_all(
+    queue: list[Job], jobs: int, timeout: float, most: int, tmp: Path, records: Records
+) -> None:
+    """Run the queue, ``jobs`` processes at once; a process that ends early hands its remaining
+    cases to a new one, first in line. Every process is waited for (killed past ``timeout``, or
+    when the probe itself is interrupted)."""
+    running: list[Child] = []
+    started = 0
+    try:
         while queue or running:
-            while queue and len(running) < max(args.jobs, 1):
-                job = queue.pop(0)
-                env = {**os.environ, **ENV.get(job.scenario, {})}
-                out = open(Path(tmp) / f"{len(RESULTS)}-{time.monotonic_ns()}.out", "w+b")  # noqa: SIM115
-                err = open(Path(out.name).with_suffix(".err"), "w+b")  # noqa: SIM115
-                proc = subprocess.Popen(
-                    command(job, args.max_plans), env=env, stdout=out, stderr=err
-                )
-                running.append((job, proc, time.perf_counter(), out, err))
+            while queue and len(running) < jobs:
+                running.append(Child.start(queue.pop(0), most, tmp / str(started)))
+                started += 1
             time.sleep(0.2)
-            for entry in list(running):
-                job, proc, began, out, err = entry
-                late = time.perf_counter() - began > args.timeout
-                if proc.poll() is None and not late:
+            for one in list(running):
+                if one.proc.poll() is None and time.perf_counter() - one.began <= timeout:
                     continue
-                if late and proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-                running.remove(entry)
-                texts = []
-                for handle in (out, err):
-                    handle.seek(0)
-                    texts.append(handle.read().decode(errors="replace"))
-                    handle.close()
-                again = finish(
-                    job,
-                    proc.returncode,
-                    texts[0],
-                    texts[1],
-                    time.perf_counter() - began,
-                    args.max_plans,
-                )
+                running.remove(one)
+                again = finish(one.job, one.stop(), most, records)
                 if again is not None:
                     queue.insert(0, again)
-    total = round(time.perf_counter() - started, 1)
-    summary = {"kind": "total", "seconds": total, "records": len(RESULTS)}
-    print(json.dumps(summary), flush=True)
-    print(f"probe_vendor: {len(RESULTS)} records in {total} s", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"total": summary, "records": RESULTS}, indent=1) + "\n")
-    return 0
+    finally:
+        for one in running:
+            one.stop()
 
 
 if __name__ == "__main__":
