@@ -237,6 +237,8 @@ def child(scenario: str, name: str, spec_names: list[str], start: Position, max_
     specs = [by_name[n] for n in spec_names]
     base = {"scenario": scenario, "backend": name}
     runtime, result, why = applied(scenario, name)
+    if runtime is not None and max_plans < 10**6:
+        runtime.plan_slots = max_plans  # cuDNN builds only the plans the probe runs
     if runtime is None:
         for spec in specs:
             emit("CASE", {**base, "spec": spec.name, "result": result, "why": why})

@@ -104,8 +104,9 @@ def select(name: str, compute_capability: tuple[int, int] | None) -> tuple[str, 
     return REFERENCE, "auto: the CUDA reference backend, because " + "; ".join(notes)
 
 
-def create(name: str, device: int, cache_dir: Path | None) -> Backend:
-    """A backend by resolved name (see :func:`select`)."""
+def create(name: str, device: int, cache_dir: Path | None, plans: int | None = None) -> Backend:
+    """A backend by resolved name (see :func:`select`); ``plans``: how many of a spec's plans a
+    backend that builds several (cuDNN) builds, None for every one."""
     if name == REFERENCE:
         from .cuda_ref import CudaReferenceBackend
 
@@ -117,7 +118,7 @@ def create(name: str, device: int, cache_dir: Path | None) -> Backend:
     if name == "cudnn":
         from .cudnn import CudnnBackend
 
-        return CudnnBackend(device, cache_dir)
+        return CudnnBackend(device, cache_dir, plans)
     if name == "triton":
         from .triton import TritonBackend
 

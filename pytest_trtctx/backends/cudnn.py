@@ -84,9 +84,11 @@ class CudnnBackend:
     name = NAME
     description = DESCRIPTION
 
-    def __init__(self, device: int, cache_dir: Path | None) -> None:
+    def __init__(self, device: int, cache_dir: Path | None, plans: int | None = None) -> None:
         self.device = device
         self.cache_dir = cache_dir  # unused: see the module's doc on the engine cache
+        #: How many of a spec's plans are built (the plan slots that run them); None: every one.
+        self.plans = plans
 
     def build(self, spec: ConvSpec, weight: Any, bias: Any | None) -> Engine:
         cudnn = load()
@@ -94,7 +96,7 @@ class CudnnBackend:
         ctx = driver.current()
         built_in = driver.describe_current(self.device)
         try:
-            built = build_graph(cudnn, spec)
+            built = build_graph(cudnn, spec, self.plans)
         except cudnn.cudnnGraphNotSupportedError as exc:
             raise SpecRefused(f"cuDNN has no engine for {spec.name}: {first_line(exc)}") from None
         buffers = DeviceBuffers(ctx)

@@ -9,8 +9,8 @@ first argument: nothing here imports it, or torch, at module level.
   has one; float32 accumulation), without lowering it: that part needs no GPU.
 * :func:`build` lowers it in the context current on the calling thread (the handle is made there
   too), asks the heuristics (modes A and FALLBACK) for engine configurations and builds every one
-  of them (``build_plans(build_plan_policy.ALL)``). A plan the frontend declines to build is
-  recorded with the frontend's words, not hidden.
+  of them (``build_plans(build_plan_policy.ALL)``), or the first N where only N run (the plan
+  slots). A plan the frontend declines to build is recorded with the frontend's words, not hidden.
 * :func:`execute` runs one plan by index (or the graph's own choice) on a stream.
 """
 
@@ -33,6 +33,8 @@ _DECLINED = "declined at build time"
 HEURISTIC_MODES = ("A", "FALLBACK")
 #: The spec's dtype as the frontend's data_type member.
 IO_TYPES = {"float32": "FLOAT", "float16": "HALF", "bfloat16": "BFLOAT16"}
+#: Why a plan offered past the ones asked for was not built (followed by how many were).
+NOT_BUILT_PAST = "not built: only the first plans are, for the plan slots:"
 #: The names of the graph's tensors, for messages and the variant pack.
 TENSORS = ("x", "w", "b", "y")
 
@@ -142,8 +144,10 @@ def _declines() -> Iterator[dict[int, str]]:
         logger.setLevel(level)
 
 
-def build(cudnn: Any, spec: ConvSpec) -> ConvGraph:
-    """Handle, graph and every plan the heuristics offer, made in the current context.
+def build(cudnn: Any, spec: ConvSpec, limit: int | None = None) -> ConvGraph:
+    """Handle, graph and the plans the heuristics offer, made in the current context: every one,
+    or the first ``limit`` (the rest are recorded as offered and not built: building a plan can
+    compile a kernel at run time, and a plan no test runs need not be paid for).
 
     Raises what the frontend raises: ``cudnn.cudnnGraphNotSupportedError`` where cuDNN has no
     engine for the spec, anything else where building failed."""
@@ -153,12 +157,24 @@ def build(cudnn: Any, spec: ConvSpec) -> ConvGraph:
     graph.build_operation_graph()
     graph.create_execution_plans([getattr(cudnn.heur_mode, m) for m in HEURISTIC_MODES])
     graph.check_support()
+    count = int(graph.get_execution_plan_count())
+    wanted = count if limit is None else max(0, min(limit, count))
     with _declines() as declined:
-        graph.build_plans(cudnn.build_plan_policy.ALL)
+        if wanted == count:
+            graph.build_plans(cudnn.build_plan_policy.ALL)
+        else:
+            for index in range(wanted):
+                try:
+                    graph.build_plan_at_index(index)
+                except Exception as exc:  # the plan declined: its words, as build_plans logs them
+                    lines = str(exc).strip().splitlines()
+                    declined[index] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     built = ConvGraph(graph, handle, tensors)
-    for index in range(graph.get_execution_plan_count()):
+    for index in range(count):
         plan = PlanRecord(index, str(graph.get_plan_name_at_index(index)))
-        if index in declined:
+        if index >= wanted:
+            plan.built, plan.error = False, f"{NOT_BUILT_PAST} {wanted}"
+        elif index in declined:
             plan.built, plan.error = False, declined[index]
         else:
             try:

@@ -49,7 +49,8 @@ def prebuild_here(config: pytest.Config, items: Sequence[Any], order: str) -> in
             continue  # its test skips with the reason, as without prebuilding
         wanted.append((backend, found[1]))
     with labelled(f"the {order} order's prebuilt engines (--trtctx-prebuild)"):
-        return prebuild(process, wanted, settings_of(config).cache_dir.value)
+        s = settings_of(config)
+        return prebuild(process, wanted, s.cache_dir.value, s.cudnn_plans.value)
 
 
 def was_prebuilt(item: pytest.Item) -> bool:

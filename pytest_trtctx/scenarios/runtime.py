@@ -99,7 +99,8 @@ class Runtime:
         if self._backend is None:
             from ..backends import create
 
-            self._backend = create(self.backend_name, self.state.engine_device, self.cache_dir)
+            device, slots = self.state.engine_device, self.plan_slots or None
+            self._backend = create(self.backend_name, device, self.cache_dir, slots)
             if self.state.scenario.prepare is not None:
                 self.state.scenario.prepare(self._backend, self.state)
         return self._backend
@@ -221,7 +222,12 @@ def choose_backend(planned: str, state: State) -> tuple[str, str]:
     return backends.select(planned, engine_cc)
 
 
-def prebuild(process: Process, wanted: list[tuple[str, ConvSpec]], cache_dir: Path | None) -> int:
+def prebuild(
+    process: Process,
+    wanted: list[tuple[str, ConvSpec]],
+    cache_dir: Path | None,
+    plan_slots: int = 0,
+) -> int:
     """Build the engine of every (backend, spec) in ``wanted`` now, in the context the scenario's
     recipe left current, before torch's first CUDA call of any test: each engine meets the
     scenario as a fresh process's would, at the cost of one process for it. Returns how many were
@@ -237,6 +243,7 @@ def prebuild(process: Process, wanted: list[tuple[str, ConvSpec]], cache_dir: Pa
         runtime = by_backend.get(backend)
         if runtime is None:
             runtime = by_backend[backend] = Runtime(state, backend, cache_dir, Outputs(), process)
+            runtime.plan_slots = plan_slots  # the plans a test runs are the ones built
         try:
             process.prebuilt[(backend, spec.name)] = runtime.build_now(spec)
         except Exception:  # the test builds it again and reports the failure itself

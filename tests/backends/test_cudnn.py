@@ -418,3 +418,28 @@ def test_under_a_context_switch_no_plan_is_silently_wrong_and_the_push_fixes_all
         ), outcome
     pushed = in_child(_every_plan, True, True)
     assert all(o["ok"] and o["correct"] for o in pushed["outcomes"]), pushed["outcomes"]
+
+
+def _built_with_a_limit(limit: int) -> list[dict[str, Any]]:
+    import torch
+
+    from pytest_trtctx.backends.cudnn import CudnnBackend
+    from pytest_trtctx.scenarios.runtime import host_tensors
+
+    torch.empty(1, device="cuda")
+    _x, w, b = host_tensors(SPEC)
+    return list(CudnnBackend(0, None, plans=limit).build(SPEC, w, b).details["plans"])
+
+
+@requires_gpu
+@needs_frontend
+def test_only_the_plans_the_slots_run_are_built() -> None:
+    """With N plan slots the first N plans are built; the rest are recorded as offered, not
+    built, and say why (building a plan can compile a kernel at run time)."""
+    from pytest_trtctx.backends.cudnn_graph import NOT_BUILT_PAST
+
+    plans = in_child(_built_with_a_limit, 2)
+    assert len(plans) > 2, plans  # the heuristics offer more than two for SPEC on every GPU seen
+    assert all(p["built"] or p["error"] for p in plans[:2]), plans[:2]
+    assert plans[0]["built"], plans[0]
+    assert all(not p["built"] and p["error"] == f"{NOT_BUILT_PAST} 2" for p in plans[2:]), plans
