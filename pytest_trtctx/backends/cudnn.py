@@ -26,6 +26,8 @@ built, never at module level; the cuDNN library itself is the one torch brought.
 from __future__ import annotations
 
 import importlib.util
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,50 @@ DESCRIPTION = (
 PACKAGE = "nvidia-cudnn-frontend"
 #: The arithmetic a float32 plan is checked in (``checks.outputs.TOLERANCES``).
 ARITHMETIC_FLOAT32 = "tfloat32"
+
+
+@dataclass(frozen=True)
+class EngineDefect:
+    """A cuDNN engine a GPU showed to be wrong for a spec whatever the contexts: the tests that run
+    it are known failures there (they pass while it reproduces, and fail the day a cuDNN upgrade
+    fixes it: the upgrade changed what the engine computes)."""
+
+    #: Regexes over the engine's name (``get_plan_name_at_index``) and the spec's.
+    engine: str
+    spec: str
+    #: The GPUs it was seen on (their compute capability); elsewhere nothing is declared.
+    compute_capability: tuple[int, int]
+    #: A regex over the failure signature the tests give while it reproduces.
+    signature: str
+    reason: str
+
+    def matches(self, spec: str, engine: str, capability: tuple[int, int]) -> bool:
+        return (
+            capability == self.compute_capability
+            and re.search(self.spec, spec) is not None
+            and re.search(self.engine, engine) is not None
+        )
+
+
+#: The engines cuDNN runs wrongly, as the GPU runs showed (docs/orders.md, "Vendor backends").
+DEFECTS: tuple[EngineDefect, ...] = (
+    EngineDefect(
+        engine=r"^eng52$",
+        spec=r"^k1s1d1g1_bf16_b8_1x1$",
+        compute_capability=(9, 0),
+        signature=r"^sentinel: output not written",
+        reason=(
+            "cuDNN 9.19.0's engine 52 (compiled at run time, tensor cores) returns success having "
+            "written 71 of the 512 outputs of this 8x64x1x1 bfloat16 1x1 convolution, whatever "
+            "the contexts"
+        ),
+    ),
+)
+
+
+def defect_of(spec: str, engine: str, capability: tuple[int, int]) -> EngineDefect | None:
+    """The declared defect of ``engine`` running ``spec`` on a GPU of ``capability``, if any."""
+    return next((d for d in DEFECTS if d.matches(spec, engine, capability)), None)
 
 
 def installed() -> bool:

@@ -47,8 +47,26 @@ def pick(engine: Engine, slot: int | None, slots: int) -> tuple[Engine, dict[str
             MSG_PLAN_NOT_BUILT.format(slot=slot, count=count, spec=spec, name=name, why=why)
         )
     said = []
+    defect = _defect(engine, name)
+    if defect is not None:
+        record["known_defect"] = {"signature": defect.signature, "reason": defect.reason}
     if slot == slots - 1 and count > slots:
         said.append(
             MSG_PLANS_CUT.format(count=count, spec=spec, first=slots, last=count - 1, slots=slots)
         )
     return with_plan(engine, slot), record, said
+
+
+def _defect(engine: Engine, name: str | None) -> Any:
+    """The cuDNN defect declared for the plan's engine on this GPU (``cudnn.DEFECTS``), if any."""
+    from ..cuda import driver
+    from ..errors import TrtctxError
+    from .cudnn import defect_of
+
+    if name is None:
+        return None
+    try:
+        capability = driver.compute_capability(engine.device)
+    except TrtctxError:  # no driver here (an engine made without a GPU): nothing was seen on it
+        return None
+    return defect_of(engine.spec.name, name, capability)

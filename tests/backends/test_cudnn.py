@@ -443,3 +443,14 @@ def test_only_the_plans_the_slots_run_are_built() -> None:
     assert all(p["built"] or p["error"] for p in plans[:2]), plans[:2]
     assert plans[0]["built"], plans[0]
     assert all(not p["built"] and p["error"] == f"{NOT_BUILT_PAST} 2" for p in plans[2:]), plans
+
+
+def test_a_defect_is_declared_for_its_engine_spec_and_gpu_alone() -> None:
+    from pytest_trtctx.backends.cudnn import DEFECTS, defect_of
+
+    seen = DEFECTS[0]
+    spec, engine = "k1s1d1g1_bf16_b8_1x1", "eng52"
+    assert defect_of(spec, engine, seen.compute_capability) is seen
+    assert defect_of(spec, "eng520", seen.compute_capability) is None
+    assert defect_of("k1s1d1g1_bf16_b8_1x1_p0", engine, seen.compute_capability) is None
+    assert defect_of(spec, engine, (8, 0)) is None

@@ -97,3 +97,69 @@ def test_known_failure_bad_declarations(pytester: pytest.Pytester) -> None:
             "*marker trtctx_known_failure on *::test_c: needs an order and a signature regex*",
         ]
     )
+
+
+DEFECT_SUITE = """
+import types
+
+import pytest
+
+from pytest_trtctx.checks.outcomes import RUNTIME
+
+DEFECT = {"signature": r"^RuntimeError: wrote 71 of 512", "reason": "engine 52 writes a part"}
+
+
+@pytest.fixture
+def defective(request):
+    # What the runtime records of a cuDNN plan whose engine is declared defective
+    # (backends.plans.pick): the verdict reads the record, whatever ran the engine.
+    record = {"known_defect": DEFECT}
+    request.node.stash[RUNTIME] = types.SimpleNamespace(engine_record=record, messages=[])
+
+
+@pytest.mark.trtctx_known_failure("trt-first", r"RuntimeError: launch failed", reason="order")
+def test_the_orders_declaration_comes_first(defective, trtctx_order):
+    raise RuntimeError("launch failed")
+
+def test_reproduces(defective, trtctx_order):
+    raise RuntimeError("wrote 71 of 512 outputs")
+
+def test_stopped(defective, trtctx_order):
+    pass
+
+def test_other_failure(defective, trtctx_order):
+    raise ValueError("something else")
+"""
+
+
+def test_an_engine_declared_defective_is_held_to_it_under_every_order(
+    pytester: pytest.Pytester,
+) -> None:
+    """A cuDNN engine a GPU showed to be wrong whatever the contexts (``backends.cudnn.DEFECTS``):
+    its tests pass while it reproduces, fail the day it stops or fails otherwise; an order's own
+    declaration is read first. In one process too (a defect is not a fresh process's matter)."""
+    pytester.makepyfile(DEFECT_SUITE)
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first", "--trtctx-isolate=none",
+        "-rxf",
+    )  # fmt: skip
+    result.assert_outcomes(failed=2, xfailed=2)
+    result.stdout.fnmatch_lines(
+        [
+            MSG_KNOWN_FAILURE_GONE.format(
+                order="trt-first", signature=r"^RuntimeError: wrote 71 of 512", reason="engine 52 "
+                "writes a part",
+            ),
+        ],
+        consecutive=False,
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(
+        [
+            "XFAIL *test_the_orders_declaration_comes_first[[]trt-first[]] - known failure under "
+            "trt-first: RuntimeError: launch failed",
+            "XFAIL *test_reproduces[[]trt-first[]] - known failure under trt-first: "
+            "RuntimeError: wrote 71 of 512 outputs",
+        ],
+        consecutive=False,
+    )
+    assert "test_other_failure" in result.stdout.str()
