@@ -135,8 +135,8 @@ step diff_run9 40 bash -c "gzip -dc docs/results/report-h200-matrix-run9.json.gz
     pytest-trtctx diff '$work/run9-hazards.json' '$work/report-hazards.json' --markdown > '$work/diff-hazards-vs-run9.md'"
 # The vendor backends (needs nvidia-cudnn-frontend in .whl; Triton comes with torch): the probe,
 # their GPU tests, and the main job's matrix under every order and hazard with each of them.
-step vendor_probe 240 "${rtx[@]}" python3 benchmarks/probe_vendor.py --json "$work/probe-vendor.json"
-step vendor_tests 150 "${rtx[@]}" python3 -m pytest tests/backends/test_cudnn.py tests/backends/test_triton.py \
+step vendor_probe "${PROBE_SECONDS:-240}" "${rtx[@]}" python3 benchmarks/probe_vendor.py --json "$work/probe-vendor.json" ${PROBE_ARGS:-}
+step vendor_tests 150 "${rtx[@]}" python3 -m pytest tests/backends/test_cudnn.py tests/backends/test_triton.py tests/benchmarks \
     -p no:cacheprovider -q -rs --tb=short
 step triton_suite 150 "${rtx[@]}" ./dev matrix -q -rs --trtctx-order=all,hazards --trtctx-backend=triton \
     --trtctx-report="$work/report-triton.json"
