@@ -153,6 +153,8 @@ class CudnnBackend:
             "workspace": buffers.allocate(built.workspace),
             "plans": [plan.to_dict() for plan in built.plans],
             "plan": None,
+            # What a plan's declared defects are matched on (DEFECTS).
+            "compute_capability": driver.compute_capability(self.device),
         }
         if spec.dtype == "float32":
             # The heuristics offer TF32 tensor-core engines for float32 (torch runs its own

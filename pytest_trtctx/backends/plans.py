@@ -58,15 +58,11 @@ def pick(engine: Engine, slot: int | None, slots: int) -> tuple[Engine, dict[str
 
 
 def _defect(engine: Engine, name: str | None) -> Any:
-    """The cuDNN defect declared for the plan's engine on this GPU (``cudnn.DEFECTS``), if any."""
-    from ..cuda import driver
-    from ..errors import TrtctxError
+    """The cuDNN defect declared for the plan's engine on the GPU it was built on
+    (``cudnn.DEFECTS``), if any."""
     from .cudnn import defect_of
 
-    if name is None:
-        return None
-    try:
-        capability = driver.compute_capability(engine.device)
-    except TrtctxError:  # no driver here (an engine made without a GPU): nothing was seen on it
+    capability = engine.details.get("compute_capability")
+    if name is None or not isinstance(capability, tuple):
         return None
     return defect_of(engine.spec.name, name, capability)
