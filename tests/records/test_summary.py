@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from pytest_trtctx.records.summary import PLANS_LINE, PLANS_NOT_RUN
 from pytest_trtctx.scenarios import HAZARDS
 
 from ..conftest import CPU_ORDERS, cpu_orders, needs_package, requires_gpu, run_pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = """
 import pytest
@@ -244,6 +247,13 @@ def _pattern(template: str, **groups: str) -> re.Pattern[str]:
         if name is not None:
             parts.append(groups.get(name, rf"(?P<{name}>\d+)"))
     return re.compile("".join(parts))
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/orders.md"])
+def test_the_docs_show_the_plans_line_as_the_summary_prints_it(doc: str) -> None:
+    text = " ".join((ROOT / doc).read_text().split())  # a line wrapped in the source is one
+    pattern = _pattern(PLANS_LINE, specs=r"\d+ specs?", per_spec=r"\d+(?:-\d+)?")
+    assert pattern.search(text), f"{doc} shows no line of the form {PLANS_LINE!r}"
 
 
 needs_frontend = needs_package("cudnn", PACKAGE, INSTALL_CUDNN)
