@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from .backends.plans import PlanSkipped
 from .checks.outcomes import (
     CHECKS_PROPERTY,
     CONTEXTS_SECTION,
@@ -176,12 +177,17 @@ class TestRun:
                 # and the plugin's own frames would say nothing. The verdict says it all.
                 path, lineno, _name = item.location
                 report.longrepr = f"{path}:{(lineno or 0) + 1}: {excinfo.value}"
+        # A plan slot with no plan to run keeps its record: which plan of how many it stood for
+        # (the summary counts the plans offered, declined and run from these records).
+        slot_skip = excinfo.value if excinfo and isinstance(excinfo.value, PlanSkipped) else None
+        if slot_skip is not None:
+            report.user_properties.append((ENGINE_PROPERTY, dict(slot_skip.record)))
         if call.when != "call":
             return report
         runtime = item.stash.get(RUNTIME, None)
         if runtime is not None and runtime.messages:
             report.user_properties.append((MESSAGES_PROPERTY, list(runtime.messages)))
-        if runtime is not None and runtime.engine_record:
+        if runtime is not None and runtime.engine_record and slot_skip is None:
             report.user_properties.append((ENGINE_PROPERTY, dict(runtime.engine_record)))
         outputs = item.stash.get(OUTPUTS, None)
         if outputs is not None and outputs.current:

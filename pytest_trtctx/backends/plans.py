@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pytest
+# pytest's skip exception: public as ``pytest.skip.Exception``, which a type checker cannot
+# take as a base class; this is the same class.
+from _pytest.outcomes import Skipped
 
 from ..messages import MSG_PLAN_NOT_BUILT, MSG_PLAN_NOT_OFFERED, MSG_PLANS_CUT
 from .base import with_plan
@@ -21,6 +23,16 @@ if TYPE_CHECKING:
 BACKEND = "cudnn"
 
 
+class PlanSkipped(Skipped):
+    """A slot's skip (past the plans offered, or a plan the frontend declined) that carries the
+    slot's record: the report of a skipped slot says which plan of how many it stood for, so that
+    the summary can tell plans not offered from plans declined without reading skip messages."""
+
+    def __init__(self, msg: str, record: dict[str, Any]) -> None:
+        super().__init__(msg)
+        self.record = record
+
+
 def slot_id(index: int) -> str:
     """A slot's part of the test id."""
     return f"plan{index}"
@@ -29,8 +41,9 @@ def slot_id(index: int) -> str:
 def pick(engine: Engine, slot: int | None, slots: int) -> tuple[Engine, dict[str, Any], list[str]]:
     """Where ``engine`` holds several plans (cuDNN's, ``details["plans"]``), the engine that runs
     the plan of ``slot`` (of ``slots``), the record of what runs, and what to say of it; a slot
-    past the plans, or a plan the library declined to build, skips the test with why. An engine
-    with one plan is returned as it is, with no record."""
+    past the plans, or a plan the library declined to build, skips the test with why
+    (:class:`PlanSkipped`, which carries the record; a declined plan's says ``declined``: the
+    library's words). An engine with one plan is returned as it is, with no record."""
     plans = engine.details.get("plans")
     if not isinstance(plans, list):
         return engine, {}, []
@@ -40,11 +53,14 @@ def pick(engine: Engine, slot: int | None, slots: int) -> tuple[Engine, dict[str
     if slot is None:
         return engine, record, []
     if slot >= count:
-        pytest.skip(MSG_PLAN_NOT_OFFERED.format(count=count, spec=spec, slot=slot_id(slot)))
+        raise PlanSkipped(
+            MSG_PLAN_NOT_OFFERED.format(count=count, spec=spec, slot=slot_id(slot)), record
+        )
     if not plans[slot]["built"]:
         why = plans[slot]["error"]
-        pytest.skip(
-            MSG_PLAN_NOT_BUILT.format(slot=slot, count=count, spec=spec, name=name, why=why)
+        raise PlanSkipped(
+            MSG_PLAN_NOT_BUILT.format(slot=slot, count=count, spec=spec, name=name, why=why),
+            {**record, "declined": why},
         )
     said = []
     defect = _defect(engine, name)

@@ -1,20 +1,26 @@
 """What the plugin prints: its header lines, and the ``trtctx summary`` at the end of the run
-(outcomes per order and backend, and the most frequent failure signatures).
+(outcomes per order and backend, cuDNN's plans per spec, and the most frequent failure
+signatures).
 
 Registered as a plugin object (``trtctx-summary``) in the pytest process. A test's row is its
 plan's order and the backend its process reported (else its planned backend); its outcome is the
-most severe of its phases'. An order that could not be applied says why, once.
+most severe of its phases'. An order that could not be applied says why, once. Where cuDNN plan
+slots ran (``--trtctx-backend=cudnn``), one line says how many plans cuDNN offered per spec and
+how many of them ran, were declined, or lay past the slots.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from ..backends.plans import BACKEND as PLANS_BACKEND
 from ..checks.outcomes import (
     BACKEND_PROPERTY,
+    ENGINE_PROPERTY,
     ORDER_PROPERTY,
     OUTCOME_RANK,
     PLAN_PROPERTY,
@@ -81,6 +87,9 @@ class Summary:
                         f"{order:<{wide}} {backend:<12} "
                         + " ".join(f"{counts.get(c, 0):>13}" for c in COLUMNS)
                     )
+        plans = plans_line(cudnn_plans(tr.stats), settings_of(tr.config).cudnn_plans.value)
+        if plans:
+            tr.write_line(plans)
         by_reason: dict[str, list[str]] = {}
         for order in scenarios:
             for why in sorted(not_applied.get(order, ())):
@@ -133,3 +142,78 @@ def count(
         if sig and kind in ("failed", "known-failure"):
             signatures[(sig, kind)] += 1
     return rows, signatures, not_applied
+
+
+#: The cuDNN plans line. A spec's plans are counted once, whatever the orders its slots ran
+#: under: a plan counts as run where it ran under any order (passed, failed or a known failure),
+#: as declined where the frontend declined it and it ran under no order.
+PLANS_LINE = (
+    "cudnn plans, each spec once over all orders: {specs}, {offered} offered ({per_spec} per "
+    "spec), {ran} run, {declined} declined by the frontend, {past} past the {slots} slots per "
+    "spec (--trtctx-cudnn-plans)"
+)
+#: Added where plans within the slots neither ran nor were declined (a slot deselected, or
+#: skipped for another reason after its plan was picked).
+PLANS_NOT_RUN = "; {count} within the slots not run (skipped otherwise, or not selected)"
+
+
+@dataclass
+class SpecPlans:
+    """What the run's records say of one spec's cuDNN plans: how many were offered, and which
+    plan indices ran and which the frontend declined (under any order)."""
+
+    offered: int = 0
+    ran: set[int] = field(default_factory=set)
+    declined: set[int] = field(default_factory=set)
+
+
+def cudnn_plans(stats: dict[str, list[Any]]) -> dict[str, SpecPlans]:
+    """Per spec name, its cuDNN plans as the tests' engine records say (read from the reports
+    each test's process sent, so it works in an xdist controller). A record is a slot's: its
+    plan index and how many plans were offered; a slot past them stood for no plan."""
+    specs: dict[str, SpecPlans] = {}
+    for reports in stats.values():
+        for report in reports:
+            if not isinstance(report, pytest.TestReport):
+                continue
+            props = properties(report)
+            record, planned = props.get(ENGINE_PROPERTY), props.get(PLAN_PROPERTY)
+            if not isinstance(record, dict) or record.get("backend") != PLANS_BACKEND:
+                continue
+            slot, offered = record.get("plan"), record.get("plans")
+            spec = planned.get("spec") if isinstance(planned, dict) else None
+            name = spec.get("name") if isinstance(spec, dict) else None
+            if not (isinstance(slot, int) and isinstance(offered, int) and isinstance(name, str)):
+                continue  # the graph's own choice (no slot), or a test with no spec of the matrix
+            entry = specs.setdefault(name, SpecPlans())
+            entry.offered = max(entry.offered, offered)
+            if slot >= offered:
+                continue
+            if record.get("declined"):
+                entry.declined.add(slot)
+            elif classify(report) not in (None, "skipped"):
+                entry.ran.add(slot)
+    return specs
+
+
+def plans_line(specs: dict[str, SpecPlans], slots: int) -> str | None:
+    """The summary's line on cuDNN's plans (``slots`` per spec), None where no slot ran."""
+    if not specs:
+        return None
+    offered = [s.offered for s in specs.values()]
+    ran = sum(len(s.ran) for s in specs.values())
+    declined = sum(len(s.declined - s.ran) for s in specs.values())
+    within = sum(min(s.offered, slots) for s in specs.values())
+    low, high = min(offered), max(offered)
+    line = PLANS_LINE.format(
+        specs=f"{len(specs)} spec" + ("s" if len(specs) != 1 else ""),
+        offered=sum(offered),
+        per_spec=f"{low}-{high}" if low != high else str(low),
+        ran=ran,
+        declined=declined,
+        past=sum(max(0, n - slots) for n in offered),
+        slots=slots,
+    )
+    if within > ran + declined:
+        line += PLANS_NOT_RUN.format(count=within - ran - declined)
+    return line

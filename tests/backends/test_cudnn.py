@@ -21,7 +21,7 @@ import pytest
 from pytest_trtctx import backends
 from pytest_trtctx.backends.base import Engine, with_plan
 from pytest_trtctx.backends.cudnn import ARITHMETIC_FLOAT32, DESCRIPTION, PACKAGE
-from pytest_trtctx.backends.plans import pick, slot_id
+from pytest_trtctx.backends.plans import PlanSkipped, pick, slot_id
 from pytest_trtctx.engines.spec import ConvSpec
 from pytest_trtctx.errors import BackendUnavailable, ConfigError
 from pytest_trtctx.messages import (
@@ -144,15 +144,22 @@ def test_a_slot_runs_the_plan_of_its_index_and_records_it() -> None:
     assert said == []
 
 
-def test_a_slot_past_the_plans_offered_or_declined_skips_with_why() -> None:
+def test_a_slot_past_the_plans_offered_or_declined_skips_with_why_and_its_record() -> None:
     with pytest.raises(pytest.skip.Exception) as past:
         pick(_engine(PLANS), 3, 64)
     assert str(past.value) == MSG_PLAN_NOT_OFFERED.format(count=3, spec="k3_f16", slot="plan3")
+    assert isinstance(past.value, PlanSkipped)
+    assert past.value.record == {"backend": "cudnn", "plan": 3, "plans": 3, "name": None}
     with pytest.raises(pytest.skip.Exception) as declined:
         pick(_engine(PLANS), 1, 64)
+    why = "cudnnGraphNotSupportedError: no"
     assert str(declined.value) == MSG_PLAN_NOT_BUILT.format(
-        slot=1, count=3, spec="k3_f16", name="eng1{}", why="cudnnGraphNotSupportedError: no"
+        slot=1, count=3, spec="k3_f16", name="eng1{}", why=why
     )
+    assert isinstance(declined.value, PlanSkipped)
+    assert declined.value.record == {
+        "backend": "cudnn", "plan": 1, "plans": 3, "name": "eng1{}", "declined": why
+    }  # fmt: skip
 
 
 def test_the_last_slot_says_which_plans_no_slot_runs() -> None:
