@@ -158,6 +158,14 @@ step cudnn_spec 120 bash -c "${rtx[*]} python3 -m pytest tests/regression --trtc
     ${rtx[*]} python3 -m pytest tests/regression --trtctx-order=torch-first --trtctx-backend=cudnn \
     --trtctx-cudnn-plans=40 -k '${CUDNN_SPEC:-k1s1d1g1_bf16_b8_1x1} and ${CUDNN_PLAN:-plan22}' \
     -p no:cacheprovider -q -rfs --tb=short; tail -c 20000 '$work/cudnn-plan.log' > '$work/cudnn-plan-tail.log'; rm -f '$work/cudnn-plan.log'"
+# cuDNN's matrix, one plan slot per spec (the heuristics' first choice), under every order and the
+# hazards but the two whose cuDNN builds outlasted the run (cudnn_hazards looks at those alone).
+step cudnn_rest 130 "${rtx[@]}" ./dev matrix -q -rfs --durations=10 --trtctx-backend=cudnn --trtctx-cudnn-plans=1 \
+    --trtctx-order=all,foreign-stream,graph-capture,fork-after-init,pushed-over-torch,device-hop \
+    --trtctx-report="$work/report-cudnn-rest.json"
+step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-backend=cudnn --trtctx-cudnn-plans=1 \
+    --trtctx-order=context-destroyed,lazy-stall -k k3s1d1g1_f32_b1_17x19 --trtctx-timeout=30 \
+    --trtctx-report="$work/report-cudnn-hazards.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"
