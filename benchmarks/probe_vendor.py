@@ -161,8 +161,13 @@ def execute(runtime: Runtime, engine: Engine, x: Any, fixed: bool) -> dict[str, 
     run = Run(runtime.state, runtime.backend, engine, x, y, runtime.cache_dir)
     record: dict[str, Any] = {}
     began = time.perf_counter()
+    import pytest
+
     try:
         result = scenario.fix(run) if fixed else scenario.run(run)
+    except pytest.skip.Exception as exc:  # the scenario cannot run this engine, and says why
+        record.update(result="skipped", why=str(exc.msg))
+        return record
     except Exception as exc:
         record["result"] = f"probe: {first_line(exc)}"
     else:

@@ -46,6 +46,14 @@ CUDA_LOST_IN_FORK: Final = r"^backend: (CUDA_ERROR_NOT_INITIALIZED$|.*initializa
 #: loading a kernel's first launch waits for the device to drain (NVIDIA/nvbench#136).
 MSG_LAZY_STALL: Final = "lazy loading: the launch waited for a kernel on another stream"
 LAZY_LOADING_STALL: Final = r"^backend: lazy loading: the launch waited for a kernel"
+#: Why lazy-stall does not run an engine whose launch holds the GIL (the poller's release is a
+#: Python thread, which then never runs: the run would deadlock instead of stalling).
+MSG_LAZY_STALL_GIL: Final = (
+    "lazy-stall does not run {backend} engines: {backend}'s launch keeps Python's GIL while it "
+    "waits for the kernel polling on another stream, and that kernel is released by a Python "
+    "thread, so the run deadlocks instead of stalling (seen on a GPU: no return in 30 s, with and "
+    "without the fix); the hazard stands for it all the same, only this harness cannot release it"
+)
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..messages import LAZY_LOADING_STALL, MSG_LAZY_STALL
+from ..messages import LAZY_LOADING_STALL, MSG_LAZY_STALL, MSG_LAZY_STALL_GIL
 from .base import HAZARD, KnownFailure, Run, Scenario, State
 from .torch_first import allocate_with_torch
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 #: its kernel (milliseconds for the matrix's convolutions), so the bound is a small multiple of
 #: that, not a guess at how long a stall lasts (docs/orders.md has the durations it rests on).
 POLL_RELEASE_S = 0.1
+#: Backends whose launch keeps the GIL while the driver makes it wait (the cuDNN frontend's
+#: execute): the poller's release, a Python thread, cannot run then, and their runs skip.
+HOLDS_THE_GIL = ("cudnn",)
 
 
 def kernels_from_libraries(backend: Backend, state: State) -> None:
@@ -54,12 +57,16 @@ def _beside_a_polling_kernel(run: Run, go: Callable[[], ExecResult]) -> ExecResu
     import threading
     import time
 
+    import pytest
+
     from ..backends.cuda_ref import CudaReferenceBackend
     from ..backends.kernels import POLL_KERNEL
     from ..cuda import driver
 
-    drv, check = driver.api(), driver.check
     backend = run.backend
+    if backend.name in HOLDS_THE_GIL:
+        pytest.skip(MSG_LAZY_STALL_GIL.format(backend=backend.name))
+    drv, check = driver.api(), driver.check
     # The poller comes from the reference backend's module, whichever backend runs engines.
     poller = (
         backend
