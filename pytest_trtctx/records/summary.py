@@ -149,8 +149,8 @@ def count(
 #: as declined where the frontend declined it and it ran under no order.
 PLANS_LINE = (
     "cudnn plans, each spec once over all orders: {specs}, {offered} offered ({per_spec} per "
-    "spec), {ran} run, {declined} declined by the frontend, {past} past the {slots} slots per "
-    "spec (--trtctx-cudnn-plans)"
+    "spec), {ran} run, {declined} declined by the frontend, {past} past the {slots} plan "
+    "slot(s) per spec (--trtctx-cudnn-plans)"
 )
 #: Added where plans within the slots neither ran nor were declined (a slot deselected, or
 #: skipped for another reason after its plan was picked).
