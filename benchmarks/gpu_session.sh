@@ -150,7 +150,7 @@ step gpu_tests 200 "${rtx[@]}" python3 -m pytest tests/scenarios tests/backends 
 step vendor_trace 120 bash -c "for b in triton cudnn; do echo \"== \$b\"; ${rtx[*]} python3 -m pytest benchmarks/vendor_trace \
     --trtctx-order=torch-first,driver-first,pushed-over-torch --trtctx-backend=\$b --trtctx-trace \
     -p no:cacheprovider -rf --tb=long; done"
-# One cuDNN spec, every plan, torch-first (a plan that returned without writing on the H200),
+# One cuDNN spec, every plan, torch-first (a plan that returned without writing on a GPU),
 # then that plan alone with cuDNN's own log.
 step cudnn_spec 120 bash -c "${rtx[*]} python3 -m pytest tests/regression --trtctx-order=torch-first \
     --trtctx-backend=cudnn --trtctx-cudnn-plans=40 -k '${CUDNN_SPEC:-k1s1d1g1_bf16_b8_1x1}' \

@@ -166,7 +166,7 @@ def execute(runtime: Runtime, engine: Engine, x: Any, fixed: bool) -> dict[str, 
     try:
         result = scenario.fix(run) if fixed else scenario.run(run)
     except pytest.skip.Exception as exc:  # the scenario cannot run this engine, and says why
-        record.update(result="skipped", why=str(exc.msg))
+        record.update(result="skipped", why=str(exc.msg), seconds=0.0, sticky=None)
         return record
     except Exception as exc:
         record["result"] = f"probe: {first_line(exc)}"

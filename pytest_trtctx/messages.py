@@ -51,8 +51,9 @@ LAZY_LOADING_STALL: Final = r"^backend: lazy loading: the launch waited for a ke
 MSG_LAZY_STALL_GIL: Final = (
     "lazy-stall does not run {backend} engines: {backend}'s launch keeps Python's GIL while it "
     "waits for the kernel polling on another stream, and that kernel is released by a Python "
-    "thread, so the run deadlocks instead of stalling (seen on a GPU: no return in 30 s, with and "
-    "without the fix); the hazard stands for it all the same, only this harness cannot release it"
+    "thread, so the run deadlocks instead of stalling (seen on a GPU, with and without the fix: "
+    "no return until the plugin's timeout); the hazard stands for it all the same, only this "
+    "harness cannot release it"
 )
 
 ISOLATE_MODES: Final[tuple[str, ...]] = ("none", "order", "test")

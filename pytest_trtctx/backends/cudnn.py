@@ -9,7 +9,7 @@ offer run as an engine of its own (TensorRT's tactic selection in miniature).
   the graph's own choice, the first plan that built).
 * ``execute`` runs that plan in whatever context is current then, on the caller's stream or a
   stream of its own, and keeps cuDNN's exact words for a failure
-  (``cudnn::ops::ForkInternalStreams(handle, 4, streamA)`` failed, on an H200).
+  (``cudnn::ops::ForkInternalStreams(handle, 4, streamA)`` failed, docs/orders.md).
 * A spec cuDNN has no engine for (``cudnnGraphNotSupportedError`` while planning) is refused
   (:class:`~pytest_trtctx.errors.SpecRefused`) with cuDNN's words.
 

@@ -158,7 +158,7 @@ def build(cudnn: Any, spec: ConvSpec, limit: int | None = None) -> ConvGraph:
     graph.create_execution_plans([getattr(cudnn.heur_mode, m) for m in HEURISTIC_MODES])
     graph.check_support()
     count = int(graph.get_execution_plan_count())
-    wanted = count if limit is None else max(0, min(limit, count))
+    wanted = count if limit is None or limit < 1 else min(limit, count)
     with _declines() as declined:
         if wanted == count:
             graph.build_plans(cudnn.build_plan_policy.ALL)
@@ -198,6 +198,8 @@ def execute(
     Raises what the frontend raises."""
     cudnn.set_stream(built.handle, stream)
     pack = {built.tensors[name]: address for name, address in addresses.items()}
+    if plan is None:  # the first plan that built (build_plan_at_index selects the last it built)
+        plan = next((p.index for p in built.plans if p.built), None)
     if plan is None:
         built.graph.execute(pack, workspace, handle=built.handle)
     else:

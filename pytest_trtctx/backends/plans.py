@@ -15,6 +15,7 @@ from _pytest.outcomes import Skipped
 
 from ..messages import MSG_PLAN_NOT_BUILT, MSG_PLAN_NOT_OFFERED, MSG_PLANS_CUT
 from .base import with_plan
+from .cudnn_graph import NOT_BUILT_PAST
 
 if TYPE_CHECKING:
     from .base import Engine
@@ -60,7 +61,7 @@ def pick(engine: Engine, slot: int | None, slots: int) -> tuple[Engine, dict[str
         why = plans[slot]["error"]
         raise PlanSkipped(
             MSG_PLAN_NOT_BUILT.format(slot=slot, count=count, spec=spec, name=name, why=why),
-            {**record, "declined": why},
+            record if str(why).startswith(NOT_BUILT_PAST) else {**record, "declined": why},
         )
     said = []
     defect = _defect(engine, name)

@@ -46,18 +46,23 @@ class KnownFailures:
             return report
         planned = plan.of(item)
         known = planned.known_failure
-        if known is not None:
-            expected, reason = known.signature, known.reason or "no reason given"
-        else:  # an engine declared defective whatever the contexts (backends.cudnn.DEFECTS)
-            defect = engine_defect(item)
-            if defect is None:
-                return report
+        fresh = item.stash.get(FRESH, True)
+        # An engine declared defective whatever the contexts (backends.cudnn.DEFECTS) holds where
+        # the order declares nothing, or where the order's declaration is not enforced (the test
+        # did not meet the order fresh): the engine is as wrong in either case.
+        defect = engine_defect(item) if known is None or not fresh else None
+        if defect is not None:
+            known = None
             expected, reason = defect["signature"], defect["reason"]
+        elif known is not None:
+            expected, reason = known.signature, known.reason or "no reason given"
+        else:
+            return report
         order = planned.order
         signature = None
         if call.excinfo is not None and report.failed:
             signature = signature_of(call.excinfo.value)
-        if known is not None and not item.stash.get(FRESH, True):
+        if known is not None and not fresh:
             status = "not enforced"
             report.sections.append((SECTION, MSG_KNOWN_FAILURE_STALE.format(order=order)))
         elif report.passed:

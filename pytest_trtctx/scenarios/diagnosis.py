@@ -78,6 +78,17 @@ SWITCH_CAUSE = (
     "launched while {new} is current: the launch fails (CUDA_ERROR_INVALID_HANDLE; TensorRT says "
     "'invalid resource handle' or 'Cask convolution execution') and the outputs are never written."
 )
+#: The traced account names the call that made the launch's context current, whatever made it
+#: (torch's first call, a push, a new thread): the rule is said without guessing at it.
+TRACED_CAUSE = (
+    "a kernel belongs to the context it was loaded in ({old}) and cannot be launched while "
+    "another ({new}) is current: the launch fails (CUDA_ERROR_INVALID_HANDLE; TensorRT and "
+    "Triton say 'invalid resource handle') and the outputs are never written."
+)
+TRACED_FIX = (
+    "fix: make the kernel's context current around its launch (cuCtxPushCurrent/cuCtxPopCurrent; "
+    "pycuda: ctx.push()/ctx.pop()), or pop a context pushed over it before the launch"
+)
 CONTEXT_FIX = (
     "fix: push the engine's context around its execution (cuCtxPushCurrent/cuCtxPopCurrent; "
     "pycuda: ctx.push()/ctx.pop()), or initialise torch before anything creates a context "
@@ -133,10 +144,10 @@ def context_diagnosis(
             what += f"; over the call the current context went from {name(start.handle)} to "
             what += name(end.handle)
         old, new = name(first.home), name(first.launch.context)
-        lines.append(f"{what}. " + SWITCH_CAUSE.format(old=old, new=new))
+        lines.append(f"{what}. " + TRACED_CAUSE.format(old=old, new=new))
         if len(found) > 1:
             lines.append(f"and {len(found) - 1} more such launches (trtctx trace lists them)")
-        lines.append(CONTEXT_FIX)
+        lines.append(TRACED_FIX)
     elif changed and start is not None and end is not None:
         old, new = name(start.handle), name(end.handle)
         what = f"the current context changed during the test, from {old} to {new}"

@@ -139,7 +139,7 @@ SCENARIO = Scenario(
         "under lazy loading the kernel's first launch waits for a kernel polling on another "
         "stream (NVIDIA/nvbench#136)",
         # Triton loads its compiled kernel's module and function before the first launch (its
-        # _init_handles, here at build): nothing is left to load lazily, and on one H200 none
+        # _init_handles, here at build): nothing is left to load lazily, and on a GPU none
         # of the matrix's 37 Triton engines stalled (docs/orders.md, "Vendor backends").
         except_backends=("triton",),
     ),

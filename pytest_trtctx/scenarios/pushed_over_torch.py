@@ -59,12 +59,14 @@ SCENARIO = Scenario(
     name="pushed-over-torch",
     kind=HAZARD,
     expected=(
-        "known failure CUDA_ERROR_INVALID_HANDLE (Triton: invalid resource handle), output never "
-        "written: a kernel loaded under torch is launched while a wrapper's own context is "
-        "pushed (the driver runs work in the context on top of the stack, NVIDIA/TensorRT#1133); "
-        "passes with trtctx_fix_context (the push around the wrapper's engine alone)"
+        "known failure, output never written: a kernel loaded under torch runs while another "
+        "context is pushed over torch's (NVIDIA/flashdreams#424: Triton kernels fail with "
+        "'invalid resource handle' after a library left its context current; "
+        "openmm/openmm-torch#78); the reference backend says CUDA_ERROR_INVALID_HANDLE, Triton "
+        "'invalid resource handle', cuDNN 'cudnnSetStream failed'; passes with "
+        "trtctx_fix_context (torch's work run in torch's context)"
     ),
-    stands_for=("NVIDIA/TensorRT#1133",),
+    stands_for=("NVIDIA/flashdreams#424", "openmm/openmm-torch#78"),
     recipe=torch_then_a_wrapper_context,
     first_call="torch-first, then cuCtxCreate for a wrapper (popped)",
     built_in="primary context (loaded under torch)",
@@ -73,15 +75,18 @@ SCENARIO = Scenario(
     fix=in_torchs_context,
     known_failure=KnownFailure(
         CONTEXT_MISMATCH,
-        "a kernel loaded in torch's context is launched while a wrapper's own context is pushed",
+        "a kernel loaded in torch's context runs while another context is pushed over it "
+        "(NVIDIA/flashdreams#424, openmm/openmm-torch#78)",
     ),
     cause=(
-        "A kernel loaded under torch (an inductor Triton kernel, torch's own work) was launched "
-        "while another context was pushed on the thread (a TensorRT wrapper's ctx.push() around "
-        "torch post-processing): a loaded kernel belongs to the context it was loaded in, and a "
-        "launch in another fails (Triton: 'invalid resource handle'). Fix: push the wrapper's "
-        "context around the wrapper's own engine only and pop it before torch's work "
-        "(trtctx_fix_context)."
+        "Work loaded under torch (an inductor Triton kernel, a cuDNN handle, torch's own work) "
+        "ran while another context was pushed on the thread (a TensorRT wrapper's ctx.push() "
+        "around torch post-processing, a library that left its context current): a loaded "
+        "kernel belongs to the context it was loaded in, and a launch in another fails (Triton: "
+        "'invalid resource handle'; cuDNN refuses the other context's stream: 'cudnnSetStream "
+        "failed'). Fix: push the wrapper's context around the wrapper's own engine only and pop "
+        "it before torch's work (trtctx_fix_context), or restore torch's context after a "
+        "library call that changes it."
     ),
     every_test_fresh=True,
 )

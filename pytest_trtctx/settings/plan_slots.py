@@ -13,7 +13,7 @@ test's own process, after the build, the slot picks the plan of its index
 and the last slot says so where more plans were offered than there are slots.
 
 Considered and not taken: one test per spec that runs every plan (one verdict for dozens of
-engines: a known failure of one engine, such as the one an H200 showed under driver-first,
+engines: a known failure of one engine, such as the one a GPU showed under driver-first,
 would fail or hide the others, and no plan would have a record of its own); asking a GPU at
 collection (a cuDNN call in the collecting process initialises CUDA before any order's recipe,
 and ids would change with the machine and the library's heuristics).

@@ -461,3 +461,16 @@ def test_a_defect_is_declared_for_its_engine_spec_and_gpu_alone() -> None:
     assert defect_of(spec, "eng520", seen.compute_capability) is None
     assert defect_of("k1s1d1g1_bf16_b8_1x1_p0", engine, seen.compute_capability) is None
     assert defect_of(spec, engine, (8, 0)) is None
+
+
+def test_a_plan_left_unbuilt_past_the_slots_is_not_called_declined() -> None:
+    from pytest_trtctx.backends.cudnn_graph import NOT_BUILT_PAST
+    from pytest_trtctx.backends.plans import PlanSkipped
+
+    past = {"index": 1, "name": "eng9{}", "built": False, "error": f"{NOT_BUILT_PAST} 1"}
+    with pytest.raises(PlanSkipped) as skipped:
+        pick(_engine([PLANS[0], past]), 1, 2)
+    assert "declined" not in skipped.value.record, skipped.value.record
+    with pytest.raises(PlanSkipped) as declined:
+        pick(_engine(PLANS), 1, 3)
+    assert declined.value.record["declined"] == PLANS[1]["error"]

@@ -263,7 +263,7 @@ PLANS = 2
 )
 def test_on_a_gpu_the_fix_makes_driver_first_correct(backend: str, tmp_path: Path) -> None:
     """torch-first: every case correct; driver-first: no plain run correct (the engine's
-    context is not current: what run 13 saw of both libraries), every fixed run correct."""
+    context is not current: docs/orders.md, "Vendor backends"), every fixed run correct."""
     records = run_probe(
         tmp_path, "--scenarios", "torch-first,driver-first", "--backends", backend,
         "--specs", SPEC, "--max-plans", str(PLANS), timeout=600,
