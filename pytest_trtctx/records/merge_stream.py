@@ -36,7 +36,7 @@ from typing import IO, Any
 from ..storage import atomic_file, replaces, write_json, write_output
 from . import report_split, report_text
 from .merging import SAME_IN_EVERY_JOB, IncompleteRun, _merged_run, _not_applied, merge
-from .report import SCHEMA_VERSION, ReportError, check, how_it_ended, run_of
+from .report import SCHEMA_VERSION, ReportError, how_it_ended, run_of
 from .report_stream import NEVER_RAN, ReportStream, Row, Unstreamable, paused_gc, stand_in
 
 #: Text read at a time from all the reports together (each gets its share, at least 1 MiB).
@@ -195,14 +195,8 @@ def _finish(
 ) -> None:
     """Raise what merging.merge raises first, else end the merged report: its head written
     again if it is not the one guessed, the second part's tests, the end."""
-    headers = [{k: v for p in parts for k, v in p["headers"][j].items()} for j in range(len(paths))]
+    headers = report_split.joined_headers(paths, [p["headers"] for p in parts])
     unrun = [sum(p["unrun"][j] for p in parts) for j in range(len(paths))]
-    if len(parts) > 1:  # a whole report's header is checked as it is read
-        for path, header in zip(paths, headers, strict=True):
-            try:
-                check(path, {**header, "tests": []})
-            except ReportError:
-                raise Unstreamable from None
     conflicts = [parts[0]["conflict"]]
     if len(parts) > 1 and parts[1]["conflict"] is not None:  # positions from the part's start
         j, position, message = parts[1]["conflict"]

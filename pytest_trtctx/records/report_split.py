@@ -19,13 +19,14 @@ import os
 import pickle
 import re
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..isolation import proctree
 from . import report_text
+from .report import ReportError, check
 from .report_text import Unstreamable
 
 #: What lies between two records of the ``tests`` list as the plugin writes it.
@@ -176,3 +177,19 @@ def in_two(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
     if status != 0:
         raise Unstreamable
     return mine, pickle.loads(data)
+
+
+def joined_headers(
+    paths: Sequence[Path], parts: Sequence[Sequence[Mapping[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Each report's header, from what every part read of it (``parts[k][i]``: part k's share
+    of report i's). Read in more than one part, it is checked as a whole report's header is as it
+    is read; a problem there is :class:`Unstreamable`, for the one-process route to name it."""
+    headers = [{k: v for part in parts for k, v in part[i].items()} for i in range(len(paths))]
+    if len(parts) > 1:
+        for path, header in zip(paths, headers, strict=True):
+            try:
+                check(path, {**header, "tests": []})
+            except ReportError:
+                raise Unstreamable from None
+    return headers
