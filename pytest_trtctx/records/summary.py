@@ -197,7 +197,8 @@ def cudnn_plans(stats: dict[str, list[Any]]) -> dict[str, SpecPlans]:
 
 
 def plans_line(specs: dict[str, SpecPlans], slots: int) -> str | None:
-    """The summary's line on cuDNN's plans (``slots`` per spec), None where no slot ran."""
+    """The summary's line on cuDNN's plans (``slots`` per spec), None where no test has a
+    slot's record."""
     if not specs:
         return None
     offered = [s.offered for s in specs.values()]
