@@ -14,7 +14,8 @@
 #                README's user scenario example), diff_run9 (matrix and hazards_suite's reports
 #                against the committed run 9 reports), vendor_probe, vendor_tests, triton_suite,
 #                cudnn_suite (the vendor backends: benchmarks/probe_vendor.py, their GPU tests,
-#                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots)
+#                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots),
+#                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -166,6 +167,11 @@ step cudnn_rest 130 "${rtx[@]}" ./dev matrix -q -rfs --durations=10 --trtctx-bac
 step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-backend=cudnn --trtctx-cudnn-plans=1 \
     --trtctx-order=context-destroyed,lazy-stall -k k3s1d1g1_f32_b1_17x19 --trtctx-timeout=30 \
     --trtctx-report="$work/report-cudnn-hazards.json"
+# Where the hazards job's seconds go: each worker's recipe, imports, prebuild and tests, per
+# scenario, at HAZARD_WORKERS workers (benchmarks/bench_hazards.py); the pytest process's start.
+step hazards_timeline "${HAZARD_SECONDS:-200}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
+    --json "$work/hazards-timeline.json" ${HAZARD_ARGS:-}
+step startup 150 python3 benchmarks/bench_startup.py --repeat "${STARTUP_REPEAT:-3}" --json "$work/startup.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
 step scale 560 bash -c "for w in 16 4 8 12; do python3 benchmarks/bench_matrix.py --cold-only --workers \$w --json '$work'/scale-\$w.json || exit; done"
