@@ -1,6 +1,6 @@
 """Where the hazards job's seconds go: a timeline of every worker process, per scenario.
 
-Runs ``pytest tests/regression --trtctx-order=hazards --trtctx-isolate=order --trtctx-prebuild``
+Runs ``pytest tests/regression --trtctx-order=all,hazards --trtctx-isolate=order --trtctx-prebuild``
 (the hazards job as ``./dev matrix --trtctx-order=hazards`` runs it) once per ``--workers`` value,
 and with ``--alone`` each scenario of the job on its own too. A plugin loaded with ``-p`` writes,
 from every process of the run, when it happened (wall clock) and in which process:
@@ -15,8 +15,8 @@ to its first group and its last test's end, and where a worker's seconds went (t
 imports, the prebuild, the tests) summed over its workers; and the whole run's wall and pytest
 seconds. ``--json`` keeps it all, with the raw timeline.
 
-Usage: python benchmarks/bench_hazards.py [--workers 16 8 4] [--alone] [--orders hazards]
-    [--json out.json] [--extra ARG ...]
+Usage: python benchmarks/bench_hazards.py [--workers 16 8 4] [--alone] [--orders all,hazards]
+    [--json out.json] [--extra='ARGS']
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -214,10 +215,10 @@ def show(result: dict[str, Any]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", nargs="+", default=["auto"])
-    ap.add_argument("--orders", default="hazards")
+    ap.add_argument("--orders", default="all,hazards")
     ap.add_argument("--alone", action="store_true", help="also each scenario of --orders alone")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--extra", nargs="*", default=[], help="more pytest arguments")
+    ap.add_argument("--extra", default="", help="more pytest arguments, in one string")
     args = ap.parse_args()
     from pytest_trtctx.scenarios import Registry
 
@@ -227,12 +228,12 @@ def main() -> int:
         tmp = Path(name)
         (tmp / "bench_hazards_timer.py").write_text(TIMER)
         for workers in args.workers:
-            runs.append(run(args.orders, workers, args.extra, tmp))
+            runs.append(run(args.orders, workers, shlex.split(args.extra), tmp))
             show(runs[-1])
         if args.alone:
             met = [o for o in runs[0]["scenarios"] if o in KNOWN]  # those that ran, in order
             for order in met:
-                runs.append(run(order, args.workers[0], args.extra, tmp))
+                runs.append(run(order, args.workers[0], shlex.split(args.extra), tmp))
                 show(runs[-1])
     if args.json:
         doc = {

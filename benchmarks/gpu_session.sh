@@ -15,7 +15,8 @@
 #                against the committed run 9 reports), vendor_probe, vendor_tests, triton_suite,
 #                cudnn_suite (the vendor backends: benchmarks/probe_vendor.py, their GPU tests,
 #                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots),
-#                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py)
+#                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py),
+#                contexts (benchmarks/bench_contexts.py)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -170,7 +171,9 @@ step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-b
 # Where the hazards job's seconds go: each worker's recipe, imports, prebuild and tests, per
 # scenario, at HAZARD_WORKERS workers (benchmarks/bench_hazards.py); the pytest process's start.
 step hazards_timeline "${HAZARD_SECONDS:-200}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
-    --json "$work/hazards-timeline.json" ${HAZARD_ARGS:-}
+    --json "$work/hazards-timeline.json" --extra="${HAZARD_EXTRA:-}"
+# What a context costs made, loaded and destroyed, many alive in one process or one at a time.
+step contexts 120 python3 benchmarks/bench_contexts.py --json "$work/contexts.json"
 step startup 150 python3 benchmarks/bench_startup.py --repeat "${STARTUP_REPEAT:-3}" --json "$work/startup.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"

@@ -1,0 +1,177 @@
+"""What a CUDA context costs in a process that keeps others: create, load, destroy, one at a time
+and many alive at once, with P such processes started together.
+
+Each process is a new Python that imports torch and cuda-python, makes torch's first allocation
+(the primary context: a worker under torch-first), compiles the reference backend's cubin once,
+then waits for the others (a start time given to all). It then times, in milliseconds:
+
+- ``alive``: ``--contexts`` contexts made one after another and kept (``cuCtxCreate``, the cubin
+  loaded with ``cuModuleLoadData``, two 64 KiB allocations, popped): what a prebuild of a
+  scenario with a context per engine does; then each destroyed (``cuCtxDestroy``), oldest first;
+- ``one_at_a_time``: as many contexts, each made, loaded, used for one allocation, popped and
+  destroyed before the next: what a test that builds its engine's context itself does;
+- ``bare``: as many contexts made and destroyed with nothing in them.
+
+Figures are per operation (median, max); the whole wall of each part is given with the process
+count, so that a driver that serialises across processes shows as a wall that grows with P.
+
+Usage: python benchmarks/bench_contexts.py [--contexts 10] [--processes 1 4 16] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(contexts: int, start_at: float) -> dict[str, Any]:
+    import torch
+    from cuda.bindings import driver as cu
+
+    from pytest_trtctx.backends.kernels import compile_conv
+    from pytest_trtctx.cuda.driver import check
+
+    torch.zeros(1, device="cuda:0")  # torch first: the primary context, as in a worker
+    check("cuInit", cu.cuInit(0))
+    dev = check("cuDeviceGet", cu.cuDeviceGet(0))
+    major, minor = torch.cuda.get_device_capability(0)
+    cubin = compile_conv(f"sm_{major}{minor}", cache_dir=None).data
+    while time.time() < start_at:
+        time.sleep(0.001)
+
+    def ms(t0: float) -> float:
+        return (time.perf_counter() - t0) * 1000
+
+    def create() -> Any:
+        ctx = check("cuCtxCreate", cu.cuCtxCreate(None, 0, dev))
+        return ctx
+
+    out: dict[str, Any] = {}
+    # alive: made one after another and kept, then destroyed
+    t = {"create": [], "load": [], "alloc": [], "destroy": []}
+    wall = time.perf_counter()
+    kept = []
+    for _ in range(contexts):
+        t0 = time.perf_counter()
+        ctx = create()
+        t["create"].append(ms(t0))
+        t0 = time.perf_counter()
+        check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
+        t["load"].append(ms(t0))
+        t0 = time.perf_counter()
+        check("cuMemAlloc", cu.cuMemAlloc(65536))
+        check("cuMemAlloc", cu.cuMemAlloc(65536))
+        t["alloc"].append(ms(t0))
+        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
+        kept.append(ctx)
+    made = ms(wall)
+    wall = time.perf_counter()
+    for ctx in kept:
+        t0 = time.perf_counter()
+        check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
+        t["destroy"].append(ms(t0))
+    out["alive"] = {"made_ms": round(made), "destroyed_ms": round(ms(wall)), **stats(t)}
+    # one at a time
+    t = {"create": [], "load": [], "destroy": []}
+    wall = time.perf_counter()
+    for _ in range(contexts):
+        t0 = time.perf_counter()
+        ctx = create()
+        t["create"].append(ms(t0))
+        t0 = time.perf_counter()
+        check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
+        check("cuMemAlloc", cu.cuMemAlloc(65536))
+        t["load"].append(ms(t0))
+        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
+        t0 = time.perf_counter()
+        check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
+        t["destroy"].append(ms(t0))
+    out["one_at_a_time"] = {"wall_ms": round(ms(wall)), **stats(t)}
+    # bare
+    t = {"create": [], "destroy": []}
+    wall = time.perf_counter()
+    for _ in range(contexts):
+        t0 = time.perf_counter()
+        ctx = create()
+        t["create"].append(ms(t0))
+        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
+        t0 = time.perf_counter()
+        check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
+        t["destroy"].append(ms(t0))
+    out["bare"] = {"wall_ms": round(ms(wall)), **stats(t)}
+    return out
+
+
+def stats(times: dict[str, list[float]]) -> dict[str, Any]:
+    return {
+        f"{k}_ms": {
+            "median": round(statistics.median(v), 1),
+            "max": round(max(v), 1),
+            "each": [round(x) for x in v],
+        }
+        for k, v in times.items()
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contexts", type=int, default=10)
+    ap.add_argument("--processes", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.contexts, args.child)))
+        return 0
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "contexts": args.contexts,
+        "runs": {},
+    }
+    try:
+        import torch
+
+        results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        results["gpu"] = None
+    if not results["gpu"]:
+        print("bench_contexts: no CUDA device here; nothing to measure", file=sys.stderr)
+        return 2
+    for count in args.processes:
+        start_at = time.time() + 8 + count * 0.3  # every process imported torch by then
+        cmd = [sys.executable, __file__, "--contexts", str(args.contexts), "--child", str(start_at)]
+        procs = [
+            subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(count)
+        ]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        results["runs"][str(count)] = outs
+        first = outs[0]
+        print(
+            f"{count} process(es), {args.contexts} contexts each (process 1 shown): "
+            f"alive: create {first['alive']['create_ms']['median']} ms, load "
+            f"{first['alive']['load_ms']['median']} ms, destroy "
+            f"{first['alive']['destroy_ms']['median']} ms (made {first['alive']['made_ms']} ms, "
+            f"destroyed {first['alive']['destroyed_ms']} ms); one at a time: "
+            f"{first['one_at_a_time']['wall_ms']} ms (create "
+            f"{first['one_at_a_time']['create_ms']['median']}, destroy "
+            f"{first['one_at_a_time']['destroy_ms']['median']}); bare: "
+            f"{first['bare']['wall_ms']} ms"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
