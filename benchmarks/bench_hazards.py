@@ -172,7 +172,7 @@ def run(orders: str, workers: str, extra: list[str], tmp: Path) -> dict[str, Any
         "launch_to_session_s": round(session - t0, 2),
         "session_s": round(end - session, 2),
         "pytest_line": pytest_line,
-        "output_tail": "" if proc.returncode == 0 else (proc.stdout + proc.stderr)[-3000:],
+        "output_tail": (proc.stdout + proc.stderr)[-8000:],
         **analyse(lines, session),
         "timeline": lines,
     }
@@ -195,8 +195,8 @@ def show(result: dict[str, Any]) -> None:
         f"{result['launch_to_session_s']} s, session {result['session_s']} s)"
     )
     print(f"   {result['pytest_line']}")
-    if result["output_tail"]:
-        print(result["output_tail"])
+    if result["exit"] != 0:
+        print(result["output_tail"][-3000:])
     print(
         f"   {'scenario':<20}{'workers':>8}{'tests':>7}{'first':>8}{'last end':>10}"
         f"{'recipe':>9}{'imports':>9}{'prebuild':>10}{'tests':>8}   (seconds; the last four "
