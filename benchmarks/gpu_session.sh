@@ -170,9 +170,11 @@ step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-b
     --trtctx-report="$work/report-cudnn-hazards.json"
 # Where the hazards job's seconds go: each worker's recipe, imports, prebuild and tests, per
 # scenario, at HAZARD_WORKERS workers (benchmarks/bench_hazards.py); the pytest process's start.
-step hazards_timeline "${HAZARD_SECONDS:-200}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
+step hazards_timeline "${HAZARD_SECONDS:-200}" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
     --json "$work/hazards-timeline.json" --extra="${HAZARD_EXTRA:-}"
 # What a context costs made, loaded and destroyed, many alive in one process or one at a time.
+step cd_tests 150 python3 -m pytest tests/scenarios/test_context_destroyed.py tests/isolation/test_worker.py \
+    tests/scenarios/test_runtime.py -p no:cacheprovider -q -rs --tb=short
 step contexts 120 python3 benchmarks/bench_contexts.py --json "$work/contexts.json"
 step startup 150 python3 benchmarks/bench_startup.py --repeat "${STARTUP_REPEAT:-3}" --json "$work/startup.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"

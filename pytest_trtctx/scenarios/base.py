@@ -141,9 +141,6 @@ class Scenario:
     build_in: Callable[[State], contextlib.AbstractContextManager[None]] = where_current
     #: What the scenario does to a backend before its first build (None: nothing).
     prepare: Callable[[Backend, State], None] | None = None
-    #: What is undone for an engine a test built, after the backend closed it (None: nothing);
-    #: a scenario that makes a context per engine destroys it here.
-    retire: Callable[[Engine], None] | None = None
     #: Environment set before cuInit (read once by the driver then).
     environment: Mapping[str, str] = field(default_factory=dict)
     devices: int = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +18,8 @@ from ..messages import MSG_NO_DRIVER, MSG_TOO_FEW_DEVICES, SCENARIO_ENV
 from .base import State
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..backends.base import Engine
     from .base import Scenario
 
@@ -30,12 +32,15 @@ class Process:
     state: State | None = None
     prebuilt: dict[tuple[str, str], Engine] = field(default_factory=dict)
 
-    def forget(self, engine: Engine) -> None:
-        """Drop a prebuilt engine that can never run again (its context was destroyed)."""
-        shared = engine.handle  # a plan's engine shares its engine's handle
-        for key, prebuilt in list(self.prebuilt.items()):
-            if prebuilt is engine or (shared is not None and prebuilt.handle is shared):
-                del self.prebuilt[key]
+    def context_destroyed(self, context: Any, also: Iterable[Engine] = ()) -> None:
+        """``context`` was just destroyed: mark every engine of it, prebuilt here or in
+        ``also``, as such. None runs fixed again (``Runtime.build`` builds the test its own); a
+        plain run of the scenario that destroyed it runs it as it is. Compared by handle value,
+        which is safe only now: a context made later may reuse the value."""
+        gone = int(context)
+        for engine in (*self.prebuilt.values(), *also):
+            if int(engine.context) == gone:
+                engine.details["context_destroyed"] = True
 
     def apply(
         self,

@@ -126,6 +126,8 @@ class Runtime:
         from ..errors import SpecRefused
 
         engine = self.process.prebuilt.get((self.backend_name, spec.name))
+        if engine is not None and engine.details.get("context_destroyed") and self.fix_context:
+            engine = None  # an earlier run here destroyed its context: the fix needs a live one
         if engine is None:
             try:
                 engine = self.build_now(spec)
@@ -160,12 +162,8 @@ class Runtime:
         fixed, scenario = self.fix_context, self.state.scenario
         run = Run(self.state, self.backend, engine, x, y, self.cache_dir)
         result = scenario.fix(run) if fixed else scenario.run(run)
-        if engine.details.get("context_destroyed"):  # never to be run again
-            # A plan's engine (backends.base.with_plan) is a copy sharing its engine's handle.
-            for other in self._engines:
-                if engine.handle is not None and other.handle is engine.handle:
-                    other.details["context_destroyed"] = True
-            self.process.forget(engine)
+        if engine.details.get("context_destroyed"):
+            self.process.context_destroyed(engine.context, self._engines)
         self.messages.extend(m for m in result.errors if m not in self.messages)
         self.outputs.add(name or spec.name, y)
         results = [
@@ -201,14 +199,9 @@ class Runtime:
 
     def close(self) -> None:
         engines, self._engines = self._engines, []
-        retire = self.state.scenario.retire
-        retired: set[int] = set()
         for engine in engines:  # a destroyed context took its engine's memory with it
             if self._backend is not None and not engine.details.get("context_destroyed"):
                 self._backend.close(engine)
-                if retire is not None and id(engine.context) not in retired:
-                    retired.add(id(engine.context))  # a plan's engine shares its context
-                    retire(engine)
 
 
 def choose_backend(planned: str, state: State) -> tuple[str, str]:

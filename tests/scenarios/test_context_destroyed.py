@@ -1,0 +1,83 @@
+"""context-destroyed: the engines a process builds share one context of their own until a run
+destroys it (a context each cost every test a context made and destroyed, which the driver
+serialises machine-wide). Sharing must give every test the outcome of a fresh process.
+
+GPU tests run through subprocesses: this process must never initialise CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..conftest import requires_gpu, run_pytest, suite_report
+
+SHARED_SUITE = """
+import pytest
+from pytest_trtctx.engines.spec import ConvSpec
+from pytest_trtctx.messages import CONTEXT_GONE
+
+A = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
+B = ConvSpec("k1_f16", 2, 8, 8, 7, 5, (1, 1), (1, 1), (0, 0), (1, 1), 1, "float16")
+
+def test_engines_built_here_share_one_context_of_their_own(trtctx_fix_context):
+    from pytest_trtctx.cuda import driver
+    a, b = trtctx_fix_context.build(A), trtctx_fix_context.build(B)
+    assert int(a.context) == int(b.context)
+    assert int(a.context) != int(driver.retain_primary(0))
+
+@pytest.mark.trtctx_known_failure("context-destroyed", CONTEXT_GONE)
+def test_a_run_destroys_it(trtctx):
+    trtctx.check_conv(A)
+
+@pytest.mark.trtctx_known_failure("context-destroyed", CONTEXT_GONE)
+def test_the_next_build_gets_another_and_its_run_destroys_that(trtctx):
+    trtctx.check_conv(B)
+
+def test_a_fixed_run_after_both(trtctx_fix_context):
+    trtctx_fix_context.check_conv(A)
+    trtctx_fix_context.check_conv(B)
+"""
+
+
+@requires_gpu
+def test_engines_share_a_context_until_a_run_destroys_it(pytester: pytest.Pytester) -> None:
+    """In one process: two engines built by a test share one context (not the primary); a
+    run destroys it and fails as declared; the next build makes another, whose run fails the
+    same way; a fixed run after them gets a live context and passes."""
+    pytester.makepyfile(SHARED_SUITE)
+    result = run_pytest(
+        pytester, "--trtctx-order=context-destroyed", "--trtctx-isolate=order",
+        "--trtctx-timeout=60", "-rxX",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, xfailed=2)
+
+
+#: Two specs of the shipped suite, collected as their canaries, then their fixed runs: in one
+#: process the second canary's prebuilt engine is of a context the first canary destroyed, and
+#: each fixed run's prebuilt engine is of it too.
+TWO_SPECS = "(k1s1d1g1_f32_b1_17x19 or k3s2d1g1_f16_b1_17x19) and not plan_builds"
+
+
+@requires_gpu
+def test_prebuilt_engines_of_a_destroyed_context_give_a_fresh_process_outcome(
+    tmp_path: Any,
+) -> None:
+    """One process with every engine prebuilt in the shared context, against one fresh process
+    per test: the same outcomes, signatures and output hashes; both canaries reproduced."""
+    from pytest_trtctx.records.cli import compare
+
+    order = "context-destroyed"
+    per_test = suite_report(tmp_path, "per-test", order, TWO_SPECS)
+    shared = suite_report(
+        tmp_path, "shared", order, TWO_SPECS, "--trtctx-isolate=order", "--trtctx-prebuild",
+        "--trtctx-workers=1",
+    )  # fmt: skip
+    assert len(shared["tests"]) == 4
+    diff = compare(per_test, shared)
+    assert not diff.regressed and diff.compared == diff.same_outcome == 4
+    assert diff.hashes_compared > 0 and not diff.hash_changed
+    known = [t["known_failure"]["status"] for t in shared["tests"] if t["known_failure"]]
+    assert known == ["reproduced", "reproduced"]
+    assert [t["outcome"] for t in shared["tests"]].count("passed") == 2
