@@ -161,25 +161,34 @@ class Sink(Protocol):
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     """Split the items into worker groups, keeping each group in collection order.
 
-    Under ``order`` each scenario's tests share one process, except a scenario every test meets
-    fresh (a hazard in how the engine runs does not wear off): its tests are cut into as many
-    groups as there are workers, so that their context creation overlaps, as per-test isolation
-    overlaps it; their outcomes are the same in any process that applied the scenario."""
+    Under ``order`` each scenario's tests share one process. A scenario every test meets fresh
+    (a hazard in how the engine runs does not wear off) may be cut: into as many parts as it
+    takes for none to hold more than a worker's share of the run, at most one per worker. Its
+    outcomes are the same in any process that applied it, and a process costs its recipe (a
+    context made, which the driver serialises machine-wide): a run of many scenarios keeps each
+    in one process and runs them side by side; a run of one such scenario spreads it over the
+    workers. Those scenarios' groups go first: each of their tests meets its hazard afresh (a
+    context, a fork, a poll), so they are the longest, and a long group started last is the
+    run's tail (docs/isolation.md, "The hazards job")."""
     if settings.isolate.value == "test":
         return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
     by_order: dict[str | None, list[pytest.Item]] = {}
     for item in items:
         by_order.setdefault(plan.of(item).order, []).append(item)
-    cut: list[tuple[str | None, list[pytest.Item]]] = []
+    workers = settings.workers.value
+    share = max(1, -(-len(items) // workers))  # a worker's share of the run
+    fresh_first: list[tuple[str | None, list[pytest.Item]]] = []
+    rest: list[tuple[str | None, list[pytest.Item]]] = []
     for order, group in by_order.items():
         fresh = order is not None and order in settings.registry
         fresh = fresh and settings.registry[str(order)].every_test_fresh
-        parts = max(1, min(settings.workers.value, len(group))) if fresh else 1
+        parts = max(1, min(workers, -(-len(group) // share))) if fresh else 1
         size = -(-len(group) // parts)
-        cut += [(order, group[n : n + size]) for n in range(0, len(group), size)]
+        cut = [(order, group[n : n + size]) for n in range(0, len(group), size)]
+        (fresh_first if fresh else rest).extend(cut)
     return [
         Group(order, group, trace=any(plan.of(i).trace.value for i in group))
-        for order, group in cut
+        for order, group in (*fresh_first, *rest)
     ]
 
 
