@@ -16,7 +16,7 @@ imports, the prebuild, the tests) summed over its workers; and the whole run's w
 seconds. ``--json`` keeps it all, with the raw timeline.
 
 Usage: python benchmarks/bench_hazards.py [--workers 16 8 4] [--alone] [--orders all,hazards]
-    [--json out.json] [--extra='ARGS']
+    [--json out.json] [--extra='ARGS'] [--timeout S]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,7 +141,11 @@ def analyse(lines: list[list[Any]], session_start: float) -> dict[str, Any]:
     return {"processes": sorted(workers, key=lambda w: w["start_s"]), "scenarios": scenarios}
 
 
-def run(orders: str, workers: str, extra: list[str], tmp: Path) -> dict[str, Any]:
+def run(
+    orders: str, workers: str, extra: list[str], tmp: Path, timeout: float | None = None
+) -> dict[str, Any]:
+    """One run; past ``timeout`` seconds pytest is interrupted (SIGINT: it writes its summary
+    and report) and the timeline so far is analysed."""
     timeline = tmp / "timeline.jsonl"
     timeline.unlink(missing_ok=True)
     args = [
@@ -152,17 +157,27 @@ def run(orders: str, workers: str, extra: list[str], tmp: Path) -> dict[str, Any
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp), env.get("PYTHONPATH", "")) if p)
     t0 = time.time()
     # BENCH_PARENT names the pytest process once it exists: a wrapper script sets it there.
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, *args], cwd=ROOT, env=env,
-        capture_output=True, text=True, check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        err += f"\nbench_hazards: interrupted after {timeout:g} s"
     wall = time.time() - t0
     lines = (
         [json.loads(x) for x in timeline.read_text().splitlines() if x] if timeline.exists() else []
     )
     session = min((float(r[0]) for r in lines if r[2] == "session"), default=t0)
     end = max((float(r[0]) for r in lines if r[2] == "end"), default=t0 + wall)
-    summary = proc.stdout.strip().splitlines()
+    summary = out.strip().splitlines()
     pytest_line = next((x for x in reversed(summary) if " in " in x), "")
     return {
         "orders": orders,
@@ -172,7 +187,7 @@ def run(orders: str, workers: str, extra: list[str], tmp: Path) -> dict[str, Any
         "launch_to_session_s": round(session - t0, 2),
         "session_s": round(end - session, 2),
         "pytest_line": pytest_line,
-        "output_tail": (proc.stdout + proc.stderr)[-8000:],
+        "output_tail": (out + err)[-12000:],
         **analyse(lines, session),
         "timeline": lines,
     }
@@ -195,6 +210,9 @@ def show(result: dict[str, Any]) -> None:
         f"{result['launch_to_session_s']} s, session {result['session_s']} s)"
     )
     print(f"   {result['pytest_line']}")
+    for line in result["output_tail"].splitlines():
+        if line.startswith("cudnn plans"):  # the cuDNN backend's plan count
+            print(f"   {line}")
     if result["exit"] != 0:
         print(result["output_tail"][-3000:])
     print(
@@ -219,6 +237,7 @@ def main() -> int:
     ap.add_argument("--alone", action="store_true", help="also each scenario of --orders alone")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--extra", default="", help="more pytest arguments, in one string")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per run, then ^C")
     args = ap.parse_args()
     from pytest_trtctx.scenarios import Registry
 
@@ -228,12 +247,12 @@ def main() -> int:
         tmp = Path(name)
         (tmp / "bench_hazards_timer.py").write_text(TIMER)
         for workers in args.workers:
-            runs.append(run(args.orders, workers, shlex.split(args.extra), tmp))
+            runs.append(run(args.orders, workers, shlex.split(args.extra), tmp, args.timeout))
             show(runs[-1])
         if args.alone:
             met = [o for o in runs[0]["scenarios"] if o in KNOWN]  # those that ran, in order
             for order in met:
-                runs.append(run(order, args.workers[0], shlex.split(args.extra), tmp))
+                runs.append(run(order, args.workers[0], shlex.split(args.extra), tmp, args.timeout))
                 show(runs[-1])
     if args.json:
         doc = {

@@ -16,7 +16,7 @@
 #                cudnn_suite (the vendor backends: benchmarks/probe_vendor.py, their GPU tests,
 #                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots),
 #                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py),
-#                contexts (benchmarks/bench_contexts.py)
+#                contexts (benchmarks/bench_contexts.py), cudnn_timeline (the same over cuDNN)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -176,6 +176,10 @@ step hazards_timeline "${HAZARD_SECONDS:-200}" "${rtx[@]}" python3 benchmarks/be
 step cd_tests 150 python3 -m pytest tests/scenarios/test_context_destroyed.py tests/isolation/test_worker.py \
     tests/scenarios/test_runtime.py -p no:cacheprovider -q -rs --tb=short
 step contexts 120 python3 benchmarks/bench_contexts.py --json "$work/contexts.json"
+# cuDNN's matrix at CUDNN_PLANS slots under every order and hazard, with its timeline and report.
+step cudnn_timeline "$((${CUDNN_SECONDS:-300} + 40))" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers auto \
+    --timeout "${CUDNN_SECONDS:-300}" --json "$work/cudnn-timeline.json" --extra="--trtctx-backend=cudnn \
+    --trtctx-cudnn-plans=${CUDNN_PLANS:-2} --trtctx-timeout=30 -rfs --durations=15 --trtctx-report=$work/report-cudnn-timeline.json"
 step startup 150 python3 benchmarks/bench_startup.py --repeat "${STARTUP_REPEAT:-3}" --json "$work/startup.json"
 step per_test 300 python3 benchmarks/bench_per_test.py --tests 48 --workers 4 --json "$work/per_test.json"
 step trace_bench 200 "${rtx[@]}" python3 benchmarks/bench_matrix.py --compare-trace --json "$work/trace_bench.json" --out "$work/trace"
