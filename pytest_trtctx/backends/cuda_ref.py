@@ -34,6 +34,7 @@ def _torch_dtype(name: str) -> Any:
 class CudaReferenceBackend:
     name = "cuda"
     description = DESCRIPTION
+    reruns_on_a_lost_context = True  # each run is a launch: the driver answers it
 
     def __init__(self, device: int, cache_dir: Path | None) -> None:
         self.device = device

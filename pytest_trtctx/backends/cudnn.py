@@ -129,6 +129,7 @@ def plan_label(engine: Engine) -> str:
 class CudnnBackend:
     name = NAME
     description = DESCRIPTION
+    reruns_on_a_lost_context = False  # its handle crashed in cudnnSetStream, used again
 
     def __init__(self, device: int, cache_dir: Path | None, plans: int | None = None) -> None:
         self.device = device

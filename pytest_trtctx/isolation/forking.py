@@ -197,6 +197,12 @@ class Forker:
         proctree.end_tree(pid)
         self.ended.add(pid)
 
+    def end_session(self, pid: int) -> None:
+        """Every process of worker ``pid``'s session (its tests' orphans, where it was dying of
+        itself when :meth:`kill` reached it): a sweep of /proc, so only where a worker died with
+        tests undone. Before the reap, while no new process can take the pid that names it."""
+        end_sessions({pid})
+
     def end_test(self, pid: int) -> None:
         """A test of worker ``pid`` ended: end what it started (not the worker). Every process
         of its group is below it (it adopts their orphans), so nothing else is searched."""

@@ -116,6 +116,11 @@ class Processes(Protocol):
     def end_test(self, pid: int) -> None:
         """A test of the worker ended: end the processes it started (not the worker)."""
 
+    def end_session(self, pid: int) -> None:
+        """End every process of the worker's session, before it is reaped: one that was dying
+        of itself when it was killed left what its tests started orphaned, out of reach of the
+        worker's tree but still in its session."""
+
     def release(self, worker: Worker) -> None:
         """The worker was reaped: free what was kept for it."""
 
@@ -424,8 +429,9 @@ class Scheduler:
         # Its pipe closed with tests undone: it died, or closed the pipe and lives on (a test
         # that closed its file descriptors); either way it can report nothing more.
         status = self.processes.wait(worker.pid, block=False)
-        if status is None:
+        if status is None:  # not reaped: it may be dying of itself all the same
             self.processes.kill(worker.pid)
+            self.processes.end_session(worker.pid)
             status = self.processes.wait(worker.pid, block=True)
         how = describe_status(status)
         first = undone[0]

@@ -126,8 +126,11 @@ class Runtime:
         from ..errors import SpecRefused
 
         engine = self.process.prebuilt.get((self.backend_name, spec.name))
-        if engine is not None and engine.details.get("context_destroyed") and self.fix_context:
-            engine = None  # an earlier run here destroyed its context: the fix needs a live one
+        # An earlier run here destroyed its context: the fix needs a live one, and a backend that
+        # cannot run such an engine twice gives this run one of its own.
+        gone = engine is not None and engine.details.get("context_destroyed")
+        if gone and (self.fix_context or not self.backend.reruns_on_a_lost_context):
+            engine = None
         if engine is None:
             try:
                 engine = self.build_now(spec)

@@ -80,6 +80,7 @@ class FakeProcesses:
         self.retired: list[int] = []
         self.killed: list[int] = []
         self.tests_ended: list[int] = []
+        self.sessions_ended: list[int] = []
         self.released: list[int] = []
         self.closed: list[int] = []
         self.running_max = 0
@@ -136,6 +137,8 @@ class FakeProcesses:
         if proc.status is not None:
             return b""
         step = proc.steps.pop(0)
+        if step == "closed":  # the pipe closed; the process lives on (or is still dying)
+            return b""
         if isinstance(step, dict):
             proc.done += step["event"] == "done"
             return channel.encode(step)
@@ -160,6 +163,10 @@ class FakeProcesses:
 
     def end_test(self, pid: int) -> None:
         self.tests_ended.append(pid)
+
+    def end_session(self, pid: int) -> None:
+        assert self._proc(pid).status is not None, "ended before it was killed"
+        self.sessions_ended.append(pid)
 
     def release(self, worker: Worker) -> None:
         self.released.append(worker.pid)
@@ -322,6 +329,26 @@ def test_a_crash_fails_the_test_in_its_phase_and_the_rest_go_to_a_new_worker() -
     assert sink.messages["b"] == MSG_CRASHED.format(
         pid=first[0], nodeid="b", phase="call", how="killed by signal 11 (SIGSEGV)"
     )
+
+
+def test_a_worker_whose_pipe_closed_before_it_was_reaped_has_its_session_ended() -> None:
+    """Its pipe closed mid-test and it is not reapable yet (dying of itself, or alive with the
+    pipe closed): it is killed, then its session is ended before the reap (what its test started
+    may have been orphaned out of its tree already); a worker reaped at once is not swept."""
+
+    def closes_in_b(order: str | None, indices: list[int]) -> list[Step]:
+        if len(indices) == 2:
+            return [{"event": "start", "index": 0}, "closed"]
+        return passes(order, indices)
+
+    procs = FakeProcesses(closes_in_b)
+    sink, _ = schedule([["a", "b"]], procs, workers=1)
+    first, _ = procs.assigned
+    assert procs.sessions_ended == [first[0]] and first[0] in procs.killed
+    assert sink.outcomes() == {"a": "worker: crashed in setup (SIGKILL)", "b": "passed"}
+    crashes = FakeProcesses(lambda o, i: [{"event": "start", "index": 0}, ("exit", 139)])
+    schedule([["a"]], crashes, workers=1)
+    assert crashes.sessions_ended == []  # reaped at once: Forker.wait swept it itself
 
 
 def test_a_worker_that_dies_before_its_first_test_fails_that_test_at_setup() -> None:

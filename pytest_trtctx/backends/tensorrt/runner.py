@@ -42,6 +42,9 @@ class TensorRTBackend:
     logger's errors of that run go into the ExecResult.
     """
 
+    #: TensorRT keeps an execution context of its own in the CUDA context: never run again there.
+    reruns_on_a_lost_context = False
+
     def __init__(self, module_name: str, device: int, cache_dir: Path | None) -> None:
         self.module_name = module_name
         self.name = "tensorrt-rtx" if module_name == "tensorrt_rtx" else "tensorrt"
