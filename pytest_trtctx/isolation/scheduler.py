@@ -174,7 +174,7 @@ def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     in one process and runs them side by side; a run of one such scenario spreads it over the
     workers. Those scenarios' groups go first: each of their tests meets its hazard afresh (a
     context, a fork, a poll), so they are the longest, and a long group started last is the
-    run's tail (docs/isolation.md, "The hazards job")."""
+    run's tail (docs/speed.md, "The hazards job")."""
     if settings.isolate.value == "test":
         return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
     by_order: dict[str | None, list[pytest.Item]] = {}
