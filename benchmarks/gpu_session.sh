@@ -16,7 +16,8 @@
 #                cudnn_suite (the vendor backends: benchmarks/probe_vendor.py, their GPU tests,
 #                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots),
 #                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py),
-#                contexts (benchmarks/bench_contexts.py), cudnn_timeline (the same over cuDNN)
+#                contexts (benchmarks/bench_contexts.py), cudnn_timeline (the same over cuDNN),
+#                some_tests (the tests SOME_TESTS names)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -175,6 +176,8 @@ step hazards_timeline "${HAZARD_SECONDS:-200}" "${rtx[@]}" python3 benchmarks/be
 # What a context costs made, loaded and destroyed, many alive in one process or one at a time.
 step cd_tests 150 python3 -m pytest tests/scenarios/test_context_destroyed.py tests/isolation/test_worker.py \
     tests/scenarios/test_runtime.py -p no:cacheprovider -q -rs --tb=short
+# Some of the plugin's tests, named in SOME_TESTS (pytest arguments).
+step some_tests 150 "${rtx[@]}" python3 -m pytest ${SOME_TESTS:-tests/scenarios} -p no:cacheprovider -q -rs --tb=short
 step contexts 120 python3 benchmarks/bench_contexts.py --json "$work/contexts.json"
 # cuDNN's matrix at CUDNN_PLANS slots under every order and hazard, with its timeline and report.
 step cudnn_timeline "$((${CUDNN_SECONDS:-300} + 40))" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers auto \
