@@ -163,18 +163,27 @@ class Sink(Protocol):
         """``-x`` / ``--maxfail`` reached: schedule nothing more."""
 
 
+#: A scenario every test meets fresh gets a process per this many of its tests (at most one per
+#: worker), even where the run's share would keep it whole: a process costs its recipe and
+#: prebuild (a context made: up to a second or more when four start at once), about what this
+#: many of the matrix's tests take where they make no context of their own. A scenario of many
+#: more (cuDNN's plans, eight a spec) is then spread over the workers (docs/speed.md).
+PART_TESTS = 150
+
+
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     """Split the items into worker groups, keeping each group in collection order.
 
     Under ``order`` each scenario's tests share one process. A scenario every test meets fresh
     (a hazard in how the engine runs does not wear off) may be cut: into as many parts as it
-    takes for none to hold more than a worker's share of the run, at most one per worker. Its
-    outcomes are the same in any process that applied it, and a process costs its recipe (a
-    context made, which the driver serialises machine-wide): a run of many scenarios keeps each
-    in one process and runs them side by side; a run of one such scenario spreads it over the
-    workers. Those scenarios' groups go first: each of their tests meets its hazard afresh (a
-    context, a fork, a poll), so they are the longest, and a long group started last is the
-    run's tail (docs/speed.md, "The hazards job")."""
+    takes for none to hold more than a worker's share of the run, and into one per
+    :data:`PART_TESTS` of its tests, at most one per worker. Its outcomes are the same in any
+    process that applied it, and a process costs its recipe (a context made, which the driver
+    serialises machine-wide): a run of many scenarios of a few tests keeps each in one process
+    and runs them side by side; a run of one such scenario, or of many tests each, spreads it
+    over the workers. Those scenarios' groups go first: each of their tests meets its hazard
+    afresh (a context, a fork, a poll), so they are the longest, and a long group started last
+    is the run's tail (docs/speed.md, "The hazards job")."""
     if settings.isolate.value == "test":
         return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
     by_order: dict[str | None, list[pytest.Item]] = {}
@@ -187,7 +196,8 @@ def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     for order, group in by_order.items():
         fresh = order is not None and order in settings.registry
         fresh = fresh and settings.registry[str(order)].every_test_fresh
-        parts = max(1, min(workers, -(-len(group) // share))) if fresh else 1
+        wanted = max(-(-len(group) // share), len(group) // PART_TESTS)
+        parts = max(1, min(workers, wanted)) if fresh else 1
         size = -(-len(group) // parts)
         cut = [(order, group[n : n + size]) for n in range(0, len(group), size)]
         (fresh_first if fresh else rest).extend(cut)

@@ -548,6 +548,33 @@ def test_a_scenario_every_test_meets_fresh_is_cut_only_past_a_workers_share(
     assert len(pids["foreign-stream"]) == 3, pids
 
 
+def test_a_scenario_every_test_meets_fresh_gets_a_process_per_part_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """Where the run's share keeps it whole (2 x PART_TESTS tests of a hazard and as many of an
+    init order on 2 workers: a share of 2 x PART_TESTS), its tests still get a process per
+    PART_TESTS of them (cuDNN's plans: hundreds of tests a scenario)."""
+    import xml.etree.ElementTree as ET
+
+    from pytest_trtctx.isolation.scheduler import PART_TESTS
+
+    from ..conftest import cpu_orders, run_pytest
+
+    pytester.makepyfile(test_pids=PIDS.replace("range(6)", f"range({2 * PART_TESTS})"))
+    xml = pytester.path / "junit.xml"
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=torch-first,foreign-stream",
+        "--trtctx-isolate=order", "--trtctx-workers=2", f"--junitxml={xml}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=4 * PART_TESTS)
+    pids: dict[str, set[str]] = {}
+    for case in ET.parse(xml).iter("testcase"):
+        name = "-".join(case.get("name", "").split("[")[1].split("-")[:2])
+        pid = next(p.get("value") for p in case.iter("property") if p.get("name") == "pid")
+        pids.setdefault(name, set()).add(str(pid))
+    assert {k: len(v) for k, v in pids.items()} == {"torch-first": 1, "foreign-stream": 2}
+
+
 def test_the_groups_of_a_scenario_every_test_meets_fresh_go_first(
     pytester: pytest.Pytester,
 ) -> None:
