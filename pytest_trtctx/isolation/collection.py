@@ -40,6 +40,7 @@ from ..messages import MSG_COLLECTION_DIED, MSG_CULPRIT_CONFTESTS, MSG_CULPRIT_S
 from ..settings import plan
 from ..settings.config import settings_of, xdist_controller
 from ..wait_status import describe_status
+from . import proctree
 from .proxy import ItemData, ProxyItem, silenced
 from .warning_wire import recorded_warning, replay_warning
 from .worker import _die_with, preload
@@ -168,11 +169,7 @@ def collect_in_child(
     rfd, wfd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    with warnings.catch_warnings():
-        # Python 3.12 warns about fork() in a multi-threaded process; the child runs no thread
-        # of the parent's and execs nothing.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    pid = proctree.fork()
     if pid == 0:  # pragma: no cover - the child; its result is what the parent checks
         os.close(rfd)
         try:

@@ -94,11 +94,7 @@ class Forker:
         # interpreter's at-fork handlers, would be swallowed there ("Exception ignored") and
         # the signal lost. Delivered after the fork, it ends the run as it should.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, ENDING_SIGNALS)
-        with warnings.catch_warnings():
-            # Python 3.12 warns about fork() in a multi-threaded process; the children run no
-            # thread of the parent's and exec nothing, which is the case the warning allows.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        pid = proctree.fork()
         if pid == 0:
             for sig in ENDING_SIGNALS:  # the parent's handler is not the worker's
                 signal.signal(sig, signal.SIG_DFL)

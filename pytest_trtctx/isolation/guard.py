@@ -25,7 +25,7 @@ class Guard:
 
     def __init__(self) -> None:
         rfd, self.fd = os.pipe()
-        self.pid = os.fork()
+        self.pid = proctree.fork()
         if self.pid == 0:  # pragma: no cover - the guard's own life, seen through its effects
             os.close(self.fd)
             _watch(rfd)

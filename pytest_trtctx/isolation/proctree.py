@@ -30,6 +30,19 @@ def prctl(option: int, value: int) -> bool:
     return int(libc.prctl(option, value, 0, 0, 0)) == 0
 
 
+def fork() -> int:
+    """``os.fork()`` without Python 3.12's warning about forking a multi-threaded process (torch's
+    import leaves threads behind): the isolation's children (the guard, the collecting child,
+    the workers) run none of the parent's threads and exec nothing, which is the case the
+    warning allows; each of their forks goes through here, so that none prints it at the top of
+    a user's run (the guard's did, on a GPU host)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
 def children(pid: int) -> set[int]:
     """The live children of ``pid`` (those of each of its threads)."""
     found: set[int] = set()

@@ -68,6 +68,30 @@ def test_isolate_order_gives_every_order_one_process(pytester: pytest.Pytester) 
     assert len(set(_pids(pytester))) == 3
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 12),
+    reason="Python 3.12 is the first to warn about fork() in a multi-threaded process",
+)
+def test_no_fork_of_the_isolation_warns_in_a_multi_threaded_pytest_process(
+    pytester: pytest.Pytester,
+) -> None:
+    """A pytest process with threads (torch's import leaves some) forks the guard, the collecting
+    child and the workers without Python's DeprecationWarning about it: each child runs none of
+    its threads (proctree.fork). It used to head every run on a GPU host, from the guard."""
+    pytester.makeconftest(
+        """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        """
+    )
+    pytester.makepyfile("def test_a(trtctx_order): pass")
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=torch-first", "--trtctx-isolate=order",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    assert "multi-threaded" not in result.stdout.str() + result.stderr.str()
+
+
 def test_isolated_processes_are_not_the_pytest_process(pytester: pytest.Pytester) -> None:
     # The conftest is imported by the pytest process (the test module is not: test_collection.py).
     pytester.makeconftest("import os\nPARENT = os.getpid()\n")
