@@ -270,7 +270,7 @@ def run_spec(
     """Every case of ``spec`` from ``start`` on: each plan (at most ``max_plans``), plain then
     fixed, a CASE line each; False once a case left a sticky error (the process is poisoned).
     Where a run destroyed its engine's context, the next case gets an engine built anew, as the
-    suite's next test does (the runtime forgets an engine whose context is gone); where that
+    suite's next fixed test does (an engine whose context is gone is not run fixed); where that
     build fails, its error ends the spec's cases (field ``rebuild``)."""
     from pytest_trtctx.backends.base import with_plan
 

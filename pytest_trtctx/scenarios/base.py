@@ -72,6 +72,9 @@ class Run:
     y: Any
     #: Where backends keep compiled kernels (a scenario that makes its own kernels uses it too).
     cache_dir: Path | None = None
+    #: Told of a context the run destroyed, right after (the runtime marks every engine of it:
+    #: ``Process.context_destroyed``); None where nobody keeps engines (a probe).
+    context_lost: Callable[[Any], None] | None = None
 
     def go(self, *, pushed: bool = False, stream: int | None = None) -> ExecResult:
         with self.engine_context() if pushed else contextlib.nullcontext():

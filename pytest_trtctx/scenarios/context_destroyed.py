@@ -41,18 +41,21 @@ def in_a_context_of_their_own(state: State) -> Iterator[None]:
 def after_its_context_was_destroyed(run: Run) -> ExecResult:
     """What a library that owns the engine's context does underneath it (pycuda's
     context.detach(), a cleanup at exit): the context is destroyed, then the engine runs. The
-    first run of a shared context destroys it; the runtime then marks every engine of it
-    (``Process.context_destroyed``), and a later run of one finds its context destroyed already.
-    Either way the launch meets a context that was destroyed while holding the engine."""
+    first run of a shared context destroys it and tells the runtime, which marks every engine of
+    it (``Run.context_lost``); a later run of one finds its context destroyed already (it is not
+    the live shared one). Either way the launch meets a context that was destroyed while holding
+    the engine."""
     from ..cuda import driver
 
     engine, kept = run.engine, run.state.kept
-    if not engine.details.get("context_destroyed"):
-        driver.destroy_context(engine.context)
-        shared = kept.get(SHARED)
-        if shared is not None and int(shared) == int(engine.context):
-            del kept[SHARED]  # the next build makes another
-        engine.details["context_destroyed"] = True
+    shared = kept.get(SHARED)
+    if shared is not None and int(shared) == int(engine.context):
+        driver.destroy_context(shared)
+        del kept[SHARED]  # the next build makes another
+        if run.context_lost is not None:
+            run.context_lost(shared)
+    # Otherwise its context is one destroyed before: every engine is built in the shared one.
+    engine.details["context_destroyed"] = True
     return run.go()
 
 

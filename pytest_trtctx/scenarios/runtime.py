@@ -85,6 +85,8 @@ class Runtime:
         self.fix_context = False
         self._backend: Backend | None = None
         self._engines: list[Engine] = []
+        #: Every engine :meth:`build` handed out (a plan's is a copy: backends.base.with_plan).
+        self._handed: list[Engine] = []
         #: Every message the backend reported while running (CUDA results, engine log errors).
         self.messages: list[str] = []
         #: The cuDNN plan slot the test runs, and how many slots its spec has (plan_slots.py).
@@ -138,6 +140,7 @@ class Runtime:
                 pytest.skip(str(exc))
         engine, self.engine_record, said = pick(engine, self.plan, self.plan_slots)
         self.messages.extend(said)
+        self._handed.append(engine)
         return engine
 
     def build_now(self, spec: ConvSpec) -> Engine:
@@ -148,6 +151,11 @@ class Runtime:
             engine = self.backend.build(spec, w, b)
         self._engines.append(engine)
         return engine
+
+    def _context_lost(self, context: Any) -> None:
+        """A run just destroyed ``context``: every engine of it, prebuilt or this test's (a
+        plan's copy included), is marked so."""
+        self.process.context_destroyed(context, (*self._engines, *self._handed))
 
     def make_input(self, spec: ConvSpec) -> Any:
         """The input as a torch CUDA tensor: torch's own allocation (it may switch contexts)."""
@@ -163,10 +171,8 @@ class Runtime:
         y = self.outputs.empty(spec.output_shape, _dtype(spec.dtype), f"cuda:{engine.device}")
         torch.cuda.synchronize(y.device)
         fixed, scenario = self.fix_context, self.state.scenario
-        run = Run(self.state, self.backend, engine, x, y, self.cache_dir)
+        run = Run(self.state, self.backend, engine, x, y, self.cache_dir, self._context_lost)
         result = scenario.fix(run) if fixed else scenario.run(run)
-        if engine.details.get("context_destroyed"):
-            self.process.context_destroyed(engine.context, self._engines)
         self.messages.extend(m for m in result.errors if m not in self.messages)
         self.outputs.add(name or spec.name, y)
         results = [

@@ -2,7 +2,9 @@
 destroys it (a context each cost every test a context made and destroyed, which the driver
 serialises machine-wide). Sharing must give every test the outcome of a fresh process.
 
-GPU tests run through subprocesses: this process must never initialise CUDA.
+GPU tests run through subprocesses: this process must never initialise CUDA. The bookkeeping
+(which engines a destroyed context takes with it, which run may use such an engine again) is
+tested here on CPU with a fake backend: it calls no driver.
 """
 
 from __future__ import annotations
@@ -11,7 +13,72 @@ from typing import Any
 
 import pytest
 
+from pytest_trtctx.backends.base import Engine, with_plan
+from pytest_trtctx.checks.outputs import Outputs
+from pytest_trtctx.engines.spec import ConvSpec
+from pytest_trtctx.scenarios import Registry
+from pytest_trtctx.scenarios.base import State
+from pytest_trtctx.scenarios.process import Process
+from pytest_trtctx.scenarios.runtime import Runtime
+
 from ..conftest import requires_gpu, run_pytest, suite_report
+
+SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
+
+
+class FakeBackend:
+    """Builds engines in "context" 7 and says whether one of a lost context may run again."""
+
+    name = "fake"
+    description = "a fake backend: no driver"
+
+    def __init__(self, reruns: bool) -> None:
+        self.reruns_on_a_lost_context = reruns
+        self.built: list[Engine] = []
+
+    def build(self, spec: ConvSpec, weight: Any, bias: Any | None) -> Engine:
+        engine = Engine(spec, 0, 7, None, details={})  # type: ignore[arg-type]
+        self.built.append(engine)
+        return engine
+
+
+def _engine(context: int) -> Engine:
+    return Engine(SPEC, 0, context, None, details={})  # type: ignore[arg-type]
+
+
+def test_a_destroyed_context_takes_every_engine_of_it_and_no_other() -> None:
+    process = Process()
+    ours, other = _engine(5), _engine(6)
+    process.prebuilt = {("cuda", "a"): ours, ("cuda", "b"): other}
+    copy = with_plan(_engine(5), 1)  # a plan's engine: a copy of its details
+    process.context_destroyed(5, [copy])
+    assert ours.details.get("context_destroyed") and copy.details.get("context_destroyed")
+    assert not other.details.get("context_destroyed")
+
+
+@pytest.mark.parametrize(
+    ("fixed", "reruns", "reused"),
+    [(False, True, True), (True, True, False), (False, False, False), (True, False, False)],
+)
+def test_an_engine_of_a_destroyed_context_runs_again_only_unfixed_where_its_backend_can(
+    fixed: bool, reruns: bool, reused: bool
+) -> None:
+    """A prebuilt engine whose context a run destroyed: a plain run of a backend that can run it
+    again gets it (the launch meets the destroyed context); a fixed run, or a backend that
+    cannot (cuDNN's handle crashed so), builds its own."""
+    state = State(Registry()["torch-first"], 0, 0, 0)  # builds where current: no driver
+    process = Process(state)
+    gone = _engine(5)
+    gone.details["context_destroyed"] = True
+    process.prebuilt[("fake", SPEC.name)] = gone
+    runtime = Runtime(state, "fake", None, Outputs(), process)
+    runtime._backend = backend = FakeBackend(reruns)  # type: ignore[assignment]
+    runtime.fix_context = fixed
+    pytest.importorskip("torch", reason="the runtime's host tensors are torch's")
+    engine = runtime.build(SPEC)
+    assert (engine is gone) is reused
+    assert backend.built == ([] if reused else [engine])
+
 
 SHARED_SUITE = """
 import pytest
@@ -43,13 +110,14 @@ def test_a_fixed_run_after_both(trtctx_fix_context):
 
 @requires_gpu
 def test_engines_share_a_context_until_a_run_destroys_it(pytester: pytest.Pytester) -> None:
-    """In one process: two engines built by a test share one context (not the primary); a
+    """In one process (one worker: a share of four tests would give each a process of its own):
+    two engines built by a test share one context (not the primary); a
     run destroys it and fails as declared; the next build makes another, whose run fails the
     same way; a fixed run after them gets a live context and passes."""
     pytester.makepyfile(SHARED_SUITE)
     result = run_pytest(
         pytester, "--trtctx-order=context-destroyed", "--trtctx-isolate=order",
-        "--trtctx-timeout=60", "-rxX",
+        "--trtctx-workers=1", "--trtctx-timeout=60", "-rxX",
     )  # fmt: skip
     result.assert_outcomes(passed=2, xfailed=2)
 
