@@ -44,11 +44,12 @@ class Backend(Protocol):
     name: str
     #: One line that says what this backend is (and, for the reference backend, what it is not).
     description: str
-    #: Whether an engine may run again once its context was destroyed and it ran so (the
-    #: context-destroyed hazard runs the engines of one destroyed context): where each run is a
+    #: Whether an engine whose context another run destroyed may be run as it is (the
+    #: context-destroyed hazard runs every engine of a destroyed context): where each run is a
     #: launch the driver answers (an invalid handle), yes; a library that keeps state of its own
-    #: in the context may crash the process instead (cuDNN's handle, in cudnnSetStream, on a
-    #: GPU: docs/orders.md), and then each such run gets an engine of its own.
+    #: there may crash the process instead (cuDNN: SIGSEGV in cudnnSetStream, on a GPU:
+    #: docs/orders.md), and then each run gets an engine of its own, its context destroyed just
+    #: before it runs.
     reruns_on_a_lost_context: bool
 
     def build(self, spec: ConvSpec, weight: Any, bias: Any | None) -> Engine: ...

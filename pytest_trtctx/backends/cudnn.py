@@ -129,7 +129,8 @@ def plan_label(engine: Engine) -> str:
 class CudnnBackend:
     name = NAME
     description = DESCRIPTION
-    reruns_on_a_lost_context = False  # its handle crashed in cudnnSetStream, used again
+    # One whose context an earlier run destroyed crashed the process in cudnnSetStream.
+    reruns_on_a_lost_context = False
 
     def __init__(self, device: int, cache_dir: Path | None, plans: int | None = None) -> None:
         self.device = device

@@ -129,7 +129,7 @@ class Runtime:
 
         engine = self.process.prebuilt.get((self.backend_name, spec.name))
         # An earlier run here destroyed its context: the fix needs a live one, and a backend that
-        # cannot run such an engine twice gives this run one of its own.
+        # cannot run an engine of a lost context as it is gives this run one of its own.
         gone = engine is not None and engine.details.get("context_destroyed")
         if gone and (self.fix_context or not self.backend.reruns_on_a_lost_context):
             engine = None
