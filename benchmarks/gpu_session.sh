@@ -17,7 +17,7 @@
 #                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots),
 #                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py),
 #                contexts (benchmarks/bench_contexts.py), cudnn_timeline (the same over cuDNN),
-#                some_tests (the tests SOME_TESTS names)
+#                some_tests (the tests SOME_TESTS names), cd_tests (context-destroyed's GPU tests)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -173,11 +173,12 @@ step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-b
 # scenario, at HAZARD_WORKERS workers (benchmarks/bench_hazards.py); the pytest process's start.
 step hazards_timeline "${HAZARD_SECONDS:-200}" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
     --json "$work/hazards-timeline.json" --extra="${HAZARD_EXTRA:-}"
-# What a context costs made, loaded and destroyed, many alive in one process or one at a time.
+# context-destroyed's GPU tests with the worker's and the runtime's.
 step cd_tests 150 python3 -m pytest tests/scenarios/test_context_destroyed.py tests/isolation/test_worker.py \
     tests/scenarios/test_runtime.py -p no:cacheprovider -q -rs --tb=short
 # Some of the plugin's tests, named in SOME_TESTS (pytest arguments).
 step some_tests 150 "${rtx[@]}" python3 -m pytest ${SOME_TESTS:-tests/scenarios} -p no:cacheprovider -q -rs --tb=short
+# What a context costs made, loaded and destroyed, many alive in one process or one at a time.
 step contexts 120 python3 benchmarks/bench_contexts.py --json "$work/contexts.json"
 # cuDNN's matrix at CUDNN_PLANS slots under every order and hazard, with its timeline and report.
 step cudnn_timeline "$((${CUDNN_SECONDS:-300} + 40))" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers auto \
