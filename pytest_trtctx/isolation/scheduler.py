@@ -163,8 +163,9 @@ class Sink(Protocol):
         """``-x`` / ``--maxfail`` reached: schedule nothing more."""
 
 
-#: A scenario every test meets fresh gets a process per this many of its tests (at most one per
-#: worker), even where the run's share would keep it whole: a process costs its recipe and
+#: A scenario every test meets fresh gets a process per this many of its tests (rounded down:
+#: each holds at least this many; at most one per worker), even where the run's share would
+#: keep it whole: a process costs its recipe and
 #: prebuild (a context made: up to a second or more when four start at once), about what this
 #: many of the matrix's tests take where they make no context of their own. A scenario of many
 #: more (cuDNN's plans, eight a spec) is then spread over the workers (docs/speed.md).
