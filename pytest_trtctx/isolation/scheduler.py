@@ -165,10 +165,10 @@ class Sink(Protocol):
 
 #: A scenario every test meets fresh gets a process per this many of its tests (rounded down:
 #: each holds at least this many; at most one per worker), even where the run's share would
-#: keep it whole: a process costs its recipe and
-#: prebuild (a context made: up to a second or more when four start at once), about what this
-#: many of the matrix's tests take where they make no context of their own. A scenario of many
-#: more (cuDNN's plans, eight a spec) is then spread over the workers (docs/speed.md).
+#: keep it whole: a process costs its recipe and prebuild (a context made: up to a second or
+#: more when four start at once), about what this many of the matrix's tests take where they
+#: make no context of their own. A scenario of many more (cuDNN's plans, eight a spec) is then
+#: spread over the workers (docs/speed.md).
 PART_TESTS = 150
 
 
