@@ -71,7 +71,8 @@ def descendants(pid: int) -> set[int]:
 
 
 def stat(pid: int) -> tuple[int, int, int] | None:
-    """``(ppid, pgrp, session)`` of ``pid``; None when it is gone."""
+    """``(ppid, pgrp, session)`` of ``pid``; None when it is gone or a zombie (it holds nothing
+    any more: it only waits for its parent to reap it, and no signal ends it sooner)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
@@ -79,6 +80,8 @@ def stat(pid: int) -> tuple[int, int, int] | None:
         return None
     # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses
     fields = data[data.rfind(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None
     return int(fields[1]), int(fields[2]), int(fields[3])
 
 

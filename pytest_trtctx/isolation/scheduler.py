@@ -265,6 +265,9 @@ class Scheduler:
             if worker is keep:
                 continue
             self.processes.kill(worker.pid)
+            # One that was dying of itself meanwhile left its test's orphans out of reach of the
+            # tree kill, in its session (as in _reap).
+            self.processes.end_session(worker.pid)
             self.processes.close(worker.fd)
             self.processes.wait(worker.pid, block=True)
             self.processes.release(worker)

@@ -446,6 +446,7 @@ def test_a_test_raising_keyboardinterrupt_stops_the_run() -> None:
     with pytest.raises(KeyboardInterrupt):
         schedule([["a"], ["b"]], procs, workers=1)
     assert procs.killed == [procs.assigned[0][0]] and len(procs.assigned) == 1
+    assert procs.sessions_ended == procs.killed  # its session swept too, after the kill
 
 
 def test_a_worker_that_closed_its_pipe_but_lives_is_killed_not_waited_on() -> None:
@@ -492,6 +493,7 @@ def test_a_stop_ends_the_other_workers_and_reports_nothing_after_it() -> None:
     sink, _ = schedule([["a", "b"], ["c"]], procs, workers=2, sink=FakeSink(stop_after_failures=1))
     assert sink.events == [("start", "a"), ("report", "a", "failed"), ("finish", "a")]
     assert sorted(procs.killed) == sorted(pid for pid, _o, _i in procs.assigned)
+    assert sorted(procs.sessions_ended) == sorted(procs.killed)  # each swept after its kill
 
 
 #: Each test records the process it ran in.
