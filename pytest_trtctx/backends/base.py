@@ -51,6 +51,9 @@ class Backend(Protocol):
     #: docs/orders.md), and then each run gets an engine of its own, its context destroyed just
     #: before it runs.
     reruns_on_a_lost_context: bool
+    #: Whether a launch keeps Python's GIL while the driver makes it wait (cuDNN frontend's
+    #: execute): a scenario whose wait is released by a Python thread cannot run its engines.
+    launch_holds_gil: bool
 
     def build(self, spec: ConvSpec, weight: Any, bias: Any | None) -> Engine: ...
 

@@ -35,6 +35,7 @@ class CudaReferenceBackend:
     name = "cuda"
     description = DESCRIPTION
     reruns_on_a_lost_context = True  # each run is a launch: the driver answers it
+    launch_holds_gil = False  # cuda-bindings releases it around driver calls
 
     def __init__(self, device: int, cache_dir: Path | None) -> None:
         self.device = device

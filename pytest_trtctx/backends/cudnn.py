@@ -131,6 +131,8 @@ class CudnnBackend:
     description = DESCRIPTION
     # One whose context an earlier run destroyed crashed the process in cudnnSetStream.
     reruns_on_a_lost_context = False
+    # lazy-stall deadlocked with it on a GPU: the poller's Python release never ran.
+    launch_holds_gil = True
 
     def __init__(self, device: int, cache_dir: Path | None, plans: int | None = None) -> None:
         self.device = device

@@ -144,6 +144,9 @@ class Scenario:
     build_in: Callable[[State], contextlib.AbstractContextManager[None]] = where_current
     #: What the scenario does to a backend before its first build (None: nothing).
     prepare: Callable[[Backend, State], None] | None = None
+    #: Why the scenario cannot run a backend's engines (None: it can): each test that would
+    #: build one skips with it, before any engine is built (a prebuild builds none).
+    refuses: Callable[[Backend], str | None] | None = None
     #: Environment set before cuInit (read once by the driver then).
     environment: Mapping[str, str] = field(default_factory=dict)
     devices: int = 1

@@ -127,6 +127,9 @@ class Runtime:
         from ..backends.plans import pick
         from ..errors import SpecRefused
 
+        refused = self.refused()
+        if refused is not None:
+            pytest.skip(refused)
         engine = self.process.prebuilt.get((self.backend_name, spec.name))
         # An earlier run here destroyed its context: the fix needs a live one, and a backend that
         # cannot run an engine of a lost context as it is gives this run one of its own.
@@ -142,6 +145,11 @@ class Runtime:
         self.messages.extend(said)
         self._handed.append(engine)
         return engine
+
+    def refused(self) -> str | None:
+        """Why the scenario cannot run this backend's engines (``Scenario.refuses``), or None."""
+        refuses = self.state.scenario.refuses
+        return None if refuses is None else refuses(self.backend)
 
     def build_now(self, spec: ConvSpec) -> Engine:
         """Build an engine for ``spec`` in the context the scenario builds engines in (the one
@@ -247,6 +255,8 @@ def prebuild(
             runtime = by_backend[backend] = Runtime(state, backend, cache_dir, Outputs(), process)
             runtime.plan_slots = plan_slots  # the plans a test runs are the ones built
         try:
+            if runtime.refused() is not None:
+                continue  # its tests skip saying why, before they would build
             process.prebuilt[(backend, spec.name)] = runtime.build_now(spec)
         except Exception:  # the test builds it again and reports the failure itself
             continue
