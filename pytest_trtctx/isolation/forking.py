@@ -28,8 +28,9 @@ from ..settings import plan
 from ..settings.config import Settings
 from . import proctree
 from .channel import Sections
+from .grouping import groups
 from .guard import Guard, end_sessions
-from .scheduler import Scheduler, Spare, Worker, groups, when_of
+from .scheduler import Scheduler, Spare, Worker, when_of
 from .warning_wire import replay_warning
 from .worker import Group, run_child
 
