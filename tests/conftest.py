@@ -208,3 +208,37 @@ def race(work: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
     assert not errors, errors
     assert [p.exitcode for p in procs] == [0] * nproc
     return [out for _pid, out, _err in got]
+
+
+#: Two small entries of an engine matrix file (``engines/conv_matrix.toml``'s form) for the suites
+#: run through pytester: a file is ``"schema = 1\n"`` and its entries.
+MATRIX_A_F32 = """
+[[conv]]
+name = "a_f32"
+batch = 1
+in_channels = 4
+out_channels = 8
+height = 5
+width = 7
+kernel = 3
+stride = 1
+padding = 1
+dilation = 1
+groups = 1
+dtype = "float32"
+"""
+MATRIX_B_F16 = """
+[[conv]]
+name = "b_f16"
+batch = 1
+in_channels = 4
+out_channels = 4
+height = 5
+width = 5
+kernel = 1
+stride = 1
+padding = 0
+dilation = 1
+groups = 2
+dtype = "float16"
+"""

@@ -33,6 +33,8 @@ from pytest_trtctx.messages import (
 )
 
 from ..conftest import (
+    MATRIX_A_F32,
+    MATRIX_B_F16,
     cpu_orders,
     in_child,
     modules_after,
@@ -177,36 +179,7 @@ def test_without_slots_the_graph_runs_its_own_choice_and_one_plan_engines_pass_t
     assert with_plan(engine, 0).details["plans"] is engine.details["plans"]
 
 
-MATRIX = """schema = 1
-
-[[conv]]
-name = "a_f32"
-batch = 1
-in_channels = 4
-out_channels = 8
-height = 5
-width = 7
-kernel = 3
-stride = 1
-padding = 1
-dilation = 1
-groups = 1
-dtype = "float32"
-
-[[conv]]
-name = "b_f16"
-batch = 1
-in_channels = 4
-out_channels = 4
-height = 5
-width = 5
-kernel = 1
-stride = 1
-padding = 0
-dilation = 1
-groups = 2
-dtype = "float16"
-"""
+MATRIX = "schema = 1\n" + MATRIX_A_F32 + MATRIX_B_F16
 
 SUITE = """
 import pytest

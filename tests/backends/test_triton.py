@@ -25,6 +25,7 @@ from pytest_trtctx.errors import BackendUnavailable, SpecRefused
 from pytest_trtctx.messages import CONTEXT_MISMATCH, INSTALL_TRITON, MSG_NEEDS_PACKAGE
 
 from ..conftest import (
+    MATRIX_A_F32,
     cpu_orders,
     gpu_skip_reason,
     in_child,
@@ -170,22 +171,7 @@ SUITE = """
 def test_conv(trtctx, trtctx_spec):
     trtctx.check_conv(trtctx_spec)
 """
-MATRIX = """schema = 1
-
-[[conv]]
-name = "a_f32"
-batch = 1
-in_channels = 4
-out_channels = 8
-height = 5
-width = 7
-kernel = 3
-stride = 1
-padding = 1
-dilation = 1
-groups = 1
-dtype = "float32"
-"""
+MATRIX = "schema = 1\n" + MATRIX_A_F32
 
 
 def test_its_tests_have_no_plan_slots_and_skip_with_why_without_a_gpu(

@@ -14,7 +14,15 @@ from pytest_trtctx.records.report import load
 from pytest_trtctx.records.summary import PLANS_LINE, PLANS_NOT_RUN
 from pytest_trtctx.scenarios import HAZARDS
 
-from ..conftest import CPU_ORDERS, cpu_orders, needs_package, requires_gpu, run_pytest
+from ..conftest import (
+    CPU_ORDERS,
+    MATRIX_A_F32,
+    MATRIX_B_F16,
+    cpu_orders,
+    needs_package,
+    requires_gpu,
+    run_pytest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,37 +106,7 @@ def test_the_hazards_have_rows_of_their_own_in_columns_wide_enough(
 
 # cuDNN's plans per spec. ---------------------------------------------------------------------
 
-A_F32 = """
-[[conv]]
-name = "a_f32"
-batch = 1
-in_channels = 4
-out_channels = 8
-height = 5
-width = 7
-kernel = 3
-stride = 1
-padding = 1
-dilation = 1
-groups = 1
-dtype = "float32"
-"""
-B_F16 = """
-[[conv]]
-name = "b_f16"
-batch = 1
-in_channels = 4
-out_channels = 4
-height = 5
-width = 5
-kernel = 1
-stride = 1
-padding = 0
-dilation = 1
-groups = 2
-dtype = "float16"
-"""
-MATRIX = "schema = 1\n" + A_F32 + B_F16
+MATRIX = "schema = 1\n" + MATRIX_A_F32 + MATRIX_B_F16
 
 #: What cuDNN's heuristics offer per spec, as each spec's engine holds its plans: whether each
 #: plan built (False: the frontend declined it).
@@ -272,7 +250,7 @@ def test_on_a_gpu_the_summary_counts_the_plans_cudnn_offered_for_one_spec(
     """One spec under torch-first with two slots: cuDNN's real plans; whatever it offers, the
     line adds up (each slot ran or was declined, the rest lie past the slots)."""
     (pytester.path / "engines").mkdir()
-    (pytester.path / "engines" / "conv_matrix.toml").write_text("schema = 1\n" + A_F32)
+    (pytester.path / "engines" / "conv_matrix.toml").write_text("schema = 1\n" + MATRIX_A_F32)
     pytester.makepyfile(test_gpu_plans=GPU_SUITE)
     result = run_pytest(
         pytester,

@@ -13,44 +13,22 @@ from typing import Any
 
 import pytest
 
-from pytest_trtctx.backends.base import Engine, with_plan
+from pytest_trtctx.backends.base import with_plan
 from pytest_trtctx.checks.outputs import Outputs
-from pytest_trtctx.engines.spec import ConvSpec
 from pytest_trtctx.scenarios import Registry
 from pytest_trtctx.scenarios.base import State
 from pytest_trtctx.scenarios.process import Process
 from pytest_trtctx.scenarios.runtime import Runtime
 
 from ..conftest import requires_gpu, run_pytest, suite_report
-
-SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
-
-
-class FakeBackend:
-    """Builds engines in "context" 7 and says whether one of a lost context may run again."""
-
-    name = "fake"
-    description = "a fake backend: no driver"
-
-    def __init__(self, reruns: bool) -> None:
-        self.reruns_on_a_lost_context = reruns
-        self.built: list[Engine] = []
-
-    def build(self, spec: ConvSpec, weight: Any, bias: Any | None) -> Engine:
-        engine = Engine(spec, 0, 7, None, details={})  # type: ignore[arg-type]
-        self.built.append(engine)
-        return engine
-
-
-def _engine(context: int) -> Engine:
-    return Engine(SPEC, 0, context, None, details={})  # type: ignore[arg-type]
+from .fakes import SPEC, FakeBackend, engine_in
 
 
 def test_a_destroyed_context_takes_every_engine_of_it_and_no_other() -> None:
     process = Process()
-    ours, other = _engine(5), _engine(6)
+    ours, other = engine_in(5), engine_in(6)
     process.prebuilt = {("cuda", "a"): ours, ("cuda", "b"): other}
-    copy = with_plan(_engine(5), 1)  # a plan's engine: a copy of its details
+    copy = with_plan(engine_in(5), 1)  # a plan's engine: a copy of its details
     process.context_destroyed(5, [copy])
     assert ours.details.get("context_destroyed") and copy.details.get("context_destroyed")
     assert not other.details.get("context_destroyed")
@@ -68,11 +46,11 @@ def test_an_engine_of_a_destroyed_context_runs_again_only_unfixed_where_its_back
     cannot (cuDNN's handle crashed so), builds its own."""
     state = State(Registry()["torch-first"], 0, 0, 0)  # builds where current: no driver
     process = Process(state)
-    gone = _engine(5)
+    gone = engine_in(5)
     gone.details["context_destroyed"] = True
     process.prebuilt[("fake", SPEC.name)] = gone
     runtime = Runtime(state, "fake", None, Outputs(), process)
-    runtime._backend = backend = FakeBackend(reruns)  # type: ignore[assignment]
+    runtime._backend = backend = FakeBackend(reruns=reruns)  # type: ignore[assignment]
     runtime.fix_context = fixed
     pytest.importorskip("torch", reason="the runtime's host tensors are torch's")
     engine = runtime.build(SPEC)

@@ -7,17 +7,15 @@ from typing import Any
 
 import pytest
 
-from pytest_trtctx.backends.base import Engine
 from pytest_trtctx.backends.cudnn import CudnnBackend
 from pytest_trtctx.checks.outputs import Outputs
-from pytest_trtctx.engines.spec import ConvSpec
 from pytest_trtctx.messages import MSG_LAZY_STALL_GIL
 from pytest_trtctx.scenarios import lazy_stall
 from pytest_trtctx.scenarios.base import Run, State
 from pytest_trtctx.scenarios.process import Process
 from pytest_trtctx.scenarios.runtime import Runtime, prebuild
 
-SPEC = ConvSpec("k3_f32", 1, 4, 8, 9, 11, (3, 3), (1, 1), (1, 1), (1, 1), 1, "float32")
+from .fakes import SPEC, FakeBackend
 
 
 @pytest.mark.parametrize("fixed", [False, True])
@@ -36,23 +34,6 @@ def test_an_engine_whose_launch_keeps_the_gil_is_skipped_before_any_cuda_call(
     assert CudnnBackend.launch_holds_gil
 
 
-class FakeBackend:
-    """A backend that says whether its launch keeps the GIL, and counts its builds."""
-
-    name = "fake"
-    description = "a fake backend: no driver"
-    reruns_on_a_lost_context = True
-
-    def __init__(self, holds: bool) -> None:
-        self.launch_holds_gil = holds
-        self.built: list[Any] = []
-
-    def build(self, spec: Any, weight: Any, bias: Any | None) -> Any:
-        engine = Engine(spec, 0, 7, None, details={})  # type: ignore[arg-type]
-        self.built.append(engine)
-        return engine
-
-
 @pytest.mark.parametrize("holds", [True, False])
 def test_such_an_engine_is_never_built_neither_by_its_test_nor_by_a_prebuild(
     holds: bool, monkeypatch: pytest.MonkeyPatch
@@ -65,7 +46,7 @@ def test_such_an_engine_is_never_built_neither_by_its_test_nor_by_a_prebuild(
     made: list[FakeBackend] = []
 
     def create(name: str, device: int, cache_dir: Any, slots: Any = None) -> FakeBackend:
-        made.append(FakeBackend(holds))
+        made.append(FakeBackend(holds=holds))
         return made[-1]
 
     monkeypatch.setattr(backends, "create", create)
