@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,61 +52,61 @@ def child(contexts: int, start_at: float) -> dict[str, Any]:
     def ms(t0: float) -> float:
         return (time.perf_counter() - t0) * 1000
 
-    def create() -> Any:
+    def timed(times: dict[str, list[float]], step: str, *calls: Callable[[], Any]) -> Any:
+        """Run ``calls`` and add their milliseconds to ``times[step]``; the last one's result."""
+        t0 = time.perf_counter()
+        result = None
+        for call in calls:
+            result = call()
+        times.setdefault(step, []).append(ms(t0))
+        return result
+
+    def make() -> Any:
         return create_context(0)  # made current, as pycuda's make_context
+
+    def load() -> None:
+        check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
+
+    def alloc() -> None:
+        check("cuMemAlloc", cu.cuMemAlloc(65536))
+
+    def pop() -> None:
+        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
+
+    def destroy(ctx: Any) -> Callable[[], None]:
+        return lambda: check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
 
     out: dict[str, Any] = {}
     # alive: made one after another and kept, then destroyed
-    t = {"create": [], "load": [], "alloc": [], "destroy": []}
+    t: dict[str, list[float]] = {}
     wall = time.perf_counter()
     kept = []
     for _ in range(contexts):
-        t0 = time.perf_counter()
-        ctx = create()
-        t["create"].append(ms(t0))
-        t0 = time.perf_counter()
-        check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
-        t["load"].append(ms(t0))
-        t0 = time.perf_counter()
-        check("cuMemAlloc", cu.cuMemAlloc(65536))
-        check("cuMemAlloc", cu.cuMemAlloc(65536))
-        t["alloc"].append(ms(t0))
-        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
-        kept.append(ctx)
+        kept.append(timed(t, "create", make))
+        timed(t, "load", load)
+        timed(t, "alloc", alloc, alloc)
+        pop()
     made = ms(wall)
     wall = time.perf_counter()
     for ctx in kept:
-        t0 = time.perf_counter()
-        check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
-        t["destroy"].append(ms(t0))
+        timed(t, "destroy", destroy(ctx))
     out["alive"] = {"made_ms": round(made), "destroyed_ms": round(ms(wall)), **stats(t)}
-    # one at a time
-    t = {"create": [], "load": [], "destroy": []}
+    # one at a time (the load step here: the cubin and one allocation)
+    t = {}
     wall = time.perf_counter()
     for _ in range(contexts):
-        t0 = time.perf_counter()
-        ctx = create()
-        t["create"].append(ms(t0))
-        t0 = time.perf_counter()
-        check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
-        check("cuMemAlloc", cu.cuMemAlloc(65536))
-        t["load"].append(ms(t0))
-        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
-        t0 = time.perf_counter()
-        check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
-        t["destroy"].append(ms(t0))
+        ctx = timed(t, "create", make)
+        timed(t, "load", load, alloc)
+        pop()
+        timed(t, "destroy", destroy(ctx))
     out["one_at_a_time"] = {"wall_ms": round(ms(wall)), **stats(t)}
     # bare
-    t = {"create": [], "destroy": []}
+    t = {}
     wall = time.perf_counter()
     for _ in range(contexts):
-        t0 = time.perf_counter()
-        ctx = create()
-        t["create"].append(ms(t0))
-        check("cuCtxPopCurrent", cu.cuCtxPopCurrent())
-        t0 = time.perf_counter()
-        check("cuCtxDestroy", cu.cuCtxDestroy(ctx))
-        t["destroy"].append(ms(t0))
+        ctx = timed(t, "create", make)
+        pop()
+        timed(t, "destroy", destroy(ctx))
     out["bare"] = {"wall_ms": round(ms(wall)), **stats(t)}
     return out
 
@@ -156,7 +157,7 @@ def main() -> int:
         procs = [
             subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(count)
         ]
-        outs = []
+        outs: list[dict[str, Any]] = []
         for proc in procs:
             lines = proc.communicate()[0].strip().splitlines()
             outs.append(json.loads(lines[-1]) if lines else {"error": "no output"})
