@@ -269,8 +269,8 @@ def run_spec(
 ) -> bool:
     """Every case of ``spec`` from ``start`` on: each plan (at most ``max_plans``), plain then
     fixed, a CASE line each; False once a case left a sticky error (the process is poisoned).
-    Where a run destroyed its engine's context, the next case gets an engine built anew, as the
-    suite's next fixed test does (an engine whose context is gone is not run fixed); where that
+    Where a run destroyed an engine's context, its next case gets an engine built anew, as the
+    suite's next test does (an engine whose context is gone is never run again); where that
     build fails, its error ends the spec's cases (field ``rebuild``)."""
     from pytest_trtctx.backends.base import with_plan
 
@@ -281,8 +281,14 @@ def run_spec(
         for fixed in (False, True):
             if Position(spec.name, slot, fixed).precedes(start):
                 continue
-            engine = engines[spec.name]
             record: dict[str, Any] = {**base, "spec": spec.name, "plan": slot, "fixed": fixed}
+            engine = engines[spec.name]
+            if engine.details.get("context_destroyed"):  # a run destroyed its context
+                try:
+                    engine = engines[spec.name] = runtime.build_now(spec)
+                except Exception as exc:
+                    emit("CASE", {**record, "rebuild": f"build: {first_line(exc)}"})
+                    return True
             if slot is not None:
                 plans = engine.details["plans"]
                 if slot >= len(plans):  # an engine built anew was offered fewer plans
@@ -294,16 +300,9 @@ def run_spec(
                     continue
             one = engine if slot is None else with_plan(engine, slot)
             record.update(execute(runtime, one, x, fixed))
-            if one.details.get("context_destroyed"):
-                try:
-                    engines[spec.name] = runtime.build_now(spec)
-                except Exception as exc:
-                    record["rebuild"] = f"build: {first_line(exc)}"
             emit("CASE", record)
             if record["sticky"] is not None:
                 return False
-            if "rebuild" in record:
-                return True
     return True
 
 

@@ -44,13 +44,6 @@ class Backend(Protocol):
     name: str
     #: One line that says what this backend is (and, for the reference backend, what it is not).
     description: str
-    #: Whether an engine whose context another run destroyed may be run as it is (the
-    #: context-destroyed hazard runs every engine of a destroyed context): where each run is a
-    #: launch the driver answers (an invalid handle), yes; a library that keeps state of its own
-    #: there may crash the process instead (cuDNN: SIGSEGV in cudnnSetStream, on a GPU:
-    #: docs/orders.md), and then each run gets an engine of its own, its context destroyed just
-    #: before it runs.
-    reruns_on_a_lost_context: bool
     #: Whether a launch keeps Python's GIL while the driver makes it wait (cuDNN frontend's
     #: execute): a scenario whose wait is released by a Python thread cannot run its engines.
     launch_holds_gil: bool

@@ -34,13 +34,15 @@ def _torch_dtype(name: str) -> Any:
 class CudaReferenceBackend:
     name = "cuda"
     description = DESCRIPTION
-    reruns_on_a_lost_context = True  # each run is a launch: the driver answers it
     launch_holds_gil = False  # cuda-bindings releases it around driver calls
 
     def __init__(self, device: int, cache_dir: Path | None) -> None:
         self.device = device
         self.cache_dir = cache_dir
-        self._modules: dict[int, Any] = {}  # context handle -> CUmodule
+        #: context ID -> CUmodule. By ID, not handle value: a context made after one was
+        #: destroyed may get its handle value (context-destroyed makes one after each destroy),
+        #: and a module of the destroyed one is freed driver state.
+        self._modules: dict[int, Any] = {}
         #: Load each engine's kernel from a library of its own (cuLibraryLoadData) instead of the
         #: context's module: the driver then loads it into a context at its first launch under
         #: lazy loading, as it does the CUDA runtime's kernels (the lazy-stall scenario).
@@ -58,7 +60,7 @@ class CudaReferenceBackend:
         return compile_conv(f"sm_{major}{minor}", cache_dir=self.cache_dir).data
 
     def _module(self) -> Any:
-        ctx = int(driver.current())
+        ctx = driver.context_id(driver.current())
         module = self._modules.get(ctx)
         if module is None:
             module = check("cuModuleLoadData", driver.api().cuModuleLoadData(self._cubin()))

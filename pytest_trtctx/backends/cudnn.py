@@ -129,8 +129,6 @@ def plan_label(engine: Engine) -> str:
 class CudnnBackend:
     name = NAME
     description = DESCRIPTION
-    # One whose context an earlier run destroyed crashed the process in cudnnSetStream.
-    reruns_on_a_lost_context = False
     # lazy-stall deadlocked with it on a GPU: the poller's Python release never ran.
     launch_holds_gil = True
 

@@ -168,7 +168,6 @@ def launch_loaded(loaded: LoadedKernel, x: Any, w: Any, b: Any, y: Any, stream: 
 class TritonBackend:
     name = NAME
     description = DESCRIPTION
-    reruns_on_a_lost_context = False  # not run so on a GPU yet: an engine of its own each time
     launch_holds_gil = False  # its launches ran under lazy-stall on a GPU (none stalled)
 
     def __init__(self, device: int, cache_dir: Path | None) -> None:

@@ -106,6 +106,12 @@ def current() -> Any:
     return check("cuCtxGetCurrent", api().cuCtxGetCurrent())
 
 
+def context_id(ctx: Any) -> int:
+    """``ctx``'s unique ID (cuCtxGetId): unlike its handle value, never reused in a process by a
+    context made after ``ctx`` was destroyed."""
+    return int(check("cuCtxGetId", api().cuCtxGetId(ctx)))
+
+
 def set_current(ctx: Any) -> None:
     check("cuCtxSetCurrent", api().cuCtxSetCurrent(ctx))
 

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ..errors import OrderError
 from ..messages import CONTEXT_GONE
 from .base import HAZARD, KnownFailure, Run, Scenario, State
 from .torch_first import allocate_with_torch
@@ -40,21 +41,24 @@ def in_a_context_of_their_own(state: State) -> Iterator[None]:
 
 def after_its_context_was_destroyed(run: Run) -> ExecResult:
     """What a library that owns the engine's context does underneath it (pycuda's
-    context.detach(), a cleanup at exit): the context is destroyed, then the engine runs. The
-    first run of a shared context destroys it and tells the runtime, which marks every engine of
-    it (``Run.context_lost``); a later run of one finds its context destroyed already (it is not
-    the live shared one). Either way the launch meets a context that was destroyed while holding
-    the engine."""
+    context.detach(), a cleanup at exit): the context is destroyed, then the engine runs at once.
+    The engine is of the live shared context: the runtime never hands out one whose context an
+    earlier run destroyed (a launch of one crashed the process). The destroy is told to the
+    runtime, which marks every engine of that context (``Run.context_lost``); the next build
+    makes another."""
     from ..cuda import driver
 
     engine, kept = run.engine, run.state.kept
     shared = kept.get(SHARED)
-    if shared is not None and int(shared) == int(engine.context):
-        driver.destroy_context(shared)
-        del kept[SHARED]  # the next build makes another
-        if run.context_lost is not None:
-            run.context_lost(shared)
-    # Otherwise its context is one destroyed before: every engine is built in the shared one.
+    if shared is None or int(shared) != int(engine.context):
+        raise OrderError(
+            "context-destroyed runs engines built in its context of their own (trtctx.build, "
+            f"trtctx.check_conv); this one was built in {engine.built_in.describe()}"
+        )
+    driver.destroy_context(shared)
+    del kept[SHARED]  # the next build makes another
+    if run.context_lost is not None:
+        run.context_lost(shared)
     engine.details["context_destroyed"] = True
     return run.go()
 

@@ -34,10 +34,8 @@ class Process:
 
     def context_destroyed(self, context: Any, also: Iterable[Engine] = ()) -> None:
         """``context`` was just destroyed: mark every engine of it, prebuilt here or in
-        ``also``, as such. None runs fixed again (``Runtime.build`` builds the test its own); a
-        plain run of the scenario that destroyed it runs it as it is where its backend can run
-        an engine of a lost context again (``Backend.reruns_on_a_lost_context``). Compared by
-        handle value, which is safe only right after the destroy: a context made later may
+        ``also``, as such: none runs again (``Runtime.build`` builds the test its own). Compared
+        by handle value, which is safe only right after the destroy: a context made later may
         reuse the value."""
         gone = int(context)
         for engine in (*self.prebuilt.values(), *also):

@@ -131,10 +131,12 @@ class Runtime:
         if refused is not None:
             pytest.skip(refused)
         engine = self.process.prebuilt.get((self.backend_name, spec.name))
-        # An earlier run here destroyed its context: the fix needs a live one, and a backend that
-        # cannot run an engine of a lost context as it is gives this run one of its own.
-        gone = engine is not None and engine.details.get("context_destroyed")
-        if gone and (self.fix_context or not self.backend.reruns_on_a_lost_context):
+        # An engine whose context an earlier run destroyed is never launched again, fixed or not:
+        # its handles point into freed driver state, which a context made since may reuse, and
+        # such a launch crashed the process (SIGSEGV in the reference backend's cuLaunchKernel
+        # and in cuDNN's cudnnSetStream, on a GPU: docs/orders.md). The run builds its own; a
+        # plain run of context-destroyed then destroys that one's context right before it runs.
+        if engine is not None and engine.details.get("context_destroyed"):
             engine = None
         if engine is None:
             try:

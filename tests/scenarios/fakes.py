@@ -22,8 +22,7 @@ class FakeBackend:
     name = "fake"
     description = "a fake backend: no driver"
 
-    def __init__(self, *, reruns: bool = True, holds: bool = False) -> None:
-        self.reruns_on_a_lost_context = reruns
+    def __init__(self, *, holds: bool = False) -> None:
         self.launch_holds_gil = holds
         self.built: list[Engine] = []
 

@@ -34,28 +34,42 @@ def test_a_destroyed_context_takes_every_engine_of_it_and_no_other() -> None:
     assert not other.details.get("context_destroyed")
 
 
-@pytest.mark.parametrize(
-    ("fixed", "reruns", "reused"),
-    [(False, True, True), (True, True, False), (False, False, False), (True, False, False)],
-)
-def test_an_engine_of_a_destroyed_context_runs_again_only_unfixed_where_its_backend_can(
-    fixed: bool, reruns: bool, reused: bool
-) -> None:
-    """A prebuilt engine whose context a run destroyed: a plain run of a backend that can run it
-    again gets it (the launch meets the destroyed context); a fixed run, or a backend that
-    cannot (cuDNN's handle crashed so), builds its own."""
+@pytest.mark.parametrize("fixed", [False, True], ids=["plain", "fixed"])
+def test_an_engine_of_a_destroyed_context_is_never_run_again(fixed: bool) -> None:
+    """A prebuilt engine whose context an earlier run destroyed: its handles point into freed
+    driver state (launching one crashed the process on a GPU), so a run, plain or fixed, builds
+    its own; a plain run of context-destroyed then destroys that one's context right before."""
     state = State(Registry()["torch-first"], 0, 0, 0)  # builds where current: no driver
     process = Process(state)
     gone = engine_in(5)
     gone.details["context_destroyed"] = True
     process.prebuilt[("fake", SPEC.name)] = gone
     runtime = Runtime(state, "fake", None, Outputs(), process)
-    runtime._backend = backend = FakeBackend(reruns=reruns)  # type: ignore[assignment]
+    runtime._backend = backend = FakeBackend()  # type: ignore[assignment]
     runtime.fix_context = fixed
     pytest.importorskip("torch", reason="the runtime's host tensors are torch's")
     engine = runtime.build(SPEC)
-    assert (engine is gone) is reused
-    assert backend.built == ([] if reused else [engine])
+    assert engine is not gone
+    assert backend.built == [engine]
+
+
+def test_a_run_of_an_engine_not_built_in_the_shared_context_is_refused() -> None:
+    """The scenario destroys only the live context its engines share: an engine built anywhere
+    else (a test that built it with the backend itself) is refused with where it was built,
+    rather than its context destroyed underneath torch or a launch of freed state."""
+    from pytest_trtctx.cuda.driver import ContextInfo
+    from pytest_trtctx.errors import OrderError
+    from pytest_trtctx.scenarios.base import Run
+    from pytest_trtctx.scenarios.context_destroyed import SHARED, after_its_context_was_destroyed
+
+    state = State(Registry()["context-destroyed"], 0, 0, 0)
+    state.kept[SHARED] = 9
+    engine = engine_in(5)
+    engine.built_in = ContextInfo(5, 0, True, "MainThread")
+    run = Run(state, FakeBackend(), engine, None, None, None, None)  # type: ignore[arg-type]
+    with pytest.raises(OrderError, match="the primary context of device 0, 0x5"):
+        after_its_context_was_destroyed(run)
+    assert state.kept[SHARED] == 9 and not engine.details.get("context_destroyed")
 
 
 SHARED_SUITE = """

@@ -42,8 +42,6 @@ class TensorRTBackend:
     logger's errors of that run go into the ExecResult.
     """
 
-    #: TensorRT keeps an execution context of its own in the CUDA context: never run again there.
-    reruns_on_a_lost_context = False
     #: Not known (never run under lazy-stall on a GPU): taken as releasing it, as pybind11
     #: bindings of long calls usually do; a deadlock would show as the test's hang timeout.
     launch_holds_gil = False
