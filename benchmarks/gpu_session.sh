@@ -149,10 +149,11 @@ step cudnn_suite "${CUDNN_SECONDS:-200}" "${rtx[@]}" ./dev matrix -q -rfs --dura
 step gpu_tests 200 "${rtx[@]}" python3 -m pytest tests/scenarios tests/backends tests/trace -n 8 \
     -p no:cacheprovider -q -rs --tb=short
 # What the tracer sees of Triton's and cuDNN's loads and launches (docs/trace.md): one conv,
-# no declared outcome, so that each failure prints its contexts and trace sections.
+# no declared outcome, so that each failure prints its contexts and trace sections, and every
+# run (a succeeding one too) keeps its traced events in the report.
 step vendor_trace 120 bash -c "for b in triton cudnn; do echo \"== \$b\"; ${rtx[*]} python3 -m pytest benchmarks/vendor_trace \
     --trtctx-order=torch-first,driver-first,pushed-over-torch --trtctx-backend=\$b --trtctx-trace \
-    -p no:cacheprovider -rf --tb=long; done"
+    --trtctx-report=$work/report-vendor-trace-\$b.json -p no:cacheprovider -rf --tb=long; done"
 # One cuDNN spec, every plan, torch-first (a plan that returned without writing on a GPU),
 # then that plan alone with cuDNN's own log.
 step cudnn_spec 120 bash -c "${rtx[*]} python3 -m pytest tests/regression --trtctx-order=torch-first \
