@@ -37,8 +37,8 @@ from .messages import (
 from .records.known_failures import KnownFailures
 from .records.summary import Summary, header_lines
 from .scenarios import ORDER
+from .settings import backend_axis, plan, plan_slots
 from .settings import config as cfg
-from .settings import plan, plan_slots
 from .settings.options import add_options
 
 MATRIX = pytest.StashKey[list[Any]]()
@@ -67,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(KnownFailures(), "trtctx-known")
     config.pluginmanager.register(Summary(), "trtctx-summary")
     config.pluginmanager.register(plan_slots, "trtctx-plan-slots")  # cuDNN's plans as tests
+    config.pluginmanager.register(backend_axis, "trtctx-backend-axis")  # several backends
     watch = None
     if settings.active and settings.isolate.value != "none":
         watch = CudaWatch(config)
@@ -132,12 +133,18 @@ def _culprit(config: pytest.Config) -> Callable[[], str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     s = cfg.settings_of(metafunc.config)
     if "trtctx_order" in metafunc.fixturenames:
-        if s.active:
+        if backend_axis.multiplied(metafunc):  # the backend (and cuDNN's slot) rides on the order
+            names = ("trtctx_order", backend_axis.PARAM, plan_slots.PARAM)
+            slots = s.cudnn_plans.value if "trtctx_spec" in metafunc.fixturenames else 0
+            combos = backend_axis.order_params(s.orders.value, s.backends.value, slots)
+            metafunc.parametrize(names, combos, indirect=True)
+        elif s.active:
             params = [pytest.param(order, id=order) for order in s.orders.value]
+            metafunc.parametrize("trtctx_order", params, indirect=True)
         else:  # no test id may name an order that is not applied
             why = MSG_NO_ORDER_SELECTED.format(orders=", ".join(s.registry.of_kind(ORDER)))
             params = [pytest.param(None, id="no-order", marks=pytest.mark.skip(reason=why))]
-        metafunc.parametrize("trtctx_order", params, indirect=True)
+            metafunc.parametrize("trtctx_order", params, indirect=True)
     if "trtctx_spec" in metafunc.fixturenames:
         specs = _matrix(metafunc.config)
         metafunc.parametrize(
@@ -208,7 +215,10 @@ def trtctx_outputs(request: pytest.FixtureRequest) -> Outputs:
 
 @pytest.fixture
 def trtctx(
-    request: pytest.FixtureRequest, trtctx_order: str, trtctx_plan: int | None
+    request: pytest.FixtureRequest,
+    trtctx_order: str,
+    trtctx_plan: int | None,
+    trtctx_backend: str | None,
 ) -> Generator[Any, None, None]:
     """Build and run engines under the order applied in this process (a ``Runtime``)."""
     from .errors import BackendUnavailable, OrderError

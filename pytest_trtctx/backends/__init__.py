@@ -17,7 +17,15 @@ from ..errors import BackendUnavailable, ConfigError
 from ..messages import INSTALL_CUDNN, INSTALL_TRITON, MSG_NEEDS_PACKAGE
 from .base import Backend, Engine, ExecResult
 
-__all__ = ["Backend", "Engine", "ExecResult", "create", "describe", "select"]
+__all__ = [
+    "Backend",
+    "Engine",
+    "ExecResult",
+    "create",
+    "describe",
+    "installed_vendors",
+    "select",
+]
 
 TENSORRT_MODULES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx"}
 REFERENCE = "cuda"
@@ -37,6 +45,11 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def installed_vendors() -> list[str]:
+    """The vendor backends whose library is installed here (found, not imported)."""
+    return [name for name, (module, _package, _install) in VENDOR.items() if _installed(module)]
 
 
 def describe(name: str) -> str:

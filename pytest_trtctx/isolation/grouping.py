@@ -22,9 +22,9 @@ PART_TESTS = 150
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     """Split the items into worker groups, keeping each group in collection order.
 
-    Under ``order`` each scenario's tests share one process. A scenario every test meets fresh
-    (a hazard in how the engine runs does not wear off) may be cut: into as many parts as it
-    takes for none to hold more than a worker's share of the run, and into one per
+    Under ``order`` each scenario's tests of one backend share one process. A scenario every
+    test meets fresh (a hazard in how the engine runs does not wear off) may be cut: into as
+    many parts as it takes for none to hold more than a worker's share of the run, and into one per
     :data:`PART_TESTS` of its tests, at most one per worker. Its outcomes are the same in any
     process that applied it, and a process costs its recipe (a context made, which the driver
     serialises machine-wide): a run of many scenarios of a few tests keeps each in one process
@@ -34,14 +34,17 @@ def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     is the run's tail (docs/speed.md, "The hazards job")."""
     if settings.isolate.value == "test":
         return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
-    by_order: dict[str | None, list[pytest.Item]] = {}
+    # Each listed backend's tests of an order apart (--trtctx-backend=a,b): its outcomes are
+    # those of a run of it alone, whatever another backend's engines do in a process.
+    by_order: dict[tuple[str | None, str], list[pytest.Item]] = {}
     for item in items:
-        by_order.setdefault(plan.of(item).order, []).append(item)
+        planned = plan.of(item)
+        by_order.setdefault((planned.order, planned.backend.value), []).append(item)
     workers = settings.workers.value
     share = max(1, -(-len(items) // workers))  # a worker's share of the run
     fresh_first: list[tuple[str | None, list[pytest.Item]]] = []
     rest: list[tuple[str | None, list[pytest.Item]]] = []
-    for order, group in by_order.items():
+    for (order, _backend), group in by_order.items():
         fresh = order is not None and order in settings.registry
         fresh = fresh and settings.registry[str(order)].every_test_fresh
         wanted = max(-(-len(group) // share), len(group) // PART_TESTS)

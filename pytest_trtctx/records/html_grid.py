@@ -279,7 +279,7 @@ def header(data: dict[str, Any]) -> list[list[str]]:
         ["driver", f"{said('driver')} (CUDA driver API {said('cuda_driver_api')})"],
         ["torch CUDA", said("cuda_runtime_torch")],
         ["versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))],
-        ["backend", str(settings.get("backend"))],
+        ["backend", ", ".join(map(str, settings.get("backends") or [settings.get("backend")]))],
         ["orders", ", ".join(map(str, settings.get("orders") or [])) or "none"],
         ["isolate", str(settings.get("isolate"))],
         ["OS", f"{said('os')}, Python {said('python')}"],

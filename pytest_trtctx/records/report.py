@@ -188,6 +188,7 @@ class ReportWriter:
                 "orders": list(s.orders.value),
                 "isolate": s.isolate.value,
                 "backend": s.backend.value,
+                "backends": list(s.backends.value),
                 "device": s.device.value,
             },
             "environment": environment(),

@@ -37,14 +37,16 @@ def header_lines(s: Settings) -> list[str]:
     from .. import backends
     from ..cuda import probe
 
-    why = backends.describe(s.backend.value)
+    listed = s.backends.value
+    why = "; ".join(backends.describe(name) for name in listed)
+    each = "backends" if len(listed) > 1 else "backend"
     workers = (
         f", {s.workers.value} workers ({s.workers.source})" if s.isolate.value != "none" else ""
     )
     lines = [
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
         f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
-        f"backend {s.backend.value} ({s.backend.source}): {why}"
+        f"{each} {', '.join(listed)} ({s.backends.source}): {why}"
         + (f"; context tracer on ({s.trace.source})" if s.trace.value else ""),
     ]
     if s.active:

@@ -105,6 +105,39 @@ def parse_orders(value: Any, where: str, registry: Registry) -> tuple[str, ...]:
     return tuple(result)
 
 
+#: In ``--trtctx-backend``'s list: every vendor backend installed here (``./dev matrix``).
+VENDORS = "vendors"
+
+
+def parse_backends(value: Any, where: str) -> tuple[str, ...]:
+    """One backend name or a list of them (``cuda,triton,cudnn``): each an allowed name or
+    ``vendors`` (the vendor backends installed here, found, not imported; none where neither
+    is), none twice, and ``auto`` not beside ``cuda`` (auto may resolve to it)."""
+    from ..backends import installed_vendors
+
+    names = _split(value)
+    allowed = (*BACKENDS, VENDORS)
+    if not names:
+        raise ConfigError(MSG_BAD_VALUE.format(where=where, value="", allowed=", ".join(allowed)))
+    result: list[str] = []
+    for name in names:
+        found = installed_vendors() if name == VENDORS else [parse_choice(name, where, allowed)]
+        for one in found:
+            if one in result:
+                raise ConfigError(f"{where}: backend {one!r} is listed twice")
+            result.append(one)
+    if not result:
+        raise ConfigError(
+            f"{where}: {value!r} lists no backend: no vendor backend is installed here"
+        )
+    if "auto" in result and "cuda" in result:
+        raise ConfigError(
+            f"{where}: 'auto' and 'cuda' are both listed, but auto runs cuda where no TensorRT "
+            "can run: list one of them"
+        )
+    return tuple(result)
+
+
 def registry_of(config: pytest.Config) -> Registry:
     """The shipped scenarios and those the ``pytest_trtctx_scenarios`` hook returned: a
     conftest.py or plugin that returns something else is named in the error."""
@@ -215,7 +248,9 @@ class Settings:
     #: The scenarios this run can select (shipped and registered): ``--trtctx-order``'s choices.
     registry: Registry
     device: Setting[int]
-    backend: Setting[str]
+    #: ``--trtctx-backend``: one backend, or several, each test that builds engines running
+    #: once per backend (settings/backend_axis.py).
+    backends: Setting[tuple[str, ...]]
     isolate: Setting[str]
     timeout: Setting[float]
     workers: Setting[int]
@@ -236,6 +271,11 @@ class Settings:
     def active(self) -> bool:
         """True when the run selected an order: only then does the plugin change how tests run."""
         return self.orders_explicit
+
+    @property
+    def backend(self) -> Setting[str]:
+        """The first backend listed: every test's where the run lists one."""
+        return Setting(self.backends.value[0], self.backends.source)
 
     @property
     def single_order(self) -> str | None:
@@ -317,9 +357,6 @@ def resolve(config: pytest.Config) -> Settings:
     def device_index(value: Any, where: str) -> int:
         return parse_int(value, where, minimum=0, what="a device index >= 0")
 
-    def backend_name(value: Any, where: str) -> str:
-        return parse_choice(value, where, BACKENDS)
-
     def isolate_mode(value: Any, where: str) -> str:
         return parse_choice(value, where, ISOLATE_MODES)
 
@@ -362,7 +399,7 @@ def resolve(config: pytest.Config) -> Settings:
         orders_explicit=explicit,
         registry=registry,
         device=_setting(config, "trtctx_device", device_index, 0),
-        backend=_setting(config, "trtctx_backend", backend_name, "auto"),
+        backends=_setting(config, "trtctx_backend", parse_backends, ("auto",)),
         isolate=isolate,
         timeout=_setting(config, "trtctx_timeout", parse_timeout, DEFAULT_TIMEOUT),
         workers=workers,

@@ -62,7 +62,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("trtctx_device", "value", "CUDA device index (default 0)."),
     Option(
-        "trtctx_backend", "value", "Engine backend: " + ", ".join(BACKENDS) + " (default auto)."
+        "trtctx_backend",
+        "value",
+        "Engine backend: "
+        + ", ".join(BACKENDS)
+        + " (default auto); or several, comma-separated (cuda,triton,cudnn; 'vendors': every "
+        "vendor backend installed here): each test that builds engines runs once per backend, "
+        "the first keeping its ids and each other adding its name after the order's.",
     ),
     Option(
         "trtctx_cudnn_plans",

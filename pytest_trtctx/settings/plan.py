@@ -27,6 +27,7 @@ from ..messages import (
     MARK_TRACE,
 )
 from ..scenarios import SHIPPED, Registry
+from . import backend_axis
 from . import config as cfg
 
 #: The most runs ``trtctx_bitwise_stable`` takes: more is a typo that would hold a worker for
@@ -122,6 +123,14 @@ def param_order(item: pytest.Item) -> str | None:
     return order if isinstance(order, str) else None
 
 
+def param_backend(item: pytest.Item) -> str | None:
+    """The backend the test was parametrised with, where the run lists several
+    (``backend_axis.py``)."""
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get(backend_axis.PARAM) if callspec is not None else None
+    return backend if isinstance(backend, str) else None
+
+
 def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
     """Read every marker of ``item`` and settle its precedence; ConfigError names the test."""
     name = name_of(item)
@@ -132,8 +141,11 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
     only = item.get_closest_marker(MARK_ORDERS)
     timeout = _one_arg(item, MARK_TIMEOUT, "takes one number (seconds)", where)
     backend = _one_arg(item, MARK_BACKEND, "takes one backend name", where)
+    listed = param_backend(item)
     planned_backend = cfg.with_marker(
-        settings.backend,
+        settings.backend
+        if listed is None
+        else cfg.Setting(listed, f"{settings.backends.source}: one of the backends listed"),
         None if backend is None else cfg.parse_choice(backend, where(MARK_BACKEND), BACKENDS),
         where(MARK_BACKEND),
     )

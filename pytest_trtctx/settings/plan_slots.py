@@ -27,7 +27,7 @@ import pytest
 
 from ..backends.plans import BACKEND, slot_id
 from ..errors import ConfigError
-from . import plan
+from . import backend_axis, plan
 from .config import settings_of
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ PARAM = "trtctx_plan"
 def wants_slots(metafunc: pytest.Metafunc) -> bool:
     """Whether the test builds the matrix's engines with the cudnn backend."""
     names = metafunc.fixturenames
-    if PARAM not in names or "trtctx_spec" not in names:
-        return False
+    if PARAM not in names or "trtctx_spec" not in names or backend_axis.multiplied(metafunc):
+        return False  # several backends: the slots ride on the order (backend_axis.py)
     try:  # the backend as the test's plan settles it (marker, option, ini key)
         planned = plan.make(metafunc.definition, settings_of(metafunc.config))
     except ConfigError:

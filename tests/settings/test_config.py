@@ -19,6 +19,7 @@ from pytest_trtctx.messages import (
     MSG_NONE_ONE_ORDER,
 )
 from pytest_trtctx.scenarios import HAZARDS, ORDERS, SCENARIOS
+from pytest_trtctx.settings.config import VENDORS
 
 from ..conftest import cpu_orders, needs_package, run_pytest
 
@@ -61,7 +62,7 @@ def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.P
 @pytest.mark.parametrize(
     ("flag", "value", "allowed"),
     [
-        ("--trtctx-backend", "tensorflow", ", ".join(BACKENDS)),
+        ("--trtctx-backend", "tensorflow", ", ".join((*BACKENDS, VENDORS))),
         ("--trtctx-isolate", "process", ", ".join(ISOLATE_MODES)),
     ],
 )
