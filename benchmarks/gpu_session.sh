@@ -17,7 +17,9 @@
 #                the main job with --trtctx-backend=triton / cudnn, CUDNN_PLANS slots),
 #                hazards_timeline (benchmarks/bench_hazards.py), startup (benchmarks/bench_startup.py),
 #                contexts (benchmarks/bench_contexts.py), cudnn_timeline (the same over cuDNN),
-#                some_tests (the tests SOME_TESTS names), cd_tests (context-destroyed's GPU tests)
+#                some_tests (the tests SOME_TESTS names), cd_tests (context-destroyed's GPU tests),
+#                dev_speed (./dev matrix's wall, twice as it comes, twice with the reference alone),
+#                hazards_auto (the hazards job with the reference backend alone)
 #   one part:    STEPS="orders rtx" bash benchmarks/gpu_session.sh
 # TensorRT-RTX is not installed on the GPU host and has no registry there: where a folder .rtx
 # holds what benchmarks/carry_rtx.sh packs (the cp312 bindings wheel, the xz-compressed
@@ -98,8 +100,10 @@ step() {  # step NAME SECONDS COMMAND...
 step installed 200 bash -c 'installed "$@"' _ "$work" "$site"
 # ./dev matrix twice from the shell, wall seconds each (this package is installed above, as on a
 # prepared host: ./dev should call no pip).
-step dev_speed 120 bash -c 'TIMEFORMAT="wall %R s"; for i in 1 2; do echo "call $i"; \
-    { time ./dev matrix -q -p no:cacheprovider > /dev/null 2>&1; } 2>&1; done' 
+# Twice as it comes (the vendor backends installed run too), then twice with the reference alone.
+step dev_speed 160 bash -c 'TIMEFORMAT="wall %R s"; for b in auto,vendors auto; do for i in 1 2; do \
+    echo "--trtctx-backend=$b call $i"; { time ./dev matrix -q -p no:cacheprovider --trtctx-backend=$b \
+    > /dev/null 2>&1; } 2>&1; done; done' 
 step matrix 120 "${rtx[@]}" ./dev matrix -q --trtctx-report="$work/report-matrix.json"
 step installed_diff 20 bash -c "pytest-trtctx diff --ignore-folders '$work/report-matrix.json' '$work/report-installed.json' --markdown > '$work/diff-matrix-vs-installed.md'"
 # The README's test command, all of the plugin's tests, with TensorRT-RTX where carried (on two
@@ -128,6 +132,8 @@ step main 200 python3 benchmarks/bench_matrix.py --cold-only --json "$work/main.
 step matrix8 200 python3 benchmarks/bench_matrix.py --cold-only --workers 8 --durations 30 --json "$work/matrix8.json" --out "$work/w8"
 step hazards 400 python3 benchmarks/probe_hazards.py --json "$work/hazards.json"
 step hazards_suite 200 "${rtx[@]}" ./dev matrix -q --trtctx-order=hazards --durations=25 --trtctx-report="$work/report-hazards.json"
+# The hazards job on the reference backend alone (issue 25's measure: the reference's job).
+step hazards_auto 120 "${rtx[@]}" ./dev matrix -q --trtctx-order=hazards --trtctx-backend=auto --trtctx-report="$work/report-hazards-auto.json"
 # The README's example of a user's own scenario, under every init order (its own included).
 step own_scenario 120 python3 -m pytest examples/own_scenario --trtctx-order=all --trtctx-isolate=order \
     --trtctx-prebuild -p no:cacheprovider -q -rs --trtctx-report="$work/report-own-scenario.json"
@@ -135,7 +141,9 @@ step own_scenario 120 python3 -m pytest examples/own_scenario --trtctx-order=all
 step diff_run9 40 bash -c "gzip -dc docs/results/report-h200-matrix-run9.json.gz > '$work/run9-matrix.json' \
     && gzip -dc docs/results/report-h200-hazards-run9.json.gz > '$work/run9-hazards.json' \
     && pytest-trtctx diff '$work/run9-matrix.json' '$work/report-matrix.json' --markdown > '$work/diff-matrix-vs-run9.md'; \
-    pytest-trtctx diff '$work/run9-hazards.json' '$work/report-hazards.json' --markdown > '$work/diff-hazards-vs-run9.md'"
+    pytest-trtctx diff '$work/run9-hazards.json' '$work/report-hazards.json' --markdown > '$work/diff-hazards-vs-run9.md'; \
+    [ ! -f '$work/report-hazards-auto.json' ] || pytest-trtctx diff '$work/run9-hazards.json' \
+    '$work/report-hazards-auto.json' --markdown > '$work/diff-hazards-auto-vs-run9.md'"
 # The vendor backends (needs nvidia-cudnn-frontend in .whl; Triton comes with torch): the probe,
 # their GPU tests, and the main job's matrix under every order and hazard with each of them.
 step vendor_probe "${PROBE_SECONDS:-240}" "${rtx[@]}" python3 benchmarks/probe_vendor.py --json "$work/probe-vendor.json" ${PROBE_ARGS:-}
