@@ -158,7 +158,9 @@ def execute(runtime: Runtime, engine: Engine, x: Any, fixed: bool) -> dict[str, 
     spec, scenario = engine.spec, runtime.state.scenario
     y = runtime.outputs.empty(spec.output_shape, x.dtype, f"cuda:{engine.device}")
     torch.cuda.synchronize(y.device)
-    run = Run(runtime.state, runtime.backend, engine, x, y, runtime.cache_dir)
+    # Told of a context the run destroyed, the runtime marks every engine of it (the probe's
+    # engines included: a plan's case runs a copy), so that the next case builds anew.
+    run = Run(runtime.state, runtime.backend, engine, x, y, runtime.cache_dir, runtime.context_lost)
     record: dict[str, Any] = {}
     began = time.perf_counter()
     import pytest

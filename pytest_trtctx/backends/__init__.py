@@ -30,9 +30,11 @@ __all__ = [
 TENSORRT_MODULES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx"}
 REFERENCE = "cuda"
 #: The vendor backends: the module each imports, the package that brings it, its install line.
+#: Triton first: in a list (``--trtctx-backend=vendors``) the first backend keeps its ids, which
+#: cuDNN's plan slots cannot (settings/backend_axis.py).
 VENDOR = {
-    "cudnn": ("cudnn", "nvidia-cudnn-frontend", INSTALL_CUDNN),
     "triton": ("triton", "triton", INSTALL_TRITON),
+    "cudnn": ("cudnn", "nvidia-cudnn-frontend", INSTALL_CUDNN),
 }
 AUTO_RULE = (
     "full TensorRT if it imports, else TensorRT-RTX where it can run on this GPU, else the CUDA "

@@ -49,11 +49,18 @@ def after_its_context_was_destroyed(run: Run) -> ExecResult:
     from ..cuda import driver
 
     engine, kept = run.engine, run.state.kept
+    if engine.details.get("context_destroyed"):  # a test that runs one engine twice
+        raise OrderError(
+            "context-destroyed: this engine's context was destroyed by an earlier run; a launch "
+            "of it would use freed driver state (it crashed the process on a GPU): build "
+            "another (trtctx.build) for each run"
+        )
     shared = kept.get(SHARED)
     if shared is None or int(shared) != int(engine.context):
         raise OrderError(
-            "context-destroyed runs engines built in its context of their own (trtctx.build, "
-            f"trtctx.check_conv); this one was built in {engine.built_in.describe()}"
+            "context-destroyed runs engines built by the runtime in the context they share "
+            f"(trtctx.build, trtctx.check_conv); this one was built in "
+            f"{engine.built_in.describe()}"
         )
     driver.destroy_context(shared)
     del kept[SHARED]  # the next build makes another

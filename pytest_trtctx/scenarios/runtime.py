@@ -162,7 +162,7 @@ class Runtime:
         self._engines.append(engine)
         return engine
 
-    def _context_lost(self, context: Any) -> None:
+    def context_lost(self, context: Any) -> None:
         """A run just destroyed ``context``: every engine of it, prebuilt or this test's (a
         plan's copy included), is marked so."""
         self.process.context_destroyed(context, (*self._engines, *self._handed))
@@ -181,7 +181,7 @@ class Runtime:
         y = self.outputs.empty(spec.output_shape, _dtype(spec.dtype), f"cuda:{engine.device}")
         torch.cuda.synchronize(y.device)
         fixed, scenario = self.fix_context, self.state.scenario
-        run = Run(self.state, self.backend, engine, x, y, self.cache_dir, self._context_lost)
+        run = Run(self.state, self.backend, engine, x, y, self.cache_dir, self.context_lost)
         result = scenario.fix(run) if fixed else scenario.run(run)
         self.messages.extend(m for m in result.errors if m not in self.messages)
         self.outputs.add(name or spec.name, y)

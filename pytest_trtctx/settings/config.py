@@ -112,7 +112,7 @@ VENDORS = "vendors"
 def parse_backends(value: Any, where: str) -> tuple[str, ...]:
     """One backend name or a list of them (``cuda,triton,cudnn``): each an allowed name or
     ``vendors`` (the vendor backends installed here, found, not imported; none where neither
-    is), none twice, and ``auto`` not beside ``cuda`` (auto may resolve to it)."""
+    is), none twice, and ``auto`` beside none it may resolve to."""
     from ..backends import installed_vendors
 
     names = _split(value)
@@ -130,12 +130,27 @@ def parse_backends(value: Any, where: str) -> tuple[str, ...]:
         raise ConfigError(
             f"{where}: {value!r} lists no backend: no vendor backend is installed here"
         )
-    if "auto" in result and "cuda" in result:
+    twice = [name for name in ("cuda", "tensorrt", "tensorrt_rtx") if name in result]
+    if "auto" in result and twice:
         raise ConfigError(
-            f"{where}: 'auto' and 'cuda' are both listed, but auto runs cuda where no TensorRT "
-            "can run: list one of them"
+            f"{where}: 'auto' and {twice[0]!r} are both listed, but auto may resolve to "
+            f"{twice[0]!r} (it picks among tensorrt, tensorrt_rtx and cuda): list one of them"
         )
     return tuple(result)
+
+
+def _backends(config: pytest.Config) -> Setting[tuple[str, ...]]:
+    """``--trtctx-backend``; where it says ``vendors``, its source says what that found."""
+    backends: Setting[tuple[str, ...]] = _setting(
+        config, "trtctx_backend", parse_backends, ("auto",)
+    )
+    raw = _raw(config, BY_NAME["trtctx_backend"])
+    if raw is not None and VENDORS in _split(raw[0]):
+        from ..backends import installed_vendors
+
+        found = ", ".join(installed_vendors()) or "none installed"
+        backends = Setting(backends.value, f"{backends.source}; {VENDORS}: {found}")
+    return backends
 
 
 def registry_of(config: pytest.Config) -> Registry:
@@ -399,7 +414,7 @@ def resolve(config: pytest.Config) -> Settings:
         orders_explicit=explicit,
         registry=registry,
         device=_setting(config, "trtctx_device", device_index, 0),
-        backends=_setting(config, "trtctx_backend", parse_backends, ("auto",)),
+        backends=_backends(config),
         isolate=isolate,
         timeout=_setting(config, "trtctx_timeout", parse_timeout, DEFAULT_TIMEOUT),
         workers=workers,

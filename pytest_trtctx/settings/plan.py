@@ -142,6 +142,12 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
     timeout = _one_arg(item, MARK_TIMEOUT, "takes one number (seconds)", where)
     backend = _one_arg(item, MARK_BACKEND, "takes one backend name", where)
     listed = param_backend(item)
+    if listed is not None and backend is not None:  # a parameter's mark: the function had none
+        raise ConfigError(
+            f"{where(MARK_BACKEND)}: marks one of its parameters, but the run lists several "
+            f"backends ({settings.backends.source}) and each of its runs would be {backend}: "
+            "mark the test function (it then runs that backend alone), or list one backend"
+        )
     planned_backend = cfg.with_marker(
         settings.backend
         if listed is None

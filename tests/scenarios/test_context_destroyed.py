@@ -53,10 +53,11 @@ def test_an_engine_of_a_destroyed_context_is_never_run_again(fixed: bool) -> Non
     assert backend.built == [engine]
 
 
-def test_a_run_of_an_engine_not_built_in_the_shared_context_is_refused() -> None:
+def test_a_run_of_an_engine_not_of_the_live_shared_context_is_refused() -> None:
     """The scenario destroys only the live context its engines share: an engine built anywhere
-    else (a test that built it with the backend itself) is refused with where it was built,
-    rather than its context destroyed underneath torch or a launch of freed state."""
+    else (a test that built it with the backend itself) is refused with where it was built, and
+    one whose context a run destroyed already (a test running it twice) with what to do, rather
+    than its context destroyed underneath torch or a launch of freed state."""
     from pytest_trtctx.cuda.driver import ContextInfo
     from pytest_trtctx.errors import OrderError
     from pytest_trtctx.scenarios.base import Run
@@ -67,9 +68,12 @@ def test_a_run_of_an_engine_not_built_in_the_shared_context_is_refused() -> None
     engine = engine_in(5)
     engine.built_in = ContextInfo(5, 0, True, "MainThread")
     run = Run(state, FakeBackend(), engine, None, None, None, None)  # type: ignore[arg-type]
-    with pytest.raises(OrderError, match="the primary context of device 0, 0x5"):
+    with pytest.raises(OrderError, match="this one was built in the primary context of device 0"):
         after_its_context_was_destroyed(run)
     assert state.kept[SHARED] == 9 and not engine.details.get("context_destroyed")
+    engine.details["context_destroyed"] = True  # a test that runs an engine a second time
+    with pytest.raises(OrderError, match=r"destroyed by an earlier run; .* build another"):
+        after_its_context_was_destroyed(run)
 
 
 SHARED_SUITE = """

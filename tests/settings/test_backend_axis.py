@@ -87,10 +87,11 @@ def test_each_backend_of_an_order_runs_in_processes_of_its_own(pytester: pytest.
     """Under isolate=order an init order's tests share one process per backend listed: a
     backend's outcomes are those of a run of it alone; each test's plan names its backend."""
     pytester.makepyfile(test_where=WHERE)
-    run_pytest(
+    result = run_pytest(
         pytester, *cpu_orders(pytester), "--trtctx-order=torch-first", "--trtctx-isolate=order",
         "--trtctx-workers=1", "--trtctx-backend=cuda,triton",
     )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
     rows = [line.split() for line in (pytester.path / "where.txt").read_text().splitlines()]
     seen = {(name, backend): pid for name, backend, pid in rows}
     assert sorted(seen) == sorted(
@@ -108,6 +109,7 @@ def test_each_backend_of_an_order_runs_in_processes_of_its_own(pytester: pytest.
     [
         ("cuda,cuda", "backend 'cuda' is listed twice"),
         ("auto,cuda", "'auto' and 'cuda' are both listed"),
+        ("triton,tensorrt_rtx,auto", "'auto' and 'tensorrt_rtx' are both listed"),
         ("cuda,cudnn9", "unknown value 'cudnn9'"),
         (" , ", "unknown value ''"),
     ],
@@ -118,16 +120,46 @@ def test_a_bad_list_names_what_is_wrong(value: str, problem: str) -> None:
     assert parse_backends("auto, triton,cudnn", "x") == ("auto", "triton", "cudnn")
 
 
-def test_vendors_lists_the_vendor_backends_installed_here() -> None:
-    from pytest_trtctx.backends import installed_vendors
+@pytest.mark.parametrize("installed", [[], ["triton"], ["triton", "cudnn"]])
+def test_vendors_lists_the_vendor_backends_installed_here(
+    monkeypatch: pytest.MonkeyPatch, installed: list[str]
+) -> None:
+    import pytest_trtctx.backends as backends
 
-    assert parse_backends("auto,vendors", "x") == ("auto", *installed_vendors())
-    if not installed_vendors():
-        with pytest.raises(ConfigError, match="no vendor backend is installed here"):
+    monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
+    assert backends.installed_vendors() == installed  # Triton first: it keeps its ids
+    assert parse_backends("auto,vendors", "x") == ("auto", *installed)
+    if not installed:
+        with pytest.raises(ConfigError, match="lists no backend: no vendor backend is installed"):
             parse_backends("vendors", "option --trtctx-backend")
     else:
-        with pytest.raises(ConfigError, match="is listed twice"):
-            parse_backends(f"vendors,{installed_vendors()[0]}", "option --trtctx-backend")
+        with pytest.raises(ConfigError, match=f"backend '{installed[0]}' is listed twice"):
+            parse_backends(f"vendors,{installed[0]}", "option --trtctx-backend")
+
+
+PARAM_MARKED = """
+import pytest
+
+@pytest.mark.parametrize("n", [1, pytest.param(2, marks=pytest.mark.trtctx_backend("cuda"))])
+def test_p(trtctx, n):
+    pass
+"""
+
+
+def test_a_backend_marked_on_one_parameter_under_a_list_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """Each of that parameter's runs would be the marked backend under another's id."""
+    pytester.makepyfile(test_param=PARAM_MARKED)
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first", "--trtctx-backend=cuda,triton", "--co"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*marker trtctx_backend on test_param.py::test_p: marks one of its parameters, but the "
+         "run lists several backends (option --trtctx-backend) and each of its runs would be "
+         "cuda*"]
+    )  # fmt: skip
 
 
 def test_a_bad_list_is_a_usage_error_and_the_header_names_every_backend(
@@ -141,3 +173,10 @@ def test_a_bad_list_is_a_usage_error_and_the_header_names_every_backend(
         pytester, "--trtctx-order=torch-first", "--trtctx-backend=cuda,triton", "--co"
     )
     result.stdout.fnmatch_lines(["trtctx: *; backends cuda, triton (option --trtctx-backend): *"])
+    from pytest_trtctx.backends import installed_vendors
+
+    found = ", ".join(installed_vendors()) or "none installed"
+    result = run_pytest(
+        pytester, "--trtctx-order=torch-first", "--trtctx-backend=auto,vendors", "--co"
+    )
+    result.stdout.fnmatch_lines([f"trtctx: *(option --trtctx-backend; vendors: {found}): *"])
