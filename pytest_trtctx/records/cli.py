@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .diff_stream import compare_files
-from .diffing import BAD, GOOD, SKIPPED, Diff, flatten, skip_reason, without_folders
+from .diffing import BAD, GOOD, SKIPPED, Diff, compare_headers, skip_reason, without_folders
 from .html_command import add_parser as add_html_parser
 from .html_command import page_of
 from .merge_stream import merge_to
@@ -73,13 +73,7 @@ def compare(
     """What changed from ``old`` to ``new``; tests are matched by node id, or with
     ``ignore_folders`` by file name and test (ReportError where that names two tests alike)."""
     diff = Diff(strict_hashes=strict_hashes)
-    a: dict[str, Any] = {}
-    b: dict[str, Any] = {}
-    flatten("", old.get("environment", {}), a)
-    flatten("", new.get("environment", {}), b)
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            diff.environment.append((key, a.get(key), b.get(key)))
+    compare_headers(diff, old, new)
     for name, data in zip(names, (old, new), strict=True):
         if not run_of(data).get("complete"):
             diff.incomplete.append((name, how_it_ended(data)))
@@ -191,7 +185,14 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
             shown.append(f"{item}... and {len(rows) - ROWS_SHOWN} more (the JSON reports list all)")
         return shown
 
+    moved = diff.backend_changed
     sections: list[tuple[str, int, list[str]]] = [  # title, how many, its lines
+        (
+            "Another first backend (each test id ran on one backend there, another here: "
+            "not comparable; compare runs whose --trtctx-backend lists the same one first)",
+            int(moved is not None),
+            [f"{item}{moved[0]} -> {moved[1]}"] if moved is not None else [],
+        ),
         (
             "Not run (the run ended before them: compared with nothing)",
             len(diff.not_run),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report_split, report_text
-from .diffing import BAD, GOOD, SKIPPED, Diff, flatten, skip_reason, without_folders
+from .diffing import BAD, GOOD, SKIPPED, Diff, compare_headers, skip_reason, without_folders
 from .report import how_it_ended, run_of
 from .report_stream import ReportStream, Row, Unstreamable, paused_gc, stand_in
 
@@ -152,13 +152,7 @@ def _joined(
         diff.same_outcome += part.diff.same_outcome
         diff.hashes_compared += part.diff.hashes_compared
     headers = report_split.joined_headers(paths, [p.headers for p in parts])
-    a: dict[str, Any] = {}
-    b: dict[str, Any] = {}
-    flatten("", headers[0].get("environment", {}), a)
-    flatten("", headers[1].get("environment", {}), b)
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            diff.environment.append((key, a.get(key), b.get(key)))
+    compare_headers(diff, headers[0], headers[1])
     for i, label in enumerate(names):
         data = stand_in(headers[i], sum(p.unrun[i] for p in parts))
         if not run_of(data).get("complete"):

@@ -30,6 +30,9 @@ class Diff:
     environment: list[tuple[str, Any, Any]] = field(default_factory=list)
     not_run: list[tuple[str, str]] = field(default_factory=list)  # nodeid, the report(s)
     incomplete: list[tuple[str, str]] = field(default_factory=list)  # report, how it ended
+    #: The runs' first backends where they differ (old, new): a test id names no first
+    #: backend (``--trtctx-backend=a,b`` keeps a's ids), so its outcomes compare two backends.
+    backend_changed: tuple[str, str] | None = None
     compared: int = 0  # tests in both reports, run to an outcome in both
     same_outcome: int = 0
     hashes_compared: int = 0
@@ -49,7 +52,11 @@ class Diff:
     @property
     def regressed(self) -> bool:
         return bool(
-            self.newly_failing or self.newly_skipped or self.known_stopped or self.hashes_regressed
+            self.newly_failing
+            or self.newly_skipped
+            or self.known_stopped
+            or self.hashes_regressed
+            or self.backend_changed
         )
 
 
@@ -73,6 +80,28 @@ def skip_reason(test: dict[str, Any]) -> str:
         if str(message).startswith("Skipped: "):
             return str(message)[len("Skipped: ") :]
     return "no reason recorded"
+
+
+def first_backend(report: dict[str, Any]) -> str:
+    """The backend a report's unsuffixed test ids ran on: its run's first listed backend."""
+    settings = report.get("settings") or {}
+    listed = settings.get("backends") or [settings.get("backend")]
+    return str(listed[0])
+
+
+def compare_headers(diff: Diff, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """What both reports' headers say: the environment fields that changed, a first backend
+    that changed."""
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    flatten("", old.get("environment", {}), a)
+    flatten("", new.get("environment", {}), b)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            diff.environment.append((key, a.get(key), b.get(key)))
+    backends = (first_backend(old), first_backend(new))
+    if backends[0] != backends[1]:
+        diff.backend_changed = backends
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

@@ -35,7 +35,16 @@ from typing import IO, Any
 
 from ..storage import atomic_file, replaces, write_json, write_output
 from . import report_split, report_text
-from .merging import SAME_IN_EVERY_JOB, IncompleteRun, _merged_run, _not_applied, merge
+from .merging import (
+    SAME_IN_EVERY_JOB,
+    IncompleteRun,
+    _merged_run,
+    _not_applied,
+    differences,
+    merge,
+    merged_settings,
+    same_first_backend,
+)
 from .report import SCHEMA_VERSION, ReportError, how_it_ended, run_of
 from .report_stream import NEVER_RAN, ReportStream, Row, Unstreamable, paused_gc, stand_in
 
@@ -318,10 +327,9 @@ class _Judge:
         nodeid, j, position, _row = record
         if self.conflict is not None and self.conflict[:2] <= (j, position):
             return
-        what = (f"{f} ({first.get(f)!r} there, {test.get(f)!r} here)" for f in differs)
         message = (
             f"{self.paths[j]}: test {nodeid} is also in {self.paths[seen[1]]} with another "
-            + ", ".join(what)
+            + differences(first, test, differs)
         )
         self.conflict = (j, position, message)
 
@@ -360,6 +368,7 @@ def _raise_first(
                 f"{path}: an incomplete run ({how_it_ended(data)}); merge it with "
                 "--allow-incomplete, and the tests it never ran stay marked as never run"
             )
+    same_first_backend(paths, reports)
     fp = fingerprint(reports[0].get("environment", {}))
     for j, (path, data) in enumerate(zip(paths, reports, strict=True)):
         if fingerprint(data.get("environment", {})) != fp:
@@ -376,10 +385,7 @@ def _frame(paths: Sequence[Path], reports: list[dict[str, Any]], unrun: int) -> 
     is written (storage.json_bytes)."""
     merged = {k: v for k, v in reports[0].items() if k != "tests"}
     merged["tests"] = []
-    merged["settings"] = dict(merged.get("settings", {}))
-    merged["settings"]["orders"] = sorted(
-        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
-    )
+    merged["settings"] = merged_settings(reports)
     merged["merged_from"] = [str(p) for p in paths]
     merged["schema"] = SCHEMA_VERSION
     merged["run"] = _merged_run(paths, reports, [NEVER_RAN] * unrun)

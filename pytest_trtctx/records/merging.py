@@ -47,6 +47,48 @@ def _merged_run(paths: Sequence[Path], reports: list[dict[str, Any]], tests: lis
     }
 
 
+def differences(first: dict[str, Any], test: dict[str, Any], fields: list[str]) -> str:
+    """What differs between two records of one test, in words: each field there and here, a
+    mapping by sorted key (a report keeps the order its writer chose, which one field's value
+    must not depend on)."""
+
+    def said(value: Any) -> str:
+        return repr(dict(sorted(value.items())) if isinstance(value, dict) else value)
+
+    return ", ".join(f"{f} ({said(first.get(f))} there, {said(test.get(f))} here)" for f in fields)
+
+
+def same_first_backend(paths: Sequence[Path], reports: list[dict[str, Any]]) -> None:
+    """Refuse reports whose runs list another backend first: a test id names no first backend
+    (``--trtctx-backend=a,b`` keeps a's ids), so one id would stand for two backends' engines."""
+    from .diffing import first_backend
+
+    first = first_backend(reports[0])
+    for path, data in zip(paths, reports, strict=True):
+        if first_backend(data) != first:
+            raise ReportError(
+                f"{path}: its run lists backend {first_backend(data)!r} first, {paths[0]}'s "
+                f"{first!r}; merge runs that list the same backend first, diff the others"
+            )
+
+
+def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first report's settings with every report's orders and backends (the first backend
+    first: every report lists it first)."""
+    settings = dict(reports[0].get("settings", {}))
+    settings["orders"] = sorted(  # each a list of strings (report.load checks it)
+        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
+    )
+    backends: list[str] = []
+    for data in reports:
+        listed = data.get("settings", {}).get("backends") or [
+            data.get("settings", {}).get("backend")
+        ]
+        backends += [str(b) for b in listed if str(b) not in backends]
+    settings["backends"] = backends
+    return settings
+
+
 def merge(paths: Sequence[Path], *, allow_incomplete: bool = False) -> dict[str, Any]:
     """One report from several of one environment (one per CI job, say): tests are combined. A
     test in several reports with the same outcome and hashes is one record; a record skipped
@@ -62,6 +104,7 @@ def merge(paths: Sequence[Path], *, allow_incomplete: bool = False) -> dict[str,
                 f"{path}: an incomplete run ({how_it_ended(data)}); merge it with "
                 "--allow-incomplete, and the tests it never ran stay marked as never run"
             )
+    same_first_backend(paths, reports)
     merged = dict(reports[0])
     seen: dict[str, tuple[Path, dict[str, Any]]] = {}
     fp = fingerprint(reports[0].get("environment", {}))
@@ -89,15 +132,10 @@ def merge(paths: Sequence[Path], *, allow_incomplete: bool = False) -> dict[str,
             if differs:
                 raise ReportError(
                     f"{path}: test {nodeid} is also in {first_path} with another "
-                    + ", ".join(
-                        f"{f} ({first.get(f)!r} there, {test.get(f)!r} here)" for f in differs
-                    )
+                    + differences(first, test, differs)
                 )
     merged["tests"] = sorted((test for _path, test in seen.values()), key=lambda t: t["nodeid"])
-    merged["settings"] = dict(merged.get("settings", {}))
-    merged["settings"]["orders"] = sorted(  # each a list of strings (report.load checks it)
-        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
-    )
+    merged["settings"] = merged_settings(reports)
     merged["merged_from"] = [str(p) for p in paths]
     merged["schema"] = SCHEMA_VERSION
     merged["run"] = _merged_run(paths, reports, merged["tests"])

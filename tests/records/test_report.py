@@ -453,3 +453,35 @@ def test_a_report_with_no_order_selected_records_none(pytester: pytest.Pytester)
     assert data["settings"]["orders"] == []
     assert {t["order"] for t in data["tests"]} == {None}
     assert {t["nodeid"].rpartition("[")[2] for t in data["tests"]} == {"no-order]"}
+
+
+def test_a_run_that_lists_another_backend_first_is_not_compared_nor_merged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first backend listed keeps its test ids (--trtctx-backend=a,b): two runs that list
+    another one first run other engines under one id. diff says so and does not call it "no
+    regression"; merge refuses; runs that list the same one first merge, with every backend."""
+    base = {"tool": "pytest-trtctx", "schema": SCHEMA_VERSION, "environment": {}}
+    test = [{"nodeid": "t[driver-first-k3]", "outcome": "passed"}]
+    runs = {
+        "cuda": dict(base, settings={"orders": [], "backend": "cuda"}, tests=test),
+        "triton": dict(base, settings={"orders": [], "backend": "triton"}, tests=test),
+        "cuda-cudnn": dict(
+            base, settings={"orders": [], "backend": "cuda", "backends": ["cuda", "cudnn"]},
+            tests=[*test, {"nodeid": "t[driver-first-cudnn-plan0-k3]", "outcome": "passed"}],
+        ),
+    }  # fmt: skip
+    for name, data in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    path = {name: str(tmp_path / f"{name}.json") for name in runs}
+    assert cli_main(["diff", path["triton"], path["cuda-cudnn"]]) == 1
+    text = capsys.readouterr().out
+    assert "REGRESSED" in text and "Another first backend" in text and "triton -> cuda" in text
+    assert cli_main(["diff", path["cuda"], path["cuda-cudnn"]]) == 0
+    assert "Another first backend" not in capsys.readouterr().out
+    out = tmp_path / "merged.json"
+    assert cli_main(["merge", path["cuda"], path["triton"], "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "its run lists backend 'triton' first" in error and not out.exists()
+    assert cli_main(["merge", path["cuda"], path["cuda-cudnn"], "-o", str(out)]) == 0
+    assert load(out)["settings"]["backends"] == ["cuda", "cudnn"]
