@@ -89,9 +89,20 @@ def test_each_backend_of_an_order_runs_in_processes_of_its_own(pytester: pytest.
     pytester.makepyfile(test_where=WHERE)
     result = run_pytest(
         pytester, *cpu_orders(pytester), "--trtctx-order=torch-first", "--trtctx-isolate=order",
-        "--trtctx-workers=1", "--trtctx-backend=cuda,triton",
+        "--trtctx-workers=1", "--trtctx-backend=cuda,triton", "--trtctx-report=r.json",
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
+    from pytest_trtctx.records.report import load
+
+    # In the report too, each test is its backend's, one that skipped before it was chosen
+    # (no GPU here) included.
+    recorded = {
+        t["nodeid"].split("::")[1]: t["backend"] for t in load(pytester.path / "r.json")["tests"]
+    }
+    assert recorded == {
+        **{f"test_x[torch-first-{n}]": "cuda" for n in range(3)},
+        **{f"test_x[torch-first-triton-{n}]": "triton" for n in range(3)},
+    }
     rows = [line.split() for line in (pytester.path / "where.txt").read_text().splitlines()]
     seen = {(name, backend): pid for name, backend, pid in rows}
     assert sorted(seen) == sorted(
