@@ -29,10 +29,7 @@ def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     process that applied it, and a process costs its recipe (a context made, which the driver
     serialises machine-wide): a run of many scenarios of a few tests keeps each in one process
     and runs them side by side; a run of one such scenario, or of many tests each, spreads it
-    over the workers; unless each of its runs makes a context (``Scenario.context_per_run``:
-    context-destroyed), whose tests then stay in one process (processes making contexts at
-    once each wait longer: on a GPU, cutting such a scenario in three made it slower). Those
-    scenarios' groups go first: each of their tests meets its hazard
+    over the workers. Those scenarios' groups go first: each of their tests meets its hazard
     afresh (a context, a fork, a poll), so they are the longest, and a long group started last
     is the run's tail (docs/speed.md, "The hazards job")."""
     if settings.isolate.value == "test":
@@ -48,14 +45,13 @@ def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     fresh_first: list[tuple[str | None, list[pytest.Item]]] = []
     rest: list[tuple[str | None, list[pytest.Item]]] = []
     for (order, _backend), group in by_order.items():
-        scenario = settings.registry[str(order)] if order in settings.registry else None
-        fresh = scenario is not None and scenario.every_test_fresh
+        fresh = order is not None and order in settings.registry
+        fresh = fresh and settings.registry[str(order)].every_test_fresh
         wanted = max(-(-len(group) // share), len(group) // PART_TESTS)
-        cut = fresh and scenario is not None and not scenario.context_per_run
-        parts = max(1, min(workers, wanted)) if cut else 1
+        parts = max(1, min(workers, wanted)) if fresh else 1
         size = -(-len(group) // parts)
-        pieces = [(order, group[n : n + size]) for n in range(0, len(group), size)]
-        (fresh_first if fresh else rest).extend(pieces)
+        cut = [(order, group[n : n + size]) for n in range(0, len(group), size)]
+        (fresh_first if fresh else rest).extend(cut)
     return [
         Group(order, group, trace=any(plan.of(i).trace.value for i in group))
         for order, group in (*fresh_first, *rest)

@@ -157,10 +157,6 @@ class Scenario:
     #: Whether every test meets the scenario as the first one does: a hazard in how the engine is
     #: run does not wear off once torch has initialised, as an init order's switch does.
     every_test_fresh: bool = False
-    #: Whether each of its runs makes and destroys a context: its tests are then not spread
-    #: over processes (isolation/grouping.py), since the driver serialises context creation
-    #: machine-wide and processes making them at once each wait longer (docs/speed.md).
-    context_per_run: bool = False
     #: Where the scenario comes from: the plugin, or the conftest or plugin that registered it.
     source: str = SHIPPED_SOURCE
 

@@ -61,15 +61,6 @@ def test_a_scenario_every_test_meets_fresh_is_cut_only_past_a_workers_share(
     assert len(pids["foreign-stream"]) == 3, pids
 
 
-def test_a_scenario_whose_every_run_makes_a_context_is_never_cut(pytester: pytest.Pytester) -> None:
-    """context-destroyed's runs each make and destroy a context, which the driver serialises
-    machine-wide: its tests stay in one process where foreign-stream's are cut in three."""
-    pids, _ = _pids_and_order(pytester, "context-destroyed", 3)
-    assert len(pids["context-destroyed"]) == 1, pids
-    pids, _ = _pids_and_order(pytester, "foreign-stream", 3)
-    assert len(pids["foreign-stream"]) == 3, pids
-
-
 def test_a_scenario_every_test_meets_fresh_gets_a_process_per_part_tests(
     pytester: pytest.Pytester,
 ) -> None:
