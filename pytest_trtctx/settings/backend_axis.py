@@ -5,7 +5,9 @@ A test that builds engines (it takes ``trtctx``, hence an order) and names no ba
 parameter, so that the first backend listed keeps the ids it has alone (a report of it compares
 with a run of that backend alone: ``pytest-trtctx diff``) and each other adds its name after the
 order: ``test_conv[driver-first-triton-k3s1...]``. cuDNN's plan slots are tests of their own there
-too: ``driver-first-cudnn-plan0-...`` (alone, cuDNN's ids end in the slot: ``plan_slots.py``).
+too: ``driver-first-cudnn-plan0-...``. Alone, cuDNN's ids end in the slot (``plan_slots.py``):
+listed first, its ids are the one exception to the first backend keeping them
+(``vendors`` lists Triton first for that reason).
 
 Under ``--trtctx-isolate=order`` each backend's tests of an order get processes of their own
 (``isolation/grouping.py``): a backend's outcomes are those of a run of it alone.
