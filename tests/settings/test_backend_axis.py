@@ -63,6 +63,14 @@ def test_the_first_backend_keeps_its_ids_and_each_other_adds_its_name(
     assert [i for i in listed if "test_no_engines" in i] == [
         "test_suite.py::test_no_engines[torch-first]"
     ]
+    # cuDNN listed first: its slot moves after the order (the one exception, documented).
+    first = _ids(pytester, "--trtctx-backend=cudnn,cuda", "--trtctx-cudnn-plans=1")
+    assert [i for i in first if i.startswith("test_suite.py::test_conv[")] == [
+        "test_suite.py::test_conv[torch-first-plan0-a_f32]",
+        "test_suite.py::test_conv[torch-first-plan0-b_f16]",
+        "test_suite.py::test_conv[torch-first-cuda-a_f32]",
+        "test_suite.py::test_conv[torch-first-cuda-b_f16]",
+    ]
 
 
 #: Each test writes the backend its plan names and the process it ran in, before the backend
