@@ -104,8 +104,8 @@ class ReportWriter:
             rec["spec"] = planned.get("spec") or rec["spec"]
             # A backend named for the test (its marker, or one of a list) is its record's until
             # it runs on it: a test that skips before it is chosen is still that backend's.
-            if planned.get("backend") not in (None, "auto"):
-                rec["backend"] = rec["backend"] or planned["backend"]
+            if planned.get("named_backend") not in (None, "auto"):
+                rec["backend"] = rec["backend"] or planned["named_backend"]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rec = self._record(report.nodeid)

@@ -185,9 +185,13 @@ def record(item: pytest.Item) -> dict[str, Any]:
     planned = of(item)
     callspec = getattr(item, "callspec", None)
     spec = callspec.params.get("trtctx_spec") if callspec is not None else None
+    marked = item.get_closest_marker(MARK_BACKEND) is not None
     return {
         "order": planned.order,
         "backend": planned.backend.value,
+        # The backend named for this test (its marker, or one of a list it was parametrised
+        # with), None where it only has the run's: a test that builds no engine is no backend's.
+        "named_backend": planned.backend.value if marked else param_backend(item),
         "spec": spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None,
     }
 
