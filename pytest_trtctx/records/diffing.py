@@ -82,11 +82,15 @@ def skip_reason(test: dict[str, Any]) -> str:
     return "no reason recorded"
 
 
+def listed_backends(report: dict[str, Any]) -> list[str]:
+    """The backends a report's run listed (a report before the list names one)."""
+    settings = report.get("settings") or {}
+    return [str(b) for b in settings.get("backends") or [settings.get("backend")]]
+
+
 def first_backend(report: dict[str, Any]) -> str:
     """The backend a report's unsuffixed test ids ran on: its run's first listed backend."""
-    settings = report.get("settings") or {}
-    listed = settings.get("backends") or [settings.get("backend")]
-    return str(listed[0])
+    return listed_backends(report)[0]
 
 
 def compare_headers(diff: Diff, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -65,9 +65,9 @@ def same_first_backend(paths: Sequence[Path], reports: list[dict[str, Any]]) -> 
 
     first = first_backend(reports[0])
     for path, data in zip(paths, reports, strict=True):
-        if first_backend(data) != first:
+        if (its := first_backend(data)) != first:
             raise ReportError(
-                f"{path}: its run lists backend {first_backend(data)!r} first, {paths[0]}'s "
+                f"{path}: its run lists backend {its!r} first, {paths[0]}'s "
                 f"{first!r}; merge runs that list the same backend first, diff the others"
             )
 
@@ -79,12 +79,11 @@ def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
     settings["orders"] = sorted(  # each a list of strings (report.load checks it)
         {o for d in reports for o in d.get("settings", {}).get("orders", [])}
     )
+    from .diffing import listed_backends
+
     backends: list[str] = []
     for data in reports:
-        listed = data.get("settings", {}).get("backends") or [
-            data.get("settings", {}).get("backend")
-        ]
-        backends += [str(b) for b in listed if str(b) not in backends]
+        backends += [b for b in listed_backends(data) if b not in backends]
     settings["backends"] = backends
     return settings
 

@@ -141,16 +141,16 @@ def parse_backends(value: Any, where: str) -> tuple[str, ...]:
 
 def _backends(config: pytest.Config) -> Setting[tuple[str, ...]]:
     """``--trtctx-backend``; where it says ``vendors``, its source says what that found."""
-    backends: Setting[tuple[str, ...]] = _setting(
-        config, "trtctx_backend", parse_backends, ("auto",)
-    )
     raw = _raw(config, BY_NAME["trtctx_backend"])
-    if raw is not None and VENDORS in _split(raw[0]):
+    if raw is None:
+        return Setting(("auto",), "default")
+    value, source = raw
+    listed = parse_backends(value, source)
+    if VENDORS in _split(value):
         from ..backends import installed_vendors
 
-        found = ", ".join(installed_vendors()) or "none installed"
-        backends = Setting(backends.value, f"{backends.source}; {VENDORS}: {found}")
-    return backends
+        source += f"; {VENDORS}: {', '.join(installed_vendors()) or 'none installed'}"
+    return Setting(listed, source)
 
 
 def registry_of(config: pytest.Config) -> Registry:

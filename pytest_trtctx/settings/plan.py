@@ -81,6 +81,9 @@ class Plan:
     #: ``trtctx_orders``: the orders the test may run under (None: any).
     only_orders: tuple[str, ...] | None
     backend: cfg.Setting[str]
+    #: The backend named for this test (its marker, or one of a list it was parametrised with);
+    #: None where it has only the run's: a test that builds no engine is no backend's.
+    named_backend: str | None
     timeout: cfg.Setting[float]
     known_failures: tuple[KnownFailure, ...]
     #: Runs of the test body (``trtctx_bitwise_stable``); 1 runs it once, as pytest does.
@@ -161,6 +164,7 @@ def make(item: pytest.Item, settings: cfg.Settings) -> Plan:
         if only is None
         else cfg.parse_orders(list(only.args), where(MARK_ORDERS), settings.registry),
         backend=planned_backend,
+        named_backend=planned_backend.value if backend is not None else listed,
         timeout=cfg.with_marker(
             settings.timeout,
             None if timeout is None else cfg.parse_timeout(timeout, where(MARK_TIMEOUT)),
@@ -185,13 +189,10 @@ def record(item: pytest.Item) -> dict[str, Any]:
     planned = of(item)
     callspec = getattr(item, "callspec", None)
     spec = callspec.params.get("trtctx_spec") if callspec is not None else None
-    marked = item.get_closest_marker(MARK_BACKEND) is not None
     return {
         "order": planned.order,
         "backend": planned.backend.value,
-        # The backend named for this test (its marker, or one of a list it was parametrised
-        # with), None where it only has the run's: a test that builds no engine is no backend's.
-        "named_backend": planned.backend.value if marked else param_backend(item),
+        "named_backend": planned.named_backend,
         "spec": spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None,
     }
 
