@@ -7,7 +7,9 @@ a record boundary: the tests below it are read by this process, the others by a 
 reading only its own bytes of each file (``ReportStream``'s ``part``), at the same time.
 
 Only where that is sure to be right: plain (not gzip) files of the plugin's form around the cut,
-large enough to pay for a fork, on a machine with a second core. Each part checks that every node
+large enough to pay for a fork, on a machine with a second core, from a process that runs one
+thread (a fork of one that runs more can deadlock its child on a lock another thread held: a
+malloc arena, the import lock; CPython warns of it since 3.12). Each part checks that every node
 id it reads is on its side of the pivot; a part that fails in any way makes the whole read again
 in one process (``report_stream.Unstreamable``), which decides as if no split had been tried. The
 forked process dies with this one (``PR_SET_PDEATHSIG``) and is reaped here whatever happens.
@@ -19,6 +21,7 @@ import os
 import pickle
 import re
 import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +58,7 @@ class Split:
 
 def split(paths: Sequence[Path]) -> Split | None:
     """Where to split these reports for two processes, or None where they are read in one."""
-    if (os.cpu_count() or 1) < 2:
+    if (os.cpu_count() or 1) < 2 or not one_thread():
         return None
     try:
         fds = [os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY) for p in paths]
@@ -84,6 +87,14 @@ def split(paths: Sequence[Path]) -> Split | None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def one_thread() -> bool:
+    """Whether this process runs one thread (the only one a fork can be trusted from)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # no /proc: the threads Python knows of
+        return threading.active_count() == 1
 
 
 def _first(fd: int) -> int | None:

@@ -171,6 +171,7 @@ def split(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     if request.param == "split in two":
         monkeypatch.setattr(report_split, "MIN_BYTES", 0)
         monkeypatch.setattr(report_split.os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(report_split, "one_thread", lambda: True)  # pytest-xdist's has more
     return str(request.param)
 
 
@@ -313,6 +314,7 @@ def test_merge_in_two_processes_names_the_conflict_merge_meets_first(
     of the report is named, though the second part counts its positions from its own start."""
     monkeypatch.setattr(report_split, "MIN_BYTES", 0)
     monkeypatch.setattr(report_split.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(report_split, "one_thread", lambda: True)  # pytest-xdist's has more
     ids = [f"t.py::t{i}" for i in range(10)]
     first = _report([_record(n) for n in ids])
     second = _report([_record(n, outcome="failed") if i in (4, 5) else _record(n)
@@ -337,6 +339,7 @@ def test_merge_in_two_processes_counts_the_tests_that_never_ran(
     run counts none never run, in either process's part."""
     monkeypatch.setattr(report_split, "MIN_BYTES", 0)
     monkeypatch.setattr(report_split.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(report_split, "one_thread", lambda: True)  # pytest-xdist's has more
     ids = [f"t.py::t{i}" for i in range(10)]
     unrun = 2 if where == "below the cut" else 7
     first = _report([_record(n, outcome=None) if i == unrun else _record(n)
@@ -349,3 +352,30 @@ def test_merge_in_two_processes_counts_the_tests_that_never_ran(
     expected = json_bytes(out, merge(paths, allow_incomplete=True))
     assert out.read_bytes() == expected
     assert load(out)["run"]["not_run"] == 0
+
+
+def test_a_process_that_runs_another_thread_reads_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports that would be split are read in one process while another thread runs here (a
+    fork could deadlock its child on that thread's lock): ``split`` says None; the diff is the
+    same."""
+    import threading
+
+    monkeypatch.setattr(report_split, "MIN_BYTES", 0)
+    monkeypatch.setattr(report_split.os, "cpu_count", lambda: 2)
+    ids = [f"t.py::t{i}" for i in range(10)]
+    paths = [
+        write(tmp_path / "a.json", _report([_record(n) for n in ids]), "plugin"),
+        write(tmp_path / "b.json", _report([_record(n) for n in ids]), "plugin"),
+    ]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not report_split.one_thread()
+        assert report_split.split(paths) is None
+        assert run("diff", *map(str, paths)) == reference_diff(*paths)
+    finally:
+        stop.set()
+        other.join()
