@@ -15,7 +15,12 @@ then waits for the others (a start time given to all). It then times, in millise
 Figures are per operation (median, max); the whole wall of each part is given with the process
 count, so that a driver that serialises across processes shows as a wall that grows with P.
 
+``--variants`` repeats it all for each way of making the contexts named (:data:`VARIANTS`: the
+driver's environment and ``cuCtxCreate``'s flags), so that what a context costs under each is
+compared in one call.
+
 Usage: python benchmarks/bench_contexts.py [--contexts 10] [--processes 1 4] [--json out.json]
+    [--variants default connections-1 ...]
 """
 
 from __future__ import annotations
@@ -34,13 +39,23 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Ways of making the contexts: the environment the driver reads at cuInit, and cuCtxCreate's flags.
+VARIANTS: dict[str, tuple[dict[str, str], int]] = {
+    "default": ({}, 0),
+    # one hardware work queue per context instead of the default eight
+    "connections-1": ({"CUDA_DEVICE_MAX_CONNECTIONS": "1"}, 0),
+    "sched-spin": ({}, 0x01),  # CU_CTX_SCHED_SPIN
+    "sched-blocking": ({}, 0x04),  # CU_CTX_SCHED_BLOCKING_SYNC
+    "eager-loading": ({"CUDA_MODULE_LOADING": "EAGER"}, 0),
+}
 
-def child(contexts: int, start_at: float) -> dict[str, Any]:
+
+def child(contexts: int, start_at: float, flags: int = 0) -> dict[str, Any]:
     import torch
     from cuda.bindings import driver as cu
 
     from pytest_trtctx.backends.kernels import compile_conv
-    from pytest_trtctx.cuda.driver import check, create_context, init
+    from pytest_trtctx.cuda.driver import check, device, init
 
     torch.zeros(1, device="cuda:0")  # torch first: the primary context, as in a worker
     init()
@@ -61,8 +76,11 @@ def child(contexts: int, start_at: float) -> dict[str, Any]:
         times.setdefault(step, []).append(ms(t0))
         return result
 
-    def make() -> Any:
-        return create_context(0)  # made current, as pycuda's make_context
+    def make() -> Any:  # made current, as pycuda's make_context
+        try:  # cuda-bindings 13: cuCtxCreate(ctxCreateParams, flags, dev)
+            return check("cuCtxCreate", cu.cuCtxCreate(None, flags, device(0)))
+        except TypeError:  # cuda-bindings 12: cuCtxCreate(flags, dev)
+            return check("cuCtxCreate", cu.cuCtxCreate(flags, device(0)))
 
     def load() -> None:
         check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
@@ -122,17 +140,36 @@ def stats(times: dict[str, list[float]]) -> dict[str, Any]:
     }
 
 
+def measure(count: int, contexts: int, env_vars: dict[str, str], flags: int) -> list[Any]:
+    """``count`` child processes started together; what each reported."""
+    start_at = time.time() + 8 + count * 0.3  # every process imported torch by then
+    cmd = [sys.executable, __file__, "--contexts", str(contexts), "--child", str(start_at)]
+    cmd += ["--flags", str(flags)]
+    env = dict(os.environ, **env_vars)
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(count)
+    ]
+    outs: list[dict[str, Any]] = []
+    for proc in procs:
+        lines = proc.communicate()[0].strip().splitlines()
+        outs.append(json.loads(lines[-1]) if lines else {"error": "no output"})
+    return outs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--contexts", type=int, default=10)
     # 16 processes keeping 10 contexts each ran a 139 GiB H200 out of device memory.
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["default"])
     ap.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--flags", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         try:
-            print(json.dumps(child(args.contexts, args.child)))
+            print(json.dumps(child(args.contexts, args.child, args.flags)))
         except Exception as exc:  # out of device memory, ...: said, not lost
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 0
@@ -151,33 +188,29 @@ def main() -> int:
     if not results["gpu"]:
         print("bench_contexts: no CUDA device here; nothing to measure", file=sys.stderr)
         return 2
-    for count in args.processes:
-        start_at = time.time() + 8 + count * 0.3  # every process imported torch by then
-        cmd = [sys.executable, __file__, "--contexts", str(args.contexts), "--child", str(start_at)]
-        procs = [
-            subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(count)
-        ]
-        outs: list[dict[str, Any]] = []
-        for proc in procs:
-            lines = proc.communicate()[0].strip().splitlines()
-            outs.append(json.loads(lines[-1]) if lines else {"error": "no output"})
-        results["runs"][str(count)] = outs
-        errors = [o["error"] for o in outs if "error" in o]
-        if errors:
-            print(f"{count} process(es): {len(errors)} failed, the first: {errors[0]}")
-            continue
-        first = outs[0]
-        print(
-            f"{count} process(es), {args.contexts} contexts each (process 1 shown): "
-            f"alive: create {first['alive']['create_ms']['median']} ms, load "
-            f"{first['alive']['load_ms']['median']} ms, destroy "
-            f"{first['alive']['destroy_ms']['median']} ms (made {first['alive']['made_ms']} ms, "
-            f"destroyed {first['alive']['destroyed_ms']} ms); one at a time: "
-            f"{first['one_at_a_time']['wall_ms']} ms (create "
-            f"{first['one_at_a_time']['create_ms']['median']}, destroy "
-            f"{first['one_at_a_time']['destroy_ms']['median']}); bare: "
-            f"{first['bare']['wall_ms']} ms"
-        )
+    for variant in args.variants:
+        env_vars, flags = VARIANTS[variant]
+        for count in args.processes:
+            key = str(count) if variant == "default" else f"{variant}/{count}"
+            results["runs"][key] = outs = measure(count, args.contexts, env_vars, flags)
+            errors = [o["error"] for o in outs if "error" in o]
+            if errors:
+                print(
+                    f"{variant}, {count} process(es): {len(errors)} failed, the first: {errors[0]}"
+                )
+                continue
+            first = outs[0]
+            print(
+                f"{variant}, {count} process(es), {args.contexts} contexts each (process 1 "
+                f"shown): alive: create {first['alive']['create_ms']['median']} ms, load "
+                f"{first['alive']['load_ms']['median']} ms, destroy "
+                f"{first['alive']['destroy_ms']['median']} ms (made {first['alive']['made_ms']} "
+                f"ms, destroyed {first['alive']['destroyed_ms']} ms); one at a time: "
+                f"{first['one_at_a_time']['wall_ms']} ms (create "
+                f"{first['one_at_a_time']['create_ms']['median']}, destroy "
+                f"{first['one_at_a_time']['destroy_ms']['median']}); bare: "
+                f"{first['bare']['wall_ms']} ms"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
