@@ -15,12 +15,8 @@ to its first group and its last test's end, and where a worker's seconds went (t
 imports, the prebuild, the tests) summed over its workers; and the whole run's wall and pytest
 seconds. ``--json`` keeps it all, with the raw timeline.
 
-``--context-parts 1 2 3`` runs each with the scheduler's cap on the parts of a scenario whose tests
-each make a context (``isolation.grouping.CONTEXT_PARTS``) set to each value: the alternatives in
-one call.
-
 Usage: python benchmarks/bench_hazards.py [--workers 16 8 4] [--alone] [--orders all,hazards]
-    [--json out.json] [--extra='ARGS'] [--timeout S] [--context-parts N ...]
+    [--json out.json] [--extra='ARGS'] [--timeout S]
 """
 
 from __future__ import annotations
@@ -70,9 +66,7 @@ def _wrap(module, name, after):
     setattr(module, name, wrapped)
 
 def pytest_configure(config):
-    from pytest_trtctx.isolation import grouping, prebuild, worker
-    if os.environ.get("BENCH_CONTEXT_PARTS"):  # --context-parts: the alternative measured
-        grouping.CONTEXT_PARTS = int(os.environ["BENCH_CONTEXT_PARTS"])
+    from pytest_trtctx.isolation import prebuild, worker
     _wrap(worker, "_read_group", "group")
     _wrap(worker, "apply_order", "applied")
     _wrap(worker, "find_items", "found")
@@ -148,12 +142,7 @@ def analyse(lines: list[list[Any]], session_start: float) -> dict[str, Any]:
 
 
 def run(
-    orders: str,
-    workers: str,
-    extra: list[str],
-    tmp: Path,
-    timeout: float | None = None,
-    context_parts: int | None = None,
+    orders: str, workers: str, extra: list[str], tmp: Path, timeout: float | None = None
 ) -> dict[str, Any]:
     """One run; past ``timeout`` seconds pytest is interrupted (SIGINT: it writes its summary
     and report) and the timeline so far is analysed."""
@@ -165,9 +154,6 @@ def run(
         "--trtctx-prebuild", f"--trtctx-workers={workers}", *extra,
     ]  # fmt: skip
     env = dict(os.environ, BENCH_TIMELINE=str(timeline))
-    env.pop("BENCH_CONTEXT_PARTS", None)
-    if context_parts is not None:
-        env["BENCH_CONTEXT_PARTS"] = str(context_parts)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp), env.get("PYTHONPATH", "")) if p)
     t0 = time.time()
     # BENCH_PARENT names the pytest process once it exists: a wrapper script sets it there.
@@ -196,7 +182,6 @@ def run(
     return {
         "orders": orders,
         "workers": workers,
-        "context_parts": context_parts,
         "exit": proc.returncode,
         "wall_s": round(wall, 2),
         "launch_to_session_s": round(session - t0, 2),
@@ -220,9 +205,7 @@ sys.exit(pytest.main(sys.argv[1:]))
 
 def show(result: dict[str, Any]) -> None:
     print(
-        f"\n== --trtctx-order={result['orders']} --trtctx-workers={result['workers']}"
-        + (f", context parts {parts}" if (parts := result.get("context_parts")) else "")
-        + ": "
+        f"\n== --trtctx-order={result['orders']} --trtctx-workers={result['workers']}: "
         f"exit {result['exit']}, wall {result['wall_s']} s (launch to session "
         f"{result['launch_to_session_s']} s, session {result['session_s']} s)"
     )
@@ -255,13 +238,6 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--extra", default="", help="more pytest arguments, in one string")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run, then ^C")
-    ap.add_argument(
-        "--context-parts",
-        type=int,
-        nargs="+",
-        default=[None],
-        help="runs with isolation.grouping.CONTEXT_PARTS set to each (default: as shipped)",
-    )
     args = ap.parse_args()
     from pytest_trtctx.scenarios import Registry
 
@@ -271,10 +247,8 @@ def main() -> int:
         tmp = Path(name)
         (tmp / "bench_hazards_timer.py").write_text(TIMER)
         for workers in args.workers:
-            for parts in args.context_parts:
-                extra = shlex.split(args.extra)
-                runs.append(run(args.orders, workers, extra, tmp, args.timeout, parts))
-                show(runs[-1])
+            runs.append(run(args.orders, workers, shlex.split(args.extra), tmp, args.timeout))
+            show(runs[-1])
         if args.alone:
             met = [o for o in runs[0]["scenarios"] if o in KNOWN]  # those that ran, in order
             for order in met:

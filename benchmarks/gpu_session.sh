@@ -180,9 +180,8 @@ step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-b
     --trtctx-report="$work/report-cudnn-hazards.json"
 # Where the hazards job's seconds go: each worker's recipe, imports, prebuild and tests, per
 # scenario, at HAZARD_WORKERS workers (benchmarks/bench_hazards.py); the pytest process's start.
-# HAZARD_PARTS="1 2 3": a run with each cap on a context-making scenario's processes.
 step hazards_timeline "${HAZARD_SECONDS:-200}" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
-    --json "$work/hazards-timeline.json" --extra="${HAZARD_EXTRA:-}" ${HAZARD_PARTS:+--context-parts $HAZARD_PARTS}
+    --json "$work/hazards-timeline.json" --extra="${HAZARD_EXTRA:-}"
 # context-destroyed's GPU tests with the worker's and the runtime's.
 step cd_tests 150 python3 -m pytest tests/scenarios/test_context_destroyed.py tests/isolation/test_worker.py \
     tests/scenarios/test_runtime.py -p no:cacheprovider -q -rs --tb=short

@@ -18,31 +18,20 @@ from .worker import Group
 #: spread over the workers (docs/speed.md).
 PART_TESTS = 150
 
-#: A scenario whose tests each make a context of their own (``Scenario.context_per_test``:
-#: context-destroyed's canaries) gets a process per this many of its tests, up to
-#: :data:`CONTEXT_PARTS`: its tests are then the run's longest (a context made and destroyed
-#: each, about a third of a second alone), and a process's recipe costs about two or three of
-#: them. The driver serialises context creation machine-wide, but its rate still doubles from
-#: one process making contexts to four at once and rises no further at 8 or 16
-#: (docs/isolation.md, "What a context costs"), so more than four such parts only queue.
-CONTEXT_PART_TESTS = 16
-CONTEXT_PARTS = 4
-
 
 def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     """Split the items into worker groups, keeping each group in collection order.
 
     Under ``order`` each scenario's tests of one backend share one process. A scenario every
     test meets fresh (a hazard in how the engine runs does not wear off) may be cut: into as
-    many parts as it takes for none to hold more than a worker's share of the run, and into one
-    per :data:`PART_TESTS` of its tests (one per :data:`CONTEXT_PART_TESTS` where its tests each
-    make a context), at most one per worker. Its outcomes are the same in any process that
-    applied it, and a process costs its recipe (a context made, which the driver serialises
-    machine-wide): a run of many scenarios of a few tests keeps each in one process and runs
-    them side by side; a run of one such scenario, or of many tests each, spreads it over the
-    workers. Those scenarios' groups go first, those whose tests make contexts foremost: each of
-    their tests meets its hazard afresh (a context, a fork, a poll), so they are the longest,
-    and a long group started last is the run's tail (docs/speed.md, "The hazards job")."""
+    many parts as it takes for none to hold more than a worker's share of the run, and into one per
+    :data:`PART_TESTS` of its tests, at most one per worker. Its outcomes are the same in any
+    process that applied it, and a process costs its recipe (a context made, which the driver
+    serialises machine-wide): a run of many scenarios of a few tests keeps each in one process
+    and runs them side by side; a run of one such scenario, or of many tests each, spreads it
+    over the workers. Those scenarios' groups go first: each of their tests meets its hazard
+    afresh (a context, a fork, a poll), so they are the longest, and a long group started last
+    is the run's tail (docs/speed.md, "The hazards job")."""
     if settings.isolate.value == "test":
         return [Group(plan.of(i).order, [i], trace=plan.of(i).trace.value) for i in items]
     # Each listed backend's tests of an order apart (--trtctx-backend=a,b): its outcomes are
@@ -56,18 +45,13 @@ def groups(items: list[pytest.Item], settings: Settings) -> list[Group]:
     fresh_first: list[tuple[str | None, list[pytest.Item]]] = []
     rest: list[tuple[str | None, list[pytest.Item]]] = []
     for (order, _backend), group in by_order.items():
-        known = order is not None and order in settings.registry
-        scenario = settings.registry[str(order)] if known else None
-        fresh = scenario is not None and scenario.every_test_fresh
+        fresh = order is not None and order in settings.registry
+        fresh = fresh and settings.registry[str(order)].every_test_fresh
         wanted = max(-(-len(group) // share), len(group) // PART_TESTS)
-        if scenario is not None and scenario.context_per_test:
-            wanted = max(wanted, min(CONTEXT_PARTS, len(group) // CONTEXT_PART_TESTS))
         parts = max(1, min(workers, wanted)) if fresh else 1
         size = -(-len(group) // parts)
         cut = [(order, group[n : n + size]) for n in range(0, len(group), size)]
         (fresh_first if fresh else rest).extend(cut)
-    # Of those, the groups whose tests each make a context first: theirs are the longest tests.
-    fresh_first.sort(key=lambda og: not settings.registry[str(og[0])].context_per_test)
     return [
         Group(order, group, trace=any(plan.of(i).trace.value for i in group))
         for order, group in (*fresh_first, *rest)

@@ -157,10 +157,6 @@ class Scenario:
     #: Whether every test meets the scenario as the first one does: a hazard in how the engine is
     #: run does not wear off once torch has initialised, as an init order's switch does.
     every_test_fresh: bool = False
-    #: Whether its tests each make (and destroy) a context of their own, a cost the driver
-    #: serialises machine-wide: such a scenario is spread over more processes than one whose
-    #: tests make none (``isolation.grouping.CONTEXT_PART_TESTS``).
-    context_per_test: bool = False
     #: Where the scenario comes from: the plugin, or the conftest or plugin that registered it.
     source: str = SHIPPED_SOURCE
 

@@ -94,5 +94,4 @@ SCENARIO = Scenario(
         "Fix: keep the context alive for the engine's lifetime (trtctx_fix_context keeps it)."
     ),
     every_test_fresh=True,
-    context_per_test=True,  # each canary's, which its run destroys
 )

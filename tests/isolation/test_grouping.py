@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_trtctx.isolation.grouping import CONTEXT_PART_TESTS, CONTEXT_PARTS, PART_TESTS
+from pytest_trtctx.isolation.grouping import PART_TESTS
 
 from ..conftest import cpu_orders, run_pytest
 
@@ -71,30 +71,10 @@ def test_a_scenario_every_test_meets_fresh_gets_a_process_per_part_tests(
     assert {k: len(v) for k, v in pids.items()} == {"torch-first": 1, "foreign-stream": 2}
 
 
-def test_a_scenario_whose_tests_each_make_a_context_gets_a_process_per_context_part_tests(
-    pytester: pytest.Pytester,
-) -> None:
-    """context-destroyed's tests each make a context: where the run's share keeps a hazard whole
-    (2 x CONTEXT_PART_TESTS tests each on 3 workers), foreign-stream's stay in one process and
-    context-destroyed's are cut in two; never into more than CONTEXT_PARTS, though more workers
-    and tests would allow it."""
-    tests = 2 * CONTEXT_PART_TESTS
-    pids, _ = _pids_and_order(pytester, "torch-first,foreign-stream,context-destroyed", 3, tests)
-    assert {k: len(v) for k, v in pids.items()} == {
-        "torch-first": 1, "foreign-stream": 1, "context-destroyed": 2,
-    }, pids  # fmt: skip
-    tests = (CONTEXT_PARTS + 1) * CONTEXT_PART_TESTS  # a share of 1/3 of them on 6 workers
-    pids, _ = _pids_and_order(pytester, "torch-first,context-destroyed", CONTEXT_PARTS + 2, tests)
-    assert len(pids["context-destroyed"]) == CONTEXT_PARTS, pids
-
-
 def test_the_groups_of_a_scenario_every_test_meets_fresh_go_first(
     pytester: pytest.Pytester,
 ) -> None:
     """One worker runs the groups in the queue's order: the hazard's first, though collected
-    after the init orders' (its tests are the run's longest); of the hazards, first the one
-    whose tests each make a context."""
+    after the init orders' (its tests are the run's longest)."""
     _, reported = _pids_and_order(pytester, "torch-first,graph-capture,foreign-stream", 1)
     assert reported == ["foreign-stream"] * 6 + ["torch-first"] * 6 + ["graph-capture"] * 6
-    _, reported = _pids_and_order(pytester, "foreign-stream,context-destroyed", 1)
-    assert reported == ["context-destroyed"] * 6 + ["foreign-stream"] * 6, reported
