@@ -94,4 +94,9 @@ SCENARIO = Scenario(
         "Fix: keep the context alive for the engine's lifetime (trtctx_fix_context keeps it)."
     ),
     every_test_fresh=True,
+    # Each canary makes and destroys a context, which the driver serialises machine-wide: with
+    # one hardware queue a context instead of eight, both are several times faster, and the job
+    # that runs every hazard is bounded by them (docs/isolation.md, "What a context costs"). A
+    # launch into a destroyed context fails the same way whatever its queues.
+    speed_environment={"CUDA_DEVICE_MAX_CONNECTIONS": "1"},
 )

@@ -18,7 +18,7 @@ from ..messages import MSG_NO_DRIVER, MSG_TOO_FEW_DEVICES, SCENARIO_ENV
 from .base import State
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping, MutableMapping
 
     from ..backends.base import Engine
     from .base import Scenario
@@ -87,6 +87,7 @@ class Process:
             from ..cuda import driver
 
             os.environ.update(scenario.environment)  # read once, by cuInit
+            state.steps.extend(set_for_speed(scenario.speed_environment, os.environ))
             driver.init()
             if device >= driver.device_count():
                 state.skip_reason = (
@@ -106,6 +107,22 @@ class Process:
                 f"{type(exc).__name__}: {exc}"
             )
         return state
+
+
+def set_for_speed(wanted: Mapping[str, str], environ: MutableMapping[str, str]) -> list[str]:
+    """Set each of ``wanted`` that ``environ`` does not set already (a user's own value is kept:
+    it is theirs to choose); a recipe step for each, saying which value the driver will read."""
+    steps = []
+    for key, value in wanted.items():
+        if key in environ:
+            steps.append(
+                f"{key}={environ[key]} as the environment set it (the scenario sets {value} for "
+                "speed alone where it is not set)"
+            )
+        else:
+            environ[key] = value
+            steps.append(f"{key}={value} set before cuInit, for speed alone (not the hazard's)")
+    return steps
 
 
 PROCESS = pytest.StashKey[Process]()

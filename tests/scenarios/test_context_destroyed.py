@@ -101,6 +101,11 @@ def test_the_next_build_gets_another_and_its_run_destroys_that(trtctx):
 def test_a_fixed_run_after_both(trtctx_fix_context):
     trtctx_fix_context.check_conv(A)
     trtctx_fix_context.check_conv(B)
+
+def test_its_contexts_have_one_hardware_queue_and_the_steps_say_so(trtctx):
+    import os
+    assert os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+    assert any(s.startswith("CUDA_DEVICE_MAX_CONNECTIONS=1 set") for s in trtctx.state.steps)
 """
 
 
@@ -109,13 +114,14 @@ def test_engines_share_a_context_until_a_run_destroys_it(pytester: pytest.Pytest
     """In one process (one worker: a share of four tests would give each a process of its own):
     two engines built by a test share one context (not the primary); a
     run destroys it and fails as declared; the next build makes another, whose run fails the
-    same way; a fixed run after them gets a live context and passes."""
+    same way; a fixed run after them gets a live context and passes. The process's contexts
+    have one hardware queue each (set for speed: the user's environment did not set it)."""
     pytester.makepyfile(SHARED_SUITE)
     result = run_pytest(
         pytester, "--trtctx-order=context-destroyed", "--trtctx-isolate=order",
         "--trtctx-workers=1", "--trtctx-timeout=60", "-rxX",
     )  # fmt: skip
-    result.assert_outcomes(passed=2, xfailed=2)
+    result.assert_outcomes(passed=3, xfailed=2)
 
 
 #: Two specs of the shipped suite, collected as their canaries, then their fixed runs: in one
@@ -145,3 +151,22 @@ def test_prebuilt_engines_of_a_destroyed_context_give_a_fresh_process_outcome(
     known = [t["known_failure"]["status"] for t in shared["tests"] if t["known_failure"]]
     assert known == ["reproduced", "reproduced"]
     assert [t["outcome"] for t in shared["tests"]].count("passed") == 2
+
+
+def test_a_value_set_for_speed_is_set_where_unset_and_a_users_own_is_kept() -> None:
+    """context-destroyed sets CUDA_DEVICE_MAX_CONNECTIONS=1 before cuInit for speed alone; where
+    the environment sets it already, that value is the one the driver reads; either way the
+    recipe's steps say which."""
+    from pytest_trtctx.scenarios.process import set_for_speed
+
+    wanted = Registry()["context-destroyed"].speed_environment
+    assert wanted == {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+    environ: dict[str, str] = {}
+    steps = set_for_speed(wanted, environ)
+    assert environ == {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+    assert steps == ["CUDA_DEVICE_MAX_CONNECTIONS=1 set before cuInit, for speed alone (not the "
+                     "hazard's)"]  # fmt: skip
+    environ = {"CUDA_DEVICE_MAX_CONNECTIONS": "4"}
+    steps = set_for_speed(wanted, environ)
+    assert environ == {"CUDA_DEVICE_MAX_CONNECTIONS": "4"}
+    assert steps[0].startswith("CUDA_DEVICE_MAX_CONNECTIONS=4 as the environment set it")
