@@ -55,7 +55,7 @@ def child(contexts: int, start_at: float, flags: int = 0) -> dict[str, Any]:
     from cuda.bindings import driver as cu
 
     from pytest_trtctx.backends.kernels import compile_conv
-    from pytest_trtctx.cuda.driver import check, device, init
+    from pytest_trtctx.cuda.driver import check, create_context, init
 
     torch.zeros(1, device="cuda:0")  # torch first: the primary context, as in a worker
     init()
@@ -76,11 +76,8 @@ def child(contexts: int, start_at: float, flags: int = 0) -> dict[str, Any]:
         times.setdefault(step, []).append(ms(t0))
         return result
 
-    def make() -> Any:  # made current, as pycuda's make_context
-        try:  # cuda-bindings 13: cuCtxCreate(ctxCreateParams, flags, dev)
-            return check("cuCtxCreate", cu.cuCtxCreate(None, flags, device(0)))
-        except TypeError:  # cuda-bindings 12: cuCtxCreate(flags, dev)
-            return check("cuCtxCreate", cu.cuCtxCreate(flags, device(0)))
+    def make() -> Any:
+        return create_context(0, flags)  # made current, as pycuda's make_context
 
     def load() -> None:
         check("cuModuleLoadData", cu.cuModuleLoadData(cubin))
@@ -145,7 +142,9 @@ def measure(count: int, contexts: int, env_vars: dict[str, str], flags: int) -> 
     start_at = time.time() + 8 + count * 0.3  # every process imported torch by then
     cmd = [sys.executable, __file__, "--contexts", str(contexts), "--child", str(start_at)]
     cmd += ["--flags", str(flags)]
-    env = dict(os.environ, **env_vars)
+    # Only the variant's own: a variable another variant sets is not inherited from this shell.
+    varied = {key for env, _flags in VARIANTS.values() for key in env}
+    env = {k: v for k, v in os.environ.items() if k not in varied} | env_vars
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
         for _ in range(count)

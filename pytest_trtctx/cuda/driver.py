@@ -144,14 +144,15 @@ def primary_if_active(index: int) -> int:
     return int(ctx)
 
 
-def create_context(index: int) -> Any:
-    """``cuCtxCreate`` on device ``index``; the new context becomes current (as pycuda does)."""
+def create_context(index: int, flags: int = 0) -> Any:
+    """``cuCtxCreate`` on device ``index`` with ``flags`` (``CU_CTX_*``); the new context becomes
+    current (as pycuda does)."""
     drv = api()
     dev = device(index)
     try:  # cuda-bindings 13: cuCtxCreate(ctxCreateParams, flags, dev)
-        result = drv.cuCtxCreate(None, 0, dev)
+        result = drv.cuCtxCreate(None, flags, dev)
     except TypeError:  # cuda-bindings 12: cuCtxCreate(flags, dev)
-        result = drv.cuCtxCreate(0, dev)
+        result = drv.cuCtxCreate(flags, dev)
     return check("cuCtxCreate", result)
 
 

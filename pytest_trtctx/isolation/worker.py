@@ -83,6 +83,7 @@ def apply_order(
             "" if info.has_gpu else info.why_no_gpu,
             names=", ".join(d.name for d in info.devices) or "none",
             blocked=blocked,
+            for_speed=settings.fast_contexts.value,
         )
 
 

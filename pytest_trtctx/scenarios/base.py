@@ -149,8 +149,9 @@ class Scenario:
     refuses: Callable[[Backend], str | None] | None = None
     #: Environment set before cuInit (read once by the driver then).
     environment: Mapping[str, str] = field(default_factory=dict)
-    #: Environment set before cuInit for speed alone, where the process's environment does not
-    #: set it already: never part of what the scenario reproduces; the recipe's steps say it.
+    #: Environment set before cuInit for speed alone, with --trtctx-fast-contexts (the tests of
+    #: the process see it too) and where the environment does not set it already: never part of
+    #: what the scenario reproduces; the recipe's steps say which value the driver reads.
     speed_environment: Mapping[str, str] = field(default_factory=dict)
     devices: int = 1
     known_failure: KnownFailure | None = None

@@ -97,6 +97,7 @@ SCENARIO = Scenario(
     # Each canary makes and destroys a context, which the driver serialises machine-wide: with
     # one hardware queue a context instead of eight, both are several times faster, and the job
     # that runs every hazard is bounded by them (docs/isolation.md, "What a context costs"). A
-    # launch into a destroyed context fails the same way whatever its queues.
+    # launch into a destroyed context fails the same way whatever its queues. Opt-in
+    # (--trtctx-fast-contexts): a user's streams in these processes would share one queue too.
     speed_environment={"CUDA_DEVICE_MAX_CONNECTIONS": "1"},
 )

@@ -50,6 +50,7 @@ class Process:
         why_no_gpu: str = "",
         names: str = "",
         blocked: str = "",
+        for_speed: bool = False,
     ) -> State:
         """Run ``scenario``'s recipe in this process and keep its state.
 
@@ -87,7 +88,8 @@ class Process:
             from ..cuda import driver
 
             os.environ.update(scenario.environment)  # read once, by cuInit
-            state.steps.extend(set_for_speed(scenario.speed_environment, os.environ))
+            if for_speed:  # --trtctx-fast-contexts: the user's tests here see it too
+                state.steps.extend(set_for_speed(scenario.speed_environment, os.environ))
             driver.init()
             if device >= driver.device_count():
                 state.skip_reason = (
@@ -114,7 +116,7 @@ def set_for_speed(wanted: Mapping[str, str], environ: MutableMapping[str, str]) 
     it is theirs to choose); a recipe step for each, saying which value the driver will read."""
     steps = []
     for key, value in wanted.items():
-        if key in environ:
+        if environ.get(key):  # an empty value is no choice: the driver's default applies
             steps.append(
                 f"{key}={environ[key]} as the environment set it (the scenario sets {value} for "
                 "speed alone where it is not set)"

@@ -273,6 +273,8 @@ class Settings:
     cache_dir: Setting[Path]
     rebuild: Setting[bool]
     prebuild: Setting[bool]
+    #: --trtctx-fast-contexts: a scenario's environment for speed alone is set (opt-in).
+    fast_contexts: Setting[bool]
     trace: Setting[bool]
     report: Setting[Path] | None
     html: Setting[Path] | None
@@ -422,6 +424,7 @@ def resolve(config: pytest.Config) -> Settings:
         cache_dir=_setting(config, "trtctx_cache_dir", path, default_cache_dir()),
         rebuild=_setting(config, "trtctx_rebuild", parse_flag, False),
         prebuild=prebuild,
+        fast_contexts=_setting(config, "trtctx_fast_contexts", parse_flag, False),
         trace=_setting(config, "trtctx_trace", parse_flag, False),
         report=_writable(_optional_path(config, "trtctx_report"), folder=False),
         html=_writable(_optional_path(config, "trtctx_html"), folder=False),

@@ -115,6 +115,15 @@ OPTIONS: tuple[Option, ...] = (
         "order costs one CUDA context instead of one per test.",
     ),
     Option(
+        "trtctx_fast_contexts",
+        "flag",
+        "Where a scenario's tests each make a CUDA context (context-destroyed), run its "
+        "processes with CUDA_DEVICE_MAX_CONNECTIONS=1 unless the environment sets it: one "
+        "hardware queue a context, made and destroyed several times faster. Your tests in those "
+        "processes see it too (their streams share one queue), so it is off by default; the "
+        "main job (./dev matrix) turns it on.",
+    ),
+    Option(
         "trtctx_trace",
         "flag",
         "Trace CUDA contexts with CUPTI in each test's process: every context made or made "

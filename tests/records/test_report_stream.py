@@ -379,3 +379,37 @@ def test_a_process_that_runs_another_thread_reads_in_one_process(
     finally:
         stop.set()
         other.join()
+
+
+#: Runs the command's main in a new Python with every report read as a large one, and prints
+#: whether each read was split (a thread started by an import would silently stop every split).
+CLI_SPLITS = """
+import sys
+from pytest_trtctx.records import cli, report_split
+report_split.MIN_BYTES = 0
+report_split.os.cpu_count = lambda: 2
+split, made = report_split.split, []
+report_split.split = lambda paths: made.append(split(paths)) or made[-1]
+code = cli.main(sys.argv[1:])
+print("SPLIT", [cut is not None for cut in made], code)
+"""
+
+
+@pytest.mark.parametrize("command", ["diff", "merge"])
+def test_the_command_reads_in_two_processes_from_its_own(tmp_path: Path, command: str) -> None:
+    """``pytest-trtctx diff`` and ``merge`` run one thread where they read: the split that
+    reports allow is made."""
+    import subprocess
+    import sys
+
+    ids = [f"t.py::t{i}" for i in range(10)]
+    paths = [
+        str(write(tmp_path / "a.json", _report([_record(n) for n in ids]), "plugin")),
+        str(write(tmp_path / "b.json", _report([_record(n) for n in ids]), "plugin")),
+    ]
+    args = [*paths, "-o", str(tmp_path / "m.json")] if command == "merge" else paths
+    done = subprocess.run(
+        [sys.executable, "-c", CLI_SPLITS, command, *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "SPLIT [True] 0" in done.stdout, done.stdout + done.stderr

@@ -110,16 +110,20 @@ def test_its_contexts_have_one_hardware_queue_and_the_steps_say_so(trtctx):
 
 
 @requires_gpu
-def test_engines_share_a_context_until_a_run_destroys_it(pytester: pytest.Pytester) -> None:
+def test_engines_share_a_context_until_a_run_destroys_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In one process (one worker: a share of four tests would give each a process of its own):
     two engines built by a test share one context (not the primary); a
     run destroys it and fails as declared; the next build makes another, whose run fails the
-    same way; a fixed run after them gets a live context and passes. The process's contexts
-    have one hardware queue each (set for speed: the user's environment did not set it)."""
+    same way; a fixed run after them gets a live context and passes. With
+    --trtctx-fast-contexts the process's contexts have one hardware queue each (the environment
+    here does not set it)."""
+    monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS", raising=False)
     pytester.makepyfile(SHARED_SUITE)
     result = run_pytest(
         pytester, "--trtctx-order=context-destroyed", "--trtctx-isolate=order",
-        "--trtctx-workers=1", "--trtctx-timeout=60", "-rxX",
+        "--trtctx-workers=1", "--trtctx-timeout=60", "--trtctx-fast-contexts", "-rxX",
     )  # fmt: skip
     result.assert_outcomes(passed=3, xfailed=2)
 
@@ -170,3 +174,30 @@ def test_a_value_set_for_speed_is_set_where_unset_and_a_users_own_is_kept() -> N
     steps = set_for_speed(wanted, environ)
     assert environ == {"CUDA_DEVICE_MAX_CONNECTIONS": "4"}
     assert steps[0].startswith("CUDA_DEVICE_MAX_CONNECTIONS=4 as the environment set it")
+    environ = {"CUDA_DEVICE_MAX_CONNECTIONS": ""}  # empty: the driver's default, no choice
+    set_for_speed(wanted, environ)
+    assert environ == {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+
+
+FAST = """
+def test_fast(request):
+    from pytest_trtctx.settings.config import settings_of
+    fast = settings_of(request.config).fast_contexts
+    print(f"FAST {fast.value} from {fast.source}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [((), "FAST False from default"), (("--trtctx-fast-contexts",), "FAST True from")],
+    ids=["default", "flag"],
+)
+def test_the_environment_for_speed_is_opt_in(
+    pytester: pytest.Pytester, args: tuple[str, ...], said: str
+) -> None:
+    """--trtctx-fast-contexts is off unless given: a user's tests under context-destroyed keep
+    the driver's default queues (their streams would share one queue too)."""
+    pytester.makepyfile(test_fast=FAST)
+    result = run_pytest(pytester, "-s", *args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*{said}*"])
