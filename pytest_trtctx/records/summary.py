@@ -47,7 +47,8 @@ def header_lines(s: Settings) -> list[str]:
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
         f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
         f"{each} {', '.join(listed)} ({s.backends.source}): {why}"
-        + (f"; context tracer on ({s.trace.source})" if s.trace.value else ""),
+        + (f"; context tracer on ({s.trace.source})" if s.trace.value else "")
+        + (f"; fast contexts ({s.fast_contexts.source})" if s.fast_contexts.value else ""),
     ]
     if s.active:
         lines.append("trtctx: " + probe.machine().describe())

@@ -64,6 +64,10 @@ def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
         return value, f"option {option.flag}"
     ini_value = config.getini(option.name)
     if ini_value not in (None, [], ""):
+        # pytest's -o KEY=VALUE overrides the ini file: the value came from the command line.
+        overrides = config.getoption("override_ini", None) or []
+        if any(str(o).split("=", 1)[0].strip() == option.name for o in overrides):
+            return ini_value, f"-o {option.name}"
         where = f"ini key {option.name}"
         if config.inipath is not None:
             where += f" in {config.inipath.name}"

@@ -118,10 +118,10 @@ OPTIONS: tuple[Option, ...] = (
         "trtctx_fast_contexts",
         "flag",
         "Where a scenario's tests each make a CUDA context (context-destroyed), run its "
-        "processes with CUDA_DEVICE_MAX_CONNECTIONS=1 unless the environment sets it: one "
-        "hardware queue a context, made and destroyed several times faster. Your tests in those "
-        "processes see it too (their streams share one queue), so it is off by default; the "
-        "main job (./dev matrix) turns it on.",
+        "processes with CUDA_DEVICE_MAX_CONNECTIONS=1 unless the environment sets it (a value "
+        "of yours is kept): one hardware queue a context, made and destroyed 2-3x faster. Your "
+        "tests in those processes see it too (their streams share one queue), so it is off by "
+        "default; the main job (./dev matrix) turns it on; the header says when it is on.",
     ),
     Option(
         "trtctx_trace",

@@ -201,3 +201,9 @@ def test_the_environment_for_speed_is_opt_in(
     result = run_pytest(pytester, "-s", *args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*{said}*"])
+    result = run_pytest(pytester, "--trtctx-order=context-destroyed", *args)
+    header = "*; fast contexts (option --trtctx-fast-contexts)*"  # the header says it is on
+    if args:
+        result.stdout.fnmatch_lines([header])
+    else:
+        result.stdout.no_fnmatch_line(header)

@@ -59,6 +59,18 @@ def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.P
     )
 
 
+def test_a_bad_value_given_with_dash_o_names_the_command_line(pytester: pytest.Pytester) -> None:
+    """-o KEY=VALUE overrides the ini file: its bad value is said to come from -o, not from the
+    ini file (nor from an ini key where no ini file exists)."""
+    pytester.makeini("[pytest]\ntrtctx_order = torch-first\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = run_pytest(pytester, "-o", "trtctx_order=bogus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*" + MSG_BAD_VALUE.format(where="-o trtctx_order", value="bogus", allowed=ALLOWED_ORDERS)]
+    )
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "allowed"),
     [
