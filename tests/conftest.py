@@ -242,3 +242,22 @@ dilation = 1
 groups = 2
 dtype = "float16"
 """
+
+
+def marked_suite(marked: str) -> str:
+    """A suite for ``--trtctx-backend`` runs through pytester: a test of each matrix spec on the
+    run's backend(s), the same with its marker naming ``marked``, and one that builds no engine
+    of the matrix."""
+    return f"""
+import pytest
+
+def test_conv(trtctx, trtctx_spec):
+    trtctx.check_conv(trtctx_spec)
+
+@pytest.mark.trtctx_backend("{marked}")
+def test_marked(trtctx, trtctx_spec):
+    trtctx.check_conv(trtctx_spec)
+
+def test_own(trtctx):
+    pass
+"""

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ..messages import CELL_STATES, CHANGE_MARKS
 from ..scenarios import SCENARIOS
+from .diffing import listed_backends
 from .report import ReportError, how_it_ended, run_of
 from .summary import NO_ORDER
 
@@ -279,7 +280,7 @@ def header(data: dict[str, Any]) -> list[list[str]]:
         ["driver", f"{said('driver')} (CUDA driver API {said('cuda_driver_api')})"],
         ["torch CUDA", said("cuda_runtime_torch")],
         ["versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))],
-        ["backend", ", ".join(map(str, settings.get("backends") or [settings.get("backend")]))],
+        ["backend", ", ".join(listed_backends(data))],
         ["orders", ", ".join(map(str, settings.get("orders") or [])) or "none"],
         ["isolate", str(settings.get("isolate"))],
         ["OS", f"{said('os')}, Python {said('python')}"],

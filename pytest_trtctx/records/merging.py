@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .diffing import first_backend, listed_backends
 from .report import FINISHED, SCHEMA_VERSION, ReportError, how_it_ended, load, run_of
 
 #: What must agree where one test is in several reports (a test under no order runs in every
@@ -61,8 +62,6 @@ def differences(first: dict[str, Any], test: dict[str, Any], fields: list[str]) 
 def same_first_backend(paths: Sequence[Path], reports: list[dict[str, Any]]) -> None:
     """Refuse reports whose runs list another backend first: a test id names no first backend
     (``--trtctx-backend=a,b`` keeps a's ids), so one id would stand for two backends' engines."""
-    from .diffing import first_backend
-
     first = first_backend(reports[0])
     for path, data in zip(paths, reports, strict=True):
         if (its := first_backend(data)) != first:
@@ -79,8 +78,6 @@ def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
     settings["orders"] = sorted(  # each a list of strings (report.load checks it)
         {o for d in reports for o in d.get("settings", {}).get("orders", [])}
     )
-    from .diffing import listed_backends
-
     backends: list[str] = []
     for data in reports:
         backends += [b for b in listed_backends(data) if b not in backends]

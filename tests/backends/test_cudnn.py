@@ -37,6 +37,7 @@ from ..conftest import (
     MATRIX_B_F16,
     cpu_orders,
     in_child,
+    marked_suite,
     modules_after,
     needs_package,
     requires_gpu,
@@ -181,19 +182,7 @@ def test_without_slots_the_graph_runs_its_own_choice_and_one_plan_engines_pass_t
 
 MATRIX = "schema = 1\n" + MATRIX_A_F32 + MATRIX_B_F16
 
-SUITE = """
-import pytest
-
-def test_conv(trtctx, trtctx_spec):
-    trtctx.check_conv(trtctx_spec)
-
-@pytest.mark.trtctx_backend("cudnn")
-def test_marked(trtctx, trtctx_spec):
-    trtctx.check_conv(trtctx_spec)
-
-def test_own(trtctx):
-    pass
-"""
+SUITE = marked_suite("cudnn")
 
 
 def _suite(pytester: pytest.Pytester) -> None:

@@ -9,24 +9,15 @@ import pytest
 from pytest_trtctx.errors import ConfigError
 from pytest_trtctx.settings.config import parse_backends
 
-from ..conftest import MATRIX_A_F32, MATRIX_B_F16, cpu_orders, run_pytest
+from ..conftest import MATRIX_A_F32, MATRIX_B_F16, cpu_orders, marked_suite, run_pytest
 
-SUITE = """
-import pytest
-
-def test_conv(trtctx, trtctx_spec):
-    trtctx.check_conv(trtctx_spec)
-
-@pytest.mark.trtctx_backend("triton")
-def test_marked(trtctx, trtctx_spec):
-    trtctx.check_conv(trtctx_spec)
-
-def test_own(trtctx):
-    pass
-
+SUITE = (
+    marked_suite("triton")
+    + """
 def test_no_engines(trtctx_order):
     pass
 """
+)
 
 
 def _ids(pytester: pytest.Pytester, *args: str) -> list[str]:
