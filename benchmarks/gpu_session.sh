@@ -179,8 +179,10 @@ step cudnn_hazards 75 "${rtx[@]}" ./dev matrix -v -rfs --durations=10 --trtctx-b
     --trtctx-order=context-destroyed,lazy-stall -k k3s1d1g1_f32_b1_17x19 --trtctx-timeout=30 \
     --trtctx-report="$work/report-cudnn-hazards.json"
 # Where the hazards job's seconds go: each worker's recipe, imports, prebuild and tests, per
-# scenario, at HAZARD_WORKERS workers (benchmarks/bench_hazards.py); the pytest process's start.
+# scenario, at HAZARD_WORKERS workers, of HAZARD_ORDERS (default all,hazards; all: the main job)
+# (benchmarks/bench_hazards.py).
 step hazards_timeline "${HAZARD_SECONDS:-200}" "${rtx[@]}" python3 benchmarks/bench_hazards.py --workers ${HAZARD_WORKERS:-auto 6} \
+    --orders "${HAZARD_ORDERS:-all,hazards}" \
     --json "$work/hazards-timeline.json" --extra="${HAZARD_EXTRA:-}"
 # context-destroyed's GPU tests with the worker's and the runtime's.
 step cd_tests 150 python3 -m pytest tests/scenarios/test_context_destroyed.py tests/isolation/test_worker.py \
