@@ -235,6 +235,11 @@ def render(diff: Diff, old: str, new: str, *, markdown: bool) -> str:
             len(diff.environment),
             listed([f"{k}: {a!r} -> {b!r}" for k, a, b in diff.environment]),
         ),
+        (
+            "Settings changes (what the runs were asked to do differently)",
+            len(diff.settings),
+            listed([f"{code}{k}{code}: {a!r} -> {b!r}" for k, a, b in diff.settings]),
+        ),
         ("Tests added", len(diff.added), listed([f"{code}{n}{code}" for n in diff.added])),
         ("Tests removed", len(diff.removed), listed([f"{code}{n}{code}" for n in diff.removed])),
     ]

@@ -28,6 +28,9 @@ class Diff:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     environment: list[tuple[str, Any, Any]] = field(default_factory=list)
+    #: Run settings that changed (key, old, new) among :data:`COMPARED_SETTINGS`: what the two
+    #: runs were asked to do differently, said beside the outcomes, never a regression itself.
+    settings: list[tuple[str, Any, Any]] = field(default_factory=list)
     not_run: list[tuple[str, str]] = field(default_factory=list)  # nodeid, the report(s)
     incomplete: list[tuple[str, str]] = field(default_factory=list)  # report, how it ended
     #: The runs' first backends where they differ (old, new): a test id names no first
@@ -69,6 +72,13 @@ NUMERIC_FIELDS = re.compile(
 )
 
 
+#: Run settings a diff says changed, each with what a report that lacks it ran with:
+#: ``--trtctx-isolate`` and ``--trtctx-fast-contexts`` (one hardware queue for the contexts of
+#: context-destroyed's processes, a user's tests in them included). The orders and backends show
+#: as tests added or removed, the device in the environment.
+COMPARED_SETTINGS: dict[str, Any] = {"isolate": None, "fast_contexts": False}
+
+
 def changes_numerics(key: str, old: Any, new: Any) -> bool:
     if NUMERIC_FIELDS.match(key) is None:
         return False
@@ -94,8 +104,8 @@ def first_backend(report: dict[str, Any]) -> str:
 
 
 def compare_headers(diff: Diff, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """What both reports' headers say: the environment fields that changed, a first backend
-    that changed."""
+    """What both reports' headers say: the environment fields and run settings that changed, a
+    first backend that changed."""
     a: dict[str, Any] = {}
     b: dict[str, Any] = {}
     flatten("", old.get("environment", {}), a)
@@ -103,6 +113,11 @@ def compare_headers(diff: Diff, old: dict[str, Any], new: dict[str, Any]) -> Non
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             diff.environment.append((key, a.get(key), b.get(key)))
+    settings = (old.get("settings") or {}, new.get("settings") or {})
+    for key, default in COMPARED_SETTINGS.items():
+        was, now = (side.get(key, default) for side in settings)
+        if was != now:
+            diff.settings.append((key, was, now))
     backends = (first_backend(old), first_backend(new))
     if backends[0] != backends[1]:
         diff.backend_changed = backends

@@ -194,6 +194,7 @@ class ReportWriter:
                 "backend": s.backend.value,
                 "backends": list(s.backends.value),
                 "device": s.device.value,
+                "fast_contexts": s.fast_contexts.value,
             },
             "environment": environment(),
             "run": self.run(),

@@ -485,3 +485,37 @@ def test_a_run_that_lists_another_backend_first_is_not_compared_nor_merged(
     assert "its run lists backend 'triton' first" in error and not out.exists()
     assert cli_main(["merge", path["cuda"], path["cuda-cudnn"], "-o", str(out)]) == 0
     assert load(out)["settings"]["backends"] == ["cuda", "cudnn"]
+
+
+def test_a_diff_names_the_run_settings_that_changed(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trtctx-fast-contexts is kept in the report; diff says when it (or the isolation mode)
+    changed between the runs, beside the outcomes and not as a regression; a report written
+    before the key ran without it; a merge of runs with and without it says it was on."""
+    pytester.makepyfile(test_suite=SUITE)
+    run_pytest(pytester, "--trtctx-report=off.json").assert_outcomes(skipped=5)
+    run_pytest(pytester, "--trtctx-report=on.json", "--trtctx-fast-contexts").assert_outcomes(
+        skipped=5
+    )
+    off, on = (str(pytester.path / f"{name}.json") for name in ("off", "on"))
+    assert load(Path(off))["settings"]["fast_contexts"] is False
+    assert load(Path(on))["settings"]["fast_contexts"] is True
+    assert cli_main(["diff", off, on, "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "no regression" in text
+    assert "### Settings changes (what the runs were asked to do differently) (1)" in text
+    assert "- `fast_contexts`: False -> True" in text
+    older = json.loads(Path(off).read_text())
+    del older["settings"]["fast_contexts"]
+    older["settings"]["isolate"] = "order"
+    (pytester.path / "older.json").write_text(json.dumps(older))
+    assert cli_main(["diff", str(pytester.path / "older.json"), off]) == 0
+    text = capsys.readouterr().out
+    assert text.endswith(
+        "Settings changes (what the runs were asked to do differently) (1)\n"
+        "  isolate: 'order' -> 'none'\n"
+    )
+    merged = pytester.path / "merged.json"
+    assert cli_main(["merge", off, on, "-o", str(merged)]) == 0
+    assert load(merged)["settings"]["fast_contexts"] is True
