@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
+import importlib
 import os
 import selectors
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,6 +47,37 @@ READ_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
 #: Where no pidfd watches a worker's exit: how often ready() looks for it (seconds).
 POLL_EXITS = 0.1
+#: Modules that a plugin (by its module's name) imports in its terminal summary. This
+#: process never imports the test modules (the workers do), so a library they import is not
+#: loaded here; hypothesis' plugin imports hypothesis at the end of the run, about a second on a
+#: GPU host (docs/speed.md). :meth:`Forker.all_started` imports them on a thread while the last
+#: workers run, and no fork starts while that thread lives (a child would inherit its import
+#: locks held).
+END_IMPORTS: dict[str, tuple[str, ...]] = {
+    "_hypothesis_pytestplugin": ("hypothesis.internal.observability",),
+}
+
+
+def end_imports(config: pytest.Config) -> list[str]:
+    """What :data:`END_IMPORTS` asks of the plugins registered here, not yet imported. None in
+    an xdist worker: it prints no summary."""
+    if hasattr(config, "workerinput"):
+        return []
+    loaded = {getattr(p, "__name__", None) for p in config.pluginmanager.get_plugins()}
+    return [
+        module
+        for plugin, modules in END_IMPORTS.items()
+        if plugin in loaded
+        for module in modules
+        if module not in sys.modules
+    ]
+
+
+def _import_quietly(modules: list[str]) -> None:
+    for module in modules:
+        # What fails here fails again where the plugin imports it, and is reported there.
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
 
 
 def _exited(pid: int) -> bool:
@@ -70,11 +103,13 @@ class Forker:
         self.pipe_pids: dict[int, int] = {}  # report pipe -> its worker
         self.ended: set[int] = set()  # workers this process killed (with what they started)
         self.guard: Guard | None = None  # started with the first worker
+        self.end_imports: threading.Thread | None = None  # all_started's; joined before a fork
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
 
     def spare(self) -> Spare | None:
+        self._join_end_imports()  # never fork beside a thread that imports
         ok, _why = cuda_untouched()
         if not ok:
             return None
@@ -114,6 +149,18 @@ class Forker:
         self.pipe_pids[rfd] = pid
         self.guard.add(pid)
         return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump=dump)
+
+    def all_started(self) -> None:
+        modules = end_imports(self.session.config)
+        if modules and self.end_imports is None:
+            self.end_imports = threading.Thread(
+                target=_import_quietly, args=(modules,), name="trtctx-end-imports", daemon=True
+            )
+            self.end_imports.start()
+
+    def _join_end_imports(self) -> None:
+        if self.end_imports is not None:
+            self.end_imports.join()
 
     def assign(self, spare: Spare, message: bytes) -> None:
         with contextlib.suppress(OSError):  # a spare that died is reaped as a crash
@@ -233,6 +280,7 @@ class Forker:
         self._close_fd(worker.dump)
 
     def close_all(self) -> None:
+        self._join_end_imports()
         for pidfd in self.pidfds.values():
             os.close(pidfd)
         self.pidfds.clear()

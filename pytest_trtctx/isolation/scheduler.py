@@ -94,6 +94,10 @@ class Processes(Protocol):
     def retire(self, spare: Spare) -> None:
         """End a spare that never got a group."""
 
+    def all_started(self) -> None:
+        """Every group so far has its worker: what the end of the run needs can be prepared now.
+        A group made later (the rest of one whose worker crashed) still gets a spare."""
+
     def ready(self, timeout: float | None) -> list[int]:
         """Report pipes with something to read (or closed), waiting at most ``timeout``."""
 
@@ -180,6 +184,7 @@ class Scheduler:
         self.spare: Spare | None = None
         self.exiting: list[int] = []  # workers done with their tests, not yet reaped
         self.stopper: Worker | None = None  # the worker whose test reached -x / --maxfail
+        self.all_started = False  # processes.all_started() was called
         self.index = {id(item): i for i, item in enumerate(items)}
 
     def run(self) -> None:
@@ -193,6 +198,9 @@ class Scheduler:
                     self._end_running(keep=self._finishing())
                 while self.queue and self._busy() < self.workers:
                     self._start(self.queue.popleft())
+                if not self.queue and not self.all_started:
+                    self.all_started = True
+                    self.processes.all_started()
                 if self.running:  # a refused fork starts nothing: never wait on no worker
                     self._poll()
         except BaseException:

@@ -108,6 +108,35 @@ def test_isolated_processes_are_not_the_pytest_process(pytester: pytest.Pytester
     result.assert_outcomes(passed=1)
 
 
+SUMMARY_SEES = """
+import sys, pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"hypothesis loaded at the summary: {'hypothesis' in sys.modules}")
+"""
+
+
+@pytest.mark.parametrize("plugin", ["on", "off"])
+def test_what_a_plugin_imports_in_its_summary_is_imported_while_the_workers_run(
+    pytester: pytest.Pytester, plugin: str
+) -> None:
+    """The pytest process never imports the test modules, so hypothesis' plugin would import
+    hypothesis in its summary, after the last test (a second on a GPU host): it is imported while
+    the last workers run instead (forking.END_IMPORTS), and only where that plugin is loaded."""
+    pytest.importorskip(
+        "hypothesis", reason="hypothesis is not installed (pip install 'pytest-trtctx[explore]')"
+    )
+    pytester.makeconftest(SUMMARY_SEES)
+    pytester.makepyfile("def test_a(trtctx_order): pass\ndef test_b(trtctx_order): pass\n")
+    loaded = ["-p", "_hypothesis_pytestplugin"] if plugin == "on" else []
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first,torch-first", *loaded
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines([f"hypothesis loaded at the summary: {plugin == 'on'}"])
+
+
 CRASH = """
 import os, signal, pytest
 

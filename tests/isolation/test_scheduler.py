@@ -84,6 +84,7 @@ class FakeProcesses:
         self.released: list[int] = []
         self.closed: list[int] = []
         self.running_max = 0
+        self.all_started_after: int | None = None  # groups assigned when all_started came
 
     def spare(self) -> Spare | None:
         if self.refuse:
@@ -106,6 +107,9 @@ class FakeProcesses:
 
     def retire(self, spare: Spare) -> None:
         self.retired.append(spare.pid)
+
+    def all_started(self) -> None:
+        self.all_started_after = len(self.assigned)
 
     def _has_output(self, proc: FakeProc) -> bool:
         if proc.status is not None or not proc.steps:
@@ -303,6 +307,14 @@ def test_a_spare_is_forked_ahead_and_retired_when_unused() -> None:
     # -x: the spare forked for "b" never got work and was retired; "b" and "c" never started.
     assert [e for e in sink.events if e[0] == "start"] == [("start", "a")]
     assert fails.retired == [fails.forked[1]]
+
+
+def test_the_processes_hear_when_every_group_has_its_worker() -> None:
+    """all_started comes once, when the last group is assigned (the end of the run may be
+    prepared then), not while a group still waits for a slot."""
+    procs = FakeProcesses(lambda o, i: [("wait", 0.02), *passes(o, i)])
+    schedule([["a"], ["b"], ["c"], ["d"], ["e"]], procs, workers=2)
+    assert procs.all_started_after == 5
 
 
 def test_a_crash_fails_the_test_in_its_phase_and_the_rest_go_to_a_new_worker() -> None:
