@@ -132,7 +132,11 @@ MSG_WORKER_REPLACED: Final = "ran in a fresh worker: the one before {what} in {n
 MSG_STICKY: Final = "was retired after a sticky CUDA error ({error})"
 MSG_NO_ORDER_SELECTED: Final = (
     "no init order selected: this test asks for one (trtctx_order); run with "
-    "--trtctx-order=ORDER (one of {orders}, or all)"
+    "--trtctx-order=ORDER (one of {orders}, or "
+    + ALL_ORDERS
+    + "; or "
+    + ALL_HAZARDS
+    + ": every context hazard)"
 )
 MSG_ORDER_NOT_APPLIED: Final = (
     "order {order} was not applied in this process (it runs {applied}): the test cannot meet it"

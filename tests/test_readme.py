@@ -63,6 +63,14 @@ def test_every_marker_the_readme_names_exists() -> None:
     assert named <= known, named - known
 
 
+def test_the_readme_lists_every_marker() -> None:
+    """The reference's Markers line names each marker `pytest --markers` lists."""
+    listed = README.split("Markers (`pytest --markers` lists them):", 1)[1].split("\n\n", 1)[0]
+    known = {line.split("(")[0].split(":")[0] for line in MARKERS}
+    missing = {name for name in known if f"`{name}" not in listed}
+    assert not missing, missing
+
+
 def test_every_order_the_readme_names_exists() -> None:
     named = set(re.findall(r"`([a-z]+-(?:first|hop|device|stream|capture|destroyed))`", README))
     assert named <= set(SCENARIOS), named - set(SCENARIOS)

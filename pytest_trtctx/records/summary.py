@@ -55,7 +55,8 @@ def header_lines(s: Settings) -> list[str]:
     else:  # nothing above is in force: say so in one line
         lines = [
             "trtctx: no order selected: tests run as pytest runs them "
-            f"(select one with --trtctx-order: {', '.join(s.registry.of_kind(ORDER))} or all)"
+            f"(select one with --trtctx-order: {', '.join(s.registry.of_kind(ORDER))} or all; "
+            "or hazards: every context hazard)"
         ]
     lines.append("trtctx: " + ", ".join(f"{k} {v}" for k, v in probe.versions().items()))
     return lines

@@ -49,17 +49,19 @@ class Setting(Generic[T]):
     source: str
 
 
-def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
+def _raw(config: pytest.Config, option: Option, *, names: bool = False) -> tuple[Any, str] | None:
     """The raw value and its source, option before ini; None when neither is set.
 
-    This is the one place where the command line wins over the ini file.
+    This is the one place where the command line wins over the ini file. An empty value given
+    on the command line is an error; with ``names`` (a list of names), the caller's parser says
+    so with the names it allows.
     """
     value = config.getoption(option.name, None)
     if option.kind == "flag":
         if value:
             return True, f"option {option.flag}"
     elif value not in (None, []):
-        if value == "" or value == [""]:
+        if (value == "" or value == [""]) and not names:
             raise ConfigError(f"option {option.flag}: empty value")
         return value, f"option {option.flag}"
     ini_value = config.getini(option.name)
@@ -145,7 +147,7 @@ def parse_backends(value: Any, where: str) -> tuple[str, ...]:
 
 def _backends(config: pytest.Config) -> Setting[tuple[str, ...]]:
     """``--trtctx-backend``; where it says ``vendors``, its source says what that found."""
-    raw = _raw(config, BY_NAME["trtctx_backend"])
+    raw = _raw(config, BY_NAME["trtctx_backend"], names=True)
     if raw is None:
         return Setting(("auto",), "default")
     value, source = raw
@@ -368,7 +370,7 @@ def _debugger(config: pytest.Config) -> str:
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
     registry = registry_of(config)
-    raw = _raw(config, BY_NAME["trtctx_order"])
+    raw = _raw(config, BY_NAME["trtctx_order"], names=True)
     if raw is None:
         orders: Setting[tuple[str, ...]] = Setting(DEFAULT_ORDERS, "default")
     else:

@@ -42,6 +42,25 @@ def test_unknown_order_on_the_command_line(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("arg", "allowed"),
+    [
+        ("--trtctx-order=", ALLOWED_ORDERS),
+        ("--trtctx-backend=", ", ".join((*BACKENDS, VENDORS))),
+    ],
+)
+def test_an_empty_list_of_names_says_which_names_there_are(
+    pytester: pytest.Pytester, arg: str, allowed: str
+) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = run_pytest(pytester, arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    where = "option " + arg.rstrip("=")
+    result.stderr.fnmatch_lines(
+        ["*" + MSG_BAD_VALUE.format(where=where, value="", allowed=allowed)]
+    )
+
+
 def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrtctx_order = torch-first bogus\n")
     pytester.makepyfile("def test_x(): pass")
