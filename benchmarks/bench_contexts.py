@@ -39,6 +39,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: A variant's variable that the child sets in its own environment after cuInit (KEY=VALUE).
+AFTER_INIT = "TRTCTX_BENCH_AFTER_INIT"
 #: Ways of making the contexts: the environment the driver reads at cuInit, and cuCtxCreate's flags.
 VARIANTS: dict[str, tuple[dict[str, str], int]] = {
     "default": ({}, 0),
@@ -47,6 +49,9 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
     "sched-spin": ({}, 0x01),  # CU_CTX_SCHED_SPIN
     "sched-blocking": ({}, 0x04),  # CU_CTX_SCHED_BLOCKING_SYNC
     "eager-loading": ({"CUDA_MODULE_LOADING": "EAGER"}, 0),
+    # the same variable set in the process after cuInit and torch's context, before the first
+    # cuCtxCreate: whether the driver reads it per context or once at cuInit
+    "connections-1-after-init": ({AFTER_INIT: "CUDA_DEVICE_MAX_CONNECTIONS=1"}, 0),
 }
 
 
@@ -59,6 +64,9 @@ def child(contexts: int, start_at: float, flags: int = 0) -> dict[str, Any]:
 
     torch.zeros(1, device="cuda:0")  # torch first: the primary context, as in a worker
     init()
+    if os.environ.get(AFTER_INIT):
+        key, _, value = os.environ[AFTER_INIT].partition("=")
+        os.environ[key] = value  # putenv: the driver's getenv sees it from now on
     major, minor = torch.cuda.get_device_capability(0)
     cubin = compile_conv(f"sm_{major}{minor}", cache_dir=None).data
     while time.time() < start_at:
