@@ -67,7 +67,7 @@ def test_the_readme_lists_every_marker() -> None:
     """The reference's Markers line names each marker `pytest --markers` lists."""
     listed = README.split("Markers (`pytest --markers` lists them):", 1)[1].split("\n\n", 1)[0]
     known = {line.split("(")[0].split(":")[0] for line in MARKERS}
-    missing = {name for name in known if f"`{name}" not in listed}
+    missing = {name for name in known if not re.search(rf"`{name}[`(]", listed)}
     assert not missing, missing
 
 

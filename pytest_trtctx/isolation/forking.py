@@ -109,7 +109,7 @@ class Forker:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
 
     def spare(self) -> Spare | None:
-        self._join_end_imports()  # never fork beside a thread that imports
+        self.join_end_imports()  # never fork beside a thread that imports
         ok, _why = cuda_untouched()
         if not ok:
             return None
@@ -158,7 +158,9 @@ class Forker:
             )
             self.end_imports.start()
 
-    def _join_end_imports(self) -> None:
+    def join_end_imports(self) -> None:
+        """Wait for :meth:`all_started`'s imports (the run ended on its own: its summary comes
+        next). Not after an interruption: a second ^C must not meet a wait."""
         if self.end_imports is not None:
             self.end_imports.join()
 
@@ -280,7 +282,6 @@ class Forker:
         self._close_fd(worker.dump)
 
     def close_all(self) -> None:
-        self._join_end_imports()
         for pidfd in self.pidfds.values():
             os.close(pidfd)
         self.pidfds.clear()
@@ -437,6 +438,7 @@ def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[
         workers = settings.workers.value
         with ended_by_signals():
             Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
+            processes.join_end_imports()  # the summary's imports, before the summary
         # As pytest's own loop ends a run stopped by -x / --maxfail (its summary line).
         if session.shouldfail:
             raise session.Failed(session.shouldfail)

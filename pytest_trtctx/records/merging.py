@@ -73,7 +73,8 @@ def same_first_backend(paths: Sequence[Path], reports: list[dict[str, Any]]) -> 
 
 def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The first report's settings with every report's orders and backends (the first backend
-    first: every report lists it first); fast contexts on when any run had them on."""
+    first: every report lists it first); the isolation mode where all agree, else ``mixed``;
+    fast contexts on when any run had them on."""
     settings = dict(reports[0].get("settings", {}))
     settings["orders"] = sorted(  # each a list of strings (report.load checks it)
         {o for d in reports for o in d.get("settings", {}).get("orders", [])}
@@ -82,6 +83,9 @@ def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
     for data in reports:
         backends += [b for b in listed_backends(data) if b not in backends]
     settings["backends"] = backends
+    # One isolation mode where every run had it, else "mixed": the tests ran under several.
+    modes = {(d.get("settings") or {}).get("isolate") for d in reports}
+    settings["isolate"] = modes.pop() if len(modes) == 1 else "mixed"
     # On when any merged run had it on: its tests then ran with it.
     settings["fast_contexts"] = any(
         bool((d.get("settings") or {}).get("fast_contexts")) for d in reports

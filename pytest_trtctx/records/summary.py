@@ -28,6 +28,7 @@ from ..checks.outcomes import (
     classify,
     properties,
 )
+from ..messages import ALL_HAZARDS, ALL_ORDERS
 from ..scenarios import ORDER
 from ..settings.config import Settings, settings_of
 
@@ -55,8 +56,8 @@ def header_lines(s: Settings) -> list[str]:
     else:  # nothing above is in force: say so in one line
         lines = [
             "trtctx: no order selected: tests run as pytest runs them "
-            f"(select one with --trtctx-order: {', '.join(s.registry.of_kind(ORDER))} or all; "
-            "or hazards: every context hazard)"
+            f"(select one with --trtctx-order: {', '.join(s.registry.of_kind(ORDER))} or "
+            f"{ALL_ORDERS}; or {ALL_HAZARDS}: every context hazard)"
         ]
     lines.append("trtctx: " + ", ".join(f"{k} {v}" for k, v in probe.versions().items()))
     return lines

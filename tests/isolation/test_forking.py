@@ -137,6 +137,42 @@ def test_what_a_plugin_imports_in_its_summary_is_imported_while_the_workers_run(
     result.stdout.fnmatch_lines([f"hypothesis loaded at the summary: {plugin == 'on'}"])
 
 
+def test_no_fork_starts_while_the_end_imports_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child forked while another thread imports would inherit that import's locks held:
+    Forker.spare waits for all_started's thread before it forks (here, the fork is stopped
+    before it happens, and the thread was done when it came)."""
+    from types import SimpleNamespace
+
+    from pytest_trtctx.isolation import forking
+
+    (tmp_path / "trtctx_slow_import.py").write_text("import time\ntime.sleep(0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(forking, "END_IMPORTS", {"a_summary_plugin": ("trtctx_slow_import",)})
+    plugin = SimpleNamespace(__name__="a_summary_plugin")
+    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugins=lambda: [plugin]))
+    forker = forking.Forker(SimpleNamespace(config=config), lambda: "")  # type: ignore[arg-type]
+    alive_at_fork: list[bool] = []
+
+    class Stopped(Exception):
+        pass
+
+    def fork() -> int:
+        assert forker.end_imports is not None
+        alive_at_fork.append(forker.end_imports.is_alive())
+        raise Stopped
+
+    monkeypatch.setattr(forking.proctree, "fork", fork)
+    forker.all_started()
+    assert forker.end_imports is not None and forker.end_imports.is_alive()
+    with pytest.raises(Stopped):
+        forker.spare()
+    forker.close_all()
+    assert alive_at_fork == [False]
+    assert "trtctx_slow_import" in sys.modules
+
+
 CRASH = """
 import os, signal, pytest
 

@@ -84,7 +84,7 @@ class FakeProcesses:
         self.released: list[int] = []
         self.closed: list[int] = []
         self.running_max = 0
-        self.all_started_after: int | None = None  # groups assigned when all_started came
+        self.all_started_after: list[int] = []  # groups assigned at each all_started
 
     def spare(self) -> Spare | None:
         if self.refuse:
@@ -109,7 +109,7 @@ class FakeProcesses:
         self.retired.append(spare.pid)
 
     def all_started(self) -> None:
-        self.all_started_after = len(self.assigned)
+        self.all_started_after.append(len(self.assigned))
 
     def _has_output(self, proc: FakeProc) -> bool:
         if proc.status is not None or not proc.steps:
@@ -314,7 +314,7 @@ def test_the_processes_hear_when_every_group_has_its_worker() -> None:
     prepared then), not while a group still waits for a slot."""
     procs = FakeProcesses(lambda o, i: [("wait", 0.02), *passes(o, i)])
     schedule([["a"], ["b"], ["c"], ["d"], ["e"]], procs, workers=2)
-    assert procs.all_started_after == 5
+    assert procs.all_started_after == [5]
 
 
 def test_a_crash_fails_the_test_in_its_phase_and_the_rest_go_to_a_new_worker() -> None:

@@ -519,3 +519,6 @@ def test_a_diff_names_the_run_settings_that_changed(
     merged = pytester.path / "merged.json"
     assert cli_main(["merge", off, on, "-o", str(merged)]) == 0
     assert load(merged)["settings"]["fast_contexts"] is True
+    assert load(merged)["settings"]["isolate"] == "none"
+    assert cli_main(["merge", off, str(pytester.path / "older.json"), "-o", str(merged)]) == 0
+    assert load(merged)["settings"]["isolate"] == "mixed"
