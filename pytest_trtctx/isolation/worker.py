@@ -73,6 +73,8 @@ def apply_order(
     info = probe.machine()
     clean, why = probe.cuda_untouched(nvml_ok=True)
     blocked = "" if clean else MSG_CUDA_TOUCHED.format(why=why, culprit=culprit or "unknown")
+    if trace and clean and info.has_gpu:  # after the proof: subscribing may load the driver
+        tracer.start()
     with tracer.labelled(f"the {order} order's recipe"):
         return process_of(config).apply(
             settings.registry[order],
@@ -82,9 +84,6 @@ def apply_order(
             names=", ".join(d.name for d in info.devices) or "none",
             blocked=blocked,
             for_speed=settings.fast_contexts.value,
-            # After the proof that CUDA is untouched and the scenario's environment is set:
-            # subscribing may initialise the driver, which reads that environment then.
-            before_init=tracer.start if trace else None,
         )
 
 

@@ -18,7 +18,7 @@ from ..messages import MSG_NO_DRIVER, MSG_TOO_FEW_DEVICES, SCENARIO_ENV
 from .base import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, MutableMapping
+    from collections.abc import Iterable, Mapping, MutableMapping
 
     from ..backends.base import Engine
     from .base import Scenario
@@ -51,16 +51,12 @@ class Process:
         names: str = "",
         blocked: str = "",
         for_speed: bool = False,
-        before_init: Callable[[], object] | None = None,
     ) -> State:
         """Run ``scenario``'s recipe in this process and keep its state.
 
         Never raises for a machine that cannot run it: the state carries the skip reason, and
         every test that needs it skips with it. ``blocked`` is such a reason known beforehand
-        (this process initialised CUDA already): the recipe is not run at all. ``before_init``
-        runs after the scenario's environment is set and before ``cuInit`` (the context tracer
-        starts there: subscribing may initialise the driver, which reads its environment once,
-        at ``cuInit``: docs/isolation.md).
+        (this process initialised CUDA already): the recipe is not run at all.
         """
         if self.state is not None:
             if self.state.scenario is not scenario or self.state.device != device:
@@ -94,8 +90,6 @@ class Process:
             os.environ.update(scenario.environment)  # read once, by cuInit
             if for_speed:  # --trtctx-fast-contexts: the user's tests here see it too
                 state.steps.extend(set_for_speed(scenario.speed_environment, os.environ))
-            if before_init is not None:
-                before_init()
             driver.init()
             if device >= driver.device_count():
                 state.skip_reason = (

@@ -240,36 +240,3 @@ def _children() -> set[str]:
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         found.update((task / "children").read_text().split())
     return found
-
-
-def test_the_environment_is_set_before_anything_may_initialise_the_driver(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The driver reads its environment once, at cuInit (set after it, CUDA_DEVICE_MAX_CONNECTIONS
-    changed nothing: docs/isolation.md): the scenario's variables and, with fast contexts, its
-    speed variables are set before ``before_init`` (where the context tracer starts: subscribing
-    may initialise the driver). ``before_init`` stops the recipe here, before any cuInit."""
-    import dataclasses
-
-    from pytest_trtctx.scenarios import Registry
-    from pytest_trtctx.scenarios.process import Process
-
-    environ = {k: v for k, v in os.environ.items() if k != "CUDA_DEVICE_MAX_CONNECTIONS"}
-    monkeypatch.setattr(os, "environ", environ)
-    scenario = dataclasses.replace(
-        Registry()["context-destroyed"], environment={"CUDA_MODULE_LOADING": "LAZY"}
-    )
-    seen: dict[str, str] = {}
-
-    class Stop(Exception):
-        pass
-
-    def before_init() -> None:
-        seen.update(os.environ)
-        raise Stop("stopped before cuInit")
-
-    state = Process().apply(scenario, 0, 1, "", for_speed=True, before_init=before_init)
-    assert seen["CUDA_MODULE_LOADING"] == "LAZY"
-    assert seen["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
-    assert state.error is not None and "stopped before cuInit" in state.error
-    assert any("set before cuInit" in step for step in state.steps)
