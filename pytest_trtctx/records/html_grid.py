@@ -58,6 +58,7 @@ class DiffLike(Protocol):
     added: list[str]
     removed: list[str]
     environment: list[tuple[str, Any, Any]]
+    settings: list[tuple[str, Any, Any]]
     not_run: list[tuple[str, str]]
     incomplete: list[tuple[str, str]]
 
@@ -392,6 +393,7 @@ def diff_data(
         "verdict": verdict,
         "incomplete": [f"{n}: {how}" for n, how in diff.incomplete],
         "environment": [[k, repr(a), repr(b)] for k, a, b in diff.environment],
+        "settings": [[k, repr(a), repr(b)] for k, a, b in diff.settings],
         "marks": cell_marks,
         "labels": CHANGE_MARKS,
     }

@@ -194,6 +194,15 @@ def test_a_diff_of_identical_runs_marks_nothing(browser: Any, tmp_path: Path) ->
     assert "no cell changed" in page.page.inner_text("#changes")
 
 
+def test_the_diff_page_shows_the_settings_that_changed(browser: Any, tmp_path: Path) -> None:
+    base = RESULTS / "report-h200-matrix-vendors-run26.json.gz"
+    new = RESULTS / "report-h200-matrix-vendors-run33.json.gz"
+    page = Page(browser, _page(tmp_path, "--diff", str(base), str(new)))
+    text = page.page.inner_text("body")
+    assert "Settings changes (1)" in text and "fast_contexts" in text
+    assert page.errors == []
+
+
 def test_ten_thousand_tests_render_and_filter(browser: Any, tmp_path: Path) -> None:
     report = BENCH.synthetic_report(10_000)
     path = tmp_path / "big.json"

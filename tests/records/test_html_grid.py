@@ -126,6 +126,16 @@ def test_a_diff_of_a_backend_change_is_a_regression_with_its_kinds() -> None:
     assert ["versions.tensorrt-rtx-cu13", "None", "'1.7.1.116'"] in page["diff"]["environment"]
 
 
+def test_a_diff_page_names_the_settings_that_changed() -> None:
+    """As the diff command's "Settings changes": run 26 ran without --trtctx-fast-contexts,
+    run 33 with it (./dev matrix passes it)."""
+    old = load(RESULTS / "report-h200-matrix-vendors-run26.json.gz")
+    new = load(RESULTS / "report-h200-matrix-vendors-run33.json.gz")
+    page = diff_data(old, new, compare(old, new), ("run26", "run33"), str)
+    assert page["diff"]["settings"] == [["fast_contexts", "False", "True"]]
+    assert page["diff"]["verdict"] == "no regression"
+
+
 def test_two_identical_runs_mark_nothing() -> None:
     old = load(RESULTS / "report-h200-matrix.json.gz")
     new = load(RESULTS / "report-h200-traced.json.gz")

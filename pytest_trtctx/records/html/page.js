@@ -93,6 +93,10 @@
         h += "<h2>Environment changes (" + diff.environment.length + ")</h2>" +
           table(diff.environment.map(function (e) { return [e[0], e[1] + " \u2192 " + e[2]]; }));
       }
+      if ((diff.settings || []).length) {
+        h += "<h2>Settings changes (" + diff.settings.length + ")</h2>" +
+          table(diff.settings.map(function (e) { return [e[0], e[1] + " \u2192 " + e[2]]; }));
+      }
       return h;
     }
 
