@@ -101,6 +101,11 @@ def reports(draw: Any, shared: list[str] | None = None) -> dict[str, Any]:
         },
         "tests": tests,
     }
+    # Settings a diff compares (a report may lack fast_contexts: written before it existed).
+    data["settings"]["isolate"] = draw(st.sampled_from(["order", "test"]))
+    fast = draw(st.sampled_from([None, False, True]))
+    if fast is not None:
+        data["settings"]["fast_contexts"] = fast
     if data["schema"] == 2:
         data["run"] = {
             "complete": complete, "exit_status": 0 if complete else 2,
