@@ -566,6 +566,39 @@ def test_merge_refuses_bad_settings_orders_naming_file_and_field(
     assert not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("isolate", ["test"], "a str"),
+        ("isolate", None, "a str"),
+        ("fast_contexts", None, "a bool"),
+        ("fast_contexts", "yes", "a bool"),
+        ("fast_contexts", 1, "a bool"),
+        ("backend", 3, "a str"),
+        ("backends", "cuda", "a list of backend names"),
+        ("backends", ["cuda", None], "a list of backend names"),
+    ],
+)
+@pytest.mark.parametrize("command", ["merge", "diff"])
+def test_bad_settings_are_refused_naming_file_and_field(
+    tmp_path: Path, command: str, field: str, value: object, kind: str
+) -> None:
+    """A run setting that diff compares or merge combines, of the wrong type (a hand-edited
+    report): exit 2 naming the file and the field, never a traceback or a claim about it."""
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({**REPORT, "settings": {"isolate": "test", "fast_contexts": False}}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**REPORT, "settings": {field: value}}))
+    out = ["-o", str(tmp_path / "m.json")] if command == "merge" else []
+    done = _cli(command, str(good), str(bad), *out)
+    assert done.returncode == 2, done.stdout
+    assert "Traceback" not in done.stderr
+    assert f"pytest-trtctx {command}: {bad}: field 'settings.{field}' must be {kind}" in (
+        done.stderr
+    )
+    assert not (tmp_path / "m.json").exists()
+
+
 # --- special files as inputs -------------------------------------------------------------------
 
 

@@ -84,8 +84,13 @@ def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
         backends += [b for b in listed_backends(data) if b not in backends]
     settings["backends"] = backends
     # One isolation mode where every run had it, else "mixed": the tests ran under several.
+    # None where no report says (written before the field was): the merge says nothing either.
     modes = {(d.get("settings") or {}).get("isolate") for d in reports}
-    settings["isolate"] = modes.pop() if len(modes) == 1 else "mixed"
+    mode = modes.pop() if len(modes) == 1 else "mixed"
+    if mode is None:
+        settings.pop("isolate", None)
+    else:
+        settings["isolate"] = mode
     # On when any merged run had it on: its tests then ran with it.
     settings["fast_contexts"] = any(
         bool((d.get("settings") or {}).get("fast_contexts")) for d in reports

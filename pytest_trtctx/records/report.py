@@ -337,14 +337,32 @@ def check(path: Path, data: Any) -> dict[str, Any]:
     for field in ("environment", "settings"):
         if not isinstance(data.get(field, {}), dict):
             raise ReportError(f"{path}: field {field!r} must be an object")
-    orders = data.get("settings", {}).get("orders", [])
-    if not isinstance(orders, list) or not all(isinstance(o, str) for o in orders):
-        raise ReportError(
-            f"{path}: field 'settings.orders' must be a list of order names (strings), "
-            f"got {json.dumps(orders, default=str)[:80]}"
-        )
+    _check_settings(path, data.get("settings", {}))
     _check_run(path, data.get("run"))
     return data
+
+
+#: The ``settings`` fields that diff and merge read, and the types they may hold (each may be
+#: absent: a report written before it was).
+SETTINGS_FIELDS: dict[str, type] = {"isolate": str, "backend": str, "fast_contexts": bool}
+#: The ``settings`` fields that are lists of names.
+SETTINGS_LISTS: dict[str, str] = {"orders": "order names", "backends": "backend names"}
+
+
+def _check_settings(path: Path, settings: dict[str, Any]) -> None:
+    for field, names in SETTINGS_LISTS.items():
+        value = settings.get(field, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ReportError(
+                f"{path}: field 'settings.{field}' must be a list of {names} (strings), "
+                f"got {json.dumps(value, default=str)[:80]}"
+            )
+    for field, kind in SETTINGS_FIELDS.items():
+        if field in settings and not isinstance(settings[field], kind):
+            raise ReportError(
+                f"{path}: field 'settings.{field}' must be a {kind.__name__}, "
+                f"got {json.dumps(settings[field], default=str)[:80]}"
+            )
 
 
 #: The ``run`` record's fields and the types they may hold.
