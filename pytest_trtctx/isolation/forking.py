@@ -58,6 +58,10 @@ END_IMPORTS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The plugin name of :class:`EndImportWarnings`.
+END_IMPORT_WARNINGS = "trtctx-end-import-warnings"
+
+
 def end_imports(config: pytest.Config) -> list[str]:
     """What :data:`END_IMPORTS` asks of the plugins registered here, not yet imported. None in
     an xdist worker: it prints no summary."""
@@ -73,11 +77,32 @@ def end_imports(config: pytest.Config) -> list[str]:
     ]
 
 
-def _import_quietly(modules: list[str]) -> None:
-    for module in modules:
-        # What fails here fails again where the plugin imports it, and is reported there.
-        with contextlib.suppress(Exception):
-            importlib.import_module(module)
+def _import_quietly(modules: list[str], caught: list[warnings.WarningMessage]) -> None:
+    # Every warning the imports raise is kept for the summary (EndImportWarnings), where they
+    # would have been raised: here, outside any test, one would print in the progress line and
+    # never reach pytest's warnings summary.
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # pytest's filters decide, at the summary
+        for module in modules:
+            # What fails here fails again where the plugin imports it, and is reported there.
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+    caught.extend(seen)
+
+
+class EndImportWarnings:
+    """The warnings :meth:`Forker.all_started`'s imports raised, raised again at the start of
+    the terminal summary, where the plugin's own import would have raised them: pytest's
+    filters (``-W``, ``filterwarnings``) apply to them, and its warnings summary lists them.
+    Registered as ``trtctx-end-import-warnings`` where there are any."""
+
+    def __init__(self, caught: list[warnings.WarningMessage]) -> None:
+        self.caught = caught
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_terminal_summary(self) -> None:
+        for w in self.caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _exited(pid: int) -> bool:
@@ -104,6 +129,7 @@ class Forker:
         self.ended: set[int] = set()  # workers this process killed (with what they started)
         self.guard: Guard | None = None  # started with the first worker
         self.end_imports: threading.Thread | None = None  # all_started's; joined before a fork
+        self.end_import_warnings: list[warnings.WarningMessage] = []  # what its imports raised
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
@@ -154,15 +180,21 @@ class Forker:
         modules = end_imports(self.session.config)
         if modules and self.end_imports is None:
             self.end_imports = threading.Thread(
-                target=_import_quietly, args=(modules,), name="trtctx-end-imports", daemon=True
+                target=_import_quietly,
+                args=(modules, self.end_import_warnings),
+                name="trtctx-end-imports",
+                daemon=True,
             )
             self.end_imports.start()
 
     def join_end_imports(self) -> None:
-        """Wait for :meth:`all_started`'s imports (the run ended on its own: its summary comes
-        next). Not after an interruption: a second ^C must not meet a wait."""
-        if self.end_imports is not None:
-            self.end_imports.join()
+        """Wait for :meth:`all_started`'s imports, and hand what they warned to the summary."""
+        if self.end_imports is None:
+            return
+        self.end_imports.join()
+        manager = self.session.config.pluginmanager
+        if self.end_import_warnings and not manager.has_plugin(END_IMPORT_WARNINGS):
+            manager.register(EndImportWarnings(self.end_import_warnings), END_IMPORT_WARNINGS)
 
     def assign(self, spare: Spare, message: bytes) -> None:
         with contextlib.suppress(OSError):  # a spare that died is reaped as a crash
@@ -437,8 +469,13 @@ def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[
         queue = groups(items, settings)
         workers = settings.workers.value
         with ended_by_signals():
-            Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
-            processes.join_end_imports()  # the summary's imports, before the summary
+            try:
+                Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
+            finally:
+                # The summary's imports end before the summary starts, after a ^C too: the
+                # summary would import the same modules (a second ^C ends the wait), and its
+                # warnings capture must not start while the imports' own runs.
+                processes.join_end_imports()
         # As pytest's own loop ends a run stopped by -x / --maxfail (its summary line).
         if session.shouldfail:
             raise session.Failed(session.shouldfail)

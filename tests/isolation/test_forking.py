@@ -137,6 +137,52 @@ def test_what_a_plugin_imports_in_its_summary_is_imported_while_the_workers_run(
     result.stdout.fnmatch_lines([f"hypothesis loaded at the summary: {plugin == 'on'}"])
 
 
+#: A plugin (the conftest) that imports a module in its summary: the module warns on import,
+#: then takes a while (the run's last test is over by then).
+WARNS_AT_SUMMARY = """
+import sys
+from pytest_trtctx.isolation import forking
+
+forking.END_IMPORTS["conftest"] = ("trtctx_warns_on_import",)
+
+def pytest_terminal_summary(terminalreporter):
+    import trtctx_warns_on_import
+"""
+
+
+def test_what_the_end_imports_warn_reaches_pytests_warnings_summary(
+    pytester: pytest.Pytester,
+) -> None:
+    """A warning raised by an import made while the last workers run is raised again at the
+    summary, where the plugin's own import would have raised it: in pytest's warnings summary,
+    never in the progress line, and not lost (the summary waits for the imports to end)."""
+    pytester.makeconftest(WARNS_AT_SUMMARY)
+    pytester.makepyfile(
+        trtctx_warns_on_import="import time, warnings\n"
+        "warnings.warn('trtctx: imported for the summary', UserWarning)\ntime.sleep(1.0)\n"
+    )
+    pytester.makepyfile(test_two="def test_a(trtctx_order): pass\ndef test_b(trtctx_order): pass\n")
+    result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=trt-first,torch-first")
+    result.assert_outcomes(passed=4, warnings=1)
+    out = result.stdout.str()
+    assert out.count("UserWarning: trtctx: imported for the summary") == 1, out
+    assert out.index("warnings summary") < out.index("trtctx: imported for the summary"), out
+
+
+def test_end_imports_ask_nothing_in_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An xdist worker prints no summary: nothing is imported for one."""
+    from types import SimpleNamespace
+
+    from pytest_trtctx.isolation import forking
+
+    monkeypatch.setattr(forking, "END_IMPORTS", {"a_summary_plugin": ("trtctx_never_imported",)})
+    manager = SimpleNamespace(get_plugins=lambda: [SimpleNamespace(__name__="a_summary_plugin")])
+    controller = SimpleNamespace(pluginmanager=manager)
+    worker = SimpleNamespace(pluginmanager=manager, workerinput={"workerid": "gw0"})
+    assert forking.end_imports(controller) == ["trtctx_never_imported"]  # type: ignore[arg-type]
+    assert forking.end_imports(worker) == []  # type: ignore[arg-type]
+
+
 def test_no_fork_starts_while_the_end_imports_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
