@@ -103,6 +103,7 @@ MARK_SCENARIO_EXPECTED: Final = "trtctx_scenario_expected"
 
 # Messages (format strings). Tests match on these.
 MSG_BAD_VALUE: Final = "{where}: unknown value {value!r}; allowed: {allowed}"
+MSG_EMPTY_VALUE: Final = "{where}: empty value; allowed: {allowed}"
 MSG_NONE_ONE_ORDER: Final = (
     "{where}: --trtctx-isolate=none applies one order once, in this process; "
     "{count} orders were selected ({orders}). Use --trtctx-isolate=order or test."
@@ -137,6 +138,11 @@ MSG_NO_ORDER_SELECTED: Final = (
     + "; or "
     + ALL_HAZARDS
     + ": every context hazard)"
+)
+#: The same, for a test whose ``trtctx_orders`` marker names the orders it may run under.
+MSG_NO_ORDER_SELECTED_MARKED: Final = (
+    "no init order selected: this test runs under {marked} alone (trtctx_orders); run with "
+    "--trtctx-order={marked}"
 )
 MSG_ORDER_NOT_APPLIED: Final = (
     "order {order} was not applied in this process (it runs {applied}): the test cannot meet it"

@@ -29,9 +29,11 @@ from .checks.outputs import Outputs, run_checked
 from .cuda.init_watch import CudaWatch
 from .errors import ConfigError, MatrixError
 from .messages import (
+    MARK_ORDERS,
     MSG_CULPRIT_STARTUP,
     MSG_CULPRIT_UNKNOWN,
     MSG_NO_ORDER_SELECTED,
+    MSG_NO_ORDER_SELECTED_MARKED,
     MSG_ONLY_ORDERS,
 )
 from .records.known_failures import KnownFailures
@@ -142,7 +144,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params = [pytest.param(order, id=order) for order in s.orders.value]
             metafunc.parametrize("trtctx_order", params, indirect=True)
         else:  # no test id may name an order that is not applied
-            why = MSG_NO_ORDER_SELECTED.format(orders=", ".join(s.registry.of_kind(ORDER)))
+            why = _no_order_selected(metafunc, s)
             params = [pytest.param(None, id="no-order", marks=pytest.mark.skip(reason=why))]
             metafunc.parametrize("trtctx_order", params, indirect=True)
     if "trtctx_spec" in metafunc.fixturenames:
@@ -150,6 +152,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(
             "trtctx_spec", [pytest.param(sp, id=sp.name) for sp in specs], indirect=True
         )
+
+
+def _no_order_selected(metafunc: pytest.Metafunc, s: cfg.Settings) -> str:
+    """Why a test that asks for an order skips in a run with none: how to select one (the
+    orders its ``trtctx_orders`` marker names, where it has one)."""
+    only = metafunc.definition.get_closest_marker(MARK_ORDERS)
+    if only is not None and only.args:
+        return MSG_NO_ORDER_SELECTED_MARKED.format(marked=",".join(map(str, only.args)))
+    return MSG_NO_ORDER_SELECTED.format(orders=", ".join(s.registry.of_kind(ORDER)))
 
 
 def _matrix(config: pytest.Config) -> list[Any]:

@@ -14,6 +14,7 @@ import pytest
 
 from pytest_trtctx.messages import (
     MSG_NO_ORDER_SELECTED,
+    MSG_NO_ORDER_SELECTED_MARKED,
 )
 from pytest_trtctx.scenarios import ORDERS
 
@@ -67,6 +68,25 @@ def test_with_no_order_selected_a_test_asking_for_one_says_how(pytester: pytest.
     result.stdout.fnmatch_lines(["*" + MSG_NO_ORDER_SELECTED.format(orders=", ".join(ORDERS))])
     assert (
         "torch-first" not in result.stdout.str().split("short test summary")[0].split("rootdir")[1]
+    )
+
+
+def test_with_no_order_selected_a_marked_test_names_its_orders(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.trtctx_orders("torch-first", "trt-first")
+        def test_marked(trtctx_order):
+            pass
+        """
+    )
+    result = run_pytest(pytester, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*" + MSG_NO_ORDER_SELECTED_MARKED.format(marked="torch-first,trt-first")]
     )
 
 

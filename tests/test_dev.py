@@ -210,3 +210,16 @@ def test_missing_modules_are_named_without_importing_them(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == dev_ready.MISSING
     assert done.stdout == "missing: no_such_module_here no_such.sub\n"
+
+
+@pytest.mark.parametrize("asked", ["help", "--help", ""])
+def test_an_unknown_or_no_command_lists_every_command(tmp_path: Path, asked: str) -> None:
+    root = checkout(tmp_path)
+    done = subprocess.run(
+        [str(root / "dev"), *([asked] if asked else [])],
+        cwd=root, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    for command in ("./dev matrix", "./dev test", "./dev lint", "./dev bench", "./dev package"):
+        assert command in done.stdout, done.stdout
+    assert not done.stdout.startswith("#!")

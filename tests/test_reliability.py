@@ -45,7 +45,7 @@ as_root = pytest.mark.skipif(
             "option --trtctx-report: */afile/r.json cannot be created: */afile is a file*",
         ),
         ("--trtctx-baseline=afile", "option --trtctx-baseline: */afile is a file, not a folder"),
-        ("--trtctx-report=", "option --trtctx-report: empty value"),
+        ("--trtctx-report=", "option --trtctx-report: empty value; expected a path"),
         (
             "--trtctx-explore=lots",
             "option --trtctx-explore: expected a number of specs (0: off), got 'lots'",

@@ -309,6 +309,8 @@ def load(path: Path) -> dict[str, Any]:
         text = blob.decode()
     except UnicodeDecodeError as exc:
         raise ReportError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():  # a run that died before writing, or a file truncated to nothing
+        raise ReportError(f"{path}: an empty file; not a report")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

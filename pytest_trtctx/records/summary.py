@@ -11,6 +11,7 @@ how many of them ran, were declined, or lay past the slots.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +29,17 @@ from ..checks.outcomes import (
     classify,
     properties,
 )
-from ..messages import ALL_HAZARDS, ALL_ORDERS
+from ..messages import ALL_HAZARDS, ALL_ORDERS, INSTALL_TRACE
 from ..scenarios import ORDER
 from ..settings.config import Settings, settings_of
+
+
+def _no_cupti() -> str:
+    """What the header adds to "context tracer on" where cupti-python is missing (found, not
+    imported): each test would say so only when it failed."""
+    if importlib.util.find_spec("cupti") is not None:
+        return ""
+    return f", but cupti-python is not installed: nothing is traced; {INSTALL_TRACE}"
 
 
 def header_lines(s: Settings) -> list[str]:
@@ -48,7 +57,7 @@ def header_lines(s: Settings) -> list[str]:
         f"trtctx: orders {', '.join(s.orders.value)} ({s.orders.source}); "
         f"isolate {s.isolate.value} ({s.isolate.source}{workers}); device {s.device.value}; "
         f"{each} {', '.join(listed)} ({s.backends.source}): {why}"
-        + (f"; context tracer on ({s.trace.source})" if s.trace.value else "")
+        + (f"; context tracer on ({s.trace.source}{_no_cupti()})" if s.trace.value else "")
         + (f"; fast contexts ({s.fast_contexts.source})" if s.fast_contexts.value else ""),
     ]
     if s.active:

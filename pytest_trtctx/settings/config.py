@@ -9,7 +9,9 @@ value remembers where it came from, so that an error (and the report header) can
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from ..messages import (
     ISOLATE_MODES,
     MSG_BAD_VALUE,
     MSG_DEBUGGER_ISOLATED,
+    MSG_EMPTY_VALUE,
     MSG_NONE_ONE_ORDER,
 )
 from ..scenarios import Registry
@@ -49,21 +52,19 @@ class Setting(Generic[T]):
     source: str
 
 
-def _raw(config: pytest.Config, option: Option, *, names: bool = False) -> tuple[Any, str] | None:
+def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
     """The raw value and its source, option before ini; None when neither is set.
 
     This is the one place where the command line wins over the ini file. An empty value given
-    on the command line is an error; with ``names`` (a list of names), the caller's parser says
-    so with the names it allows.
+    as an option reaches the caller's parser, which says what it allows; an empty ini value, or
+    ``-o KEY=``, is no value (pytest's way to clear an ini key: the default applies).
     """
     value = config.getoption(option.name, None)
     if option.kind == "flag":
         if value:
-            return True, f"option {option.flag}"
+            return True, _option_source(config, option.flag)
     elif value not in (None, []):
-        if (value == "" or value == [""]) and not names:
-            raise ConfigError(f"option {option.flag}: empty value")
-        return value, f"option {option.flag}"
+        return value, _option_source(config, option.flag)
     ini_value = config.getini(option.name)
     if ini_value not in (None, [], ""):
         # pytest's -o KEY=VALUE overrides the ini file: the value came from the command line.
@@ -75,6 +76,24 @@ def _raw(config: pytest.Config, option: Option, *, names: bool = False) -> tuple
             where += f" in {config.inipath.name}"
         return ini_value, where
     return None
+
+
+def _option_source(config: pytest.Config, flag: str) -> str:
+    """``option --flag``, and where it was given when not on the command line itself: the
+    ``PYTEST_ADDOPTS`` environment variable or the ini file's ``addopts`` (pytest puts both
+    before the command line's arguments)."""
+
+    def given_in(args: Any) -> bool:
+        return any(str(a) == flag or str(a).startswith(flag + "=") for a in args)
+
+    if given_in(config.invocation_params.args):
+        return f"option {flag}"
+    with contextlib.suppress(ValueError):  # unbalanced quotes: pytest said so already
+        if given_in(shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))):
+            return f"option {flag} (in PYTEST_ADDOPTS)"
+    if config.inipath is not None and given_in(config.getini("addopts")):
+        return f"option {flag} (in addopts of {config.inipath.name})"
+    return f"option {flag}"
 
 
 def _setting(
@@ -99,7 +118,7 @@ def parse_orders(value: Any, where: str, registry: Registry) -> tuple[str, ...]:
     'hazards' to every context hazard)."""
     names = _split(value)
     if not names:
-        raise ConfigError(MSG_BAD_VALUE.format(where=where, value="", allowed=registry.allowed()))
+        raise ConfigError(MSG_EMPTY_VALUE.format(where=where, allowed=registry.allowed()))
     result: list[str] = []
     for name in names:
         expanded = registry.expand(name)
@@ -124,7 +143,7 @@ def parse_backends(value: Any, where: str) -> tuple[str, ...]:
     names = _split(value)
     allowed = (*BACKENDS, VENDORS)
     if not names:
-        raise ConfigError(MSG_BAD_VALUE.format(where=where, value="", allowed=", ".join(allowed)))
+        raise ConfigError(MSG_EMPTY_VALUE.format(where=where, allowed=", ".join(allowed)))
     result: list[str] = []
     for name in names:
         found = installed_vendors() if name == VENDORS else [parse_choice(name, where, allowed)]
@@ -147,7 +166,7 @@ def parse_backends(value: Any, where: str) -> tuple[str, ...]:
 
 def _backends(config: pytest.Config) -> Setting[tuple[str, ...]]:
     """``--trtctx-backend``; where it says ``vendors``, its source says what that found."""
-    raw = _raw(config, BY_NAME["trtctx_backend"], names=True)
+    raw = _raw(config, BY_NAME["trtctx_backend"])
     if raw is None:
         return Setting(("auto",), "default")
     value, source = raw
@@ -185,6 +204,8 @@ def registry_of(config: pytest.Config) -> Registry:
 
 def parse_choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:
     text = str(value).strip()
+    if not text:
+        raise ConfigError(MSG_EMPTY_VALUE.format(where=where, allowed=", ".join(allowed)))
     if text not in allowed:
         raise ConfigError(MSG_BAD_VALUE.format(where=where, value=text, allowed=", ".join(allowed)))
     return text
@@ -326,6 +347,8 @@ def _path_parser(config: pytest.Config) -> Callable[[Any, str], Path]:
     line, from the rootdir when it came from the ini file."""
 
     def parse(value: Any, where: str) -> Path:
+        if not str(value).strip():
+            raise ConfigError(f"{where}: empty value; expected a path")
         path = Path(str(value)).expanduser()
         if not path.is_absolute():
             base = config.invocation_params.dir if where.startswith("option") else config.rootpath
@@ -370,7 +393,7 @@ def _debugger(config: pytest.Config) -> str:
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every setting from options, ini keys and defaults; raise ConfigError if bad."""
     registry = registry_of(config)
-    raw = _raw(config, BY_NAME["trtctx_order"], names=True)
+    raw = _raw(config, BY_NAME["trtctx_order"])
     if raw is None:
         orders: Setting[tuple[str, ...]] = Setting(DEFAULT_ORDERS, "default")
     else:

@@ -229,6 +229,8 @@ def test_diff_groups_skips_by_reason_and_keeps_sections_short(
     ("content", "message"),
     [
         (None, "no such file"),
+        ("", "an empty file; not a report"),
+        (" \n", "an empty file; not a report"),
         ("{not json", "not JSON (line 1, column 2"),
         ('{"hello": 1}', "not a pytest-trtctx report (no 'tool': 'pytest-trtctx' field)"),
         ('{"tool": "pytest-trtctx", "schema": 99, "tests": []}', "report schema 99, this version"),

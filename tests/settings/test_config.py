@@ -16,6 +16,7 @@ from pytest_trtctx.messages import (
     ISOLATE_MODES,
     MSG_BAD_VALUE,
     MSG_DEBUGGER_ISOLATED,
+    MSG_EMPTY_VALUE,
     MSG_NONE_ONE_ORDER,
 )
 from pytest_trtctx.scenarios import HAZARDS, ORDERS, SCENARIOS
@@ -43,22 +44,60 @@ def test_unknown_order_on_the_command_line(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize(
-    ("arg", "allowed"),
+    ("arg", "message"),
     [
-        ("--trtctx-order=", ALLOWED_ORDERS),
-        ("--trtctx-backend=", ", ".join((*BACKENDS, VENDORS))),
+        ("--trtctx-order=", MSG_EMPTY_VALUE.format(where="{where}", allowed=ALLOWED_ORDERS)),
+        (
+            "--trtctx-backend=",
+            MSG_EMPTY_VALUE.format(where="{where}", allowed=", ".join((*BACKENDS, VENDORS))),
+        ),
+        (
+            "--trtctx-isolate=",
+            MSG_EMPTY_VALUE.format(where="{where}", allowed=", ".join(ISOLATE_MODES)),
+        ),
+        ("--trtctx-workers=", "{where}: expected a number of processes from 1 to 64, or 'auto'*"),
+        ("--trtctx-matrix=", "{where}: empty value; expected a path"),
     ],
 )
-def test_an_empty_list_of_names_says_which_names_there_are(
-    pytester: pytest.Pytester, arg: str, allowed: str
+def test_an_empty_option_value_says_what_is_allowed(
+    pytester: pytest.Pytester, arg: str, message: str
 ) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = run_pytest(pytester, arg)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    where = "option " + arg.rstrip("=")
+    result.stderr.fnmatch_lines(["*" + message.format(where="option " + arg.rstrip("="))])
+
+
+@pytest.mark.parametrize("given", ["PYTEST_ADDOPTS", "addopts"])
+def test_an_option_given_in_pytest_addopts_or_the_ini_addopts_says_so(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    if given == "PYTEST_ADDOPTS":
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-v --trtctx-order=bogus")
+        where = "option --trtctx-order (in PYTEST_ADDOPTS)"
+    else:
+        pytester.makeini("[pytest]\naddopts = --trtctx-order bogus\n")
+        where = "option --trtctx-order (in addopts of tox.ini)"
+    result = run_pytest(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*" + MSG_BAD_VALUE.format(where=where, value="", allowed=allowed)]
+        ["*" + MSG_BAD_VALUE.format(where=where, value="bogus", allowed=ALLOWED_ORDERS)]
     )
+
+
+@pytest.mark.parametrize("how", ["empty ini value", "-o trtctx_order="])
+def test_an_empty_ini_value_or_o_clears_the_key(pytester: pytest.Pytester, how: str) -> None:
+    """pytest's way to clear an ini key (``-o addopts=``): the default applies, here no order,
+    and a test that asks for one says how to select one."""
+    value = "" if how == "empty ini value" else "torch-first"
+    pytester.makeini(f"[pytest]\ntrtctx_order = {value}\n")
+    pytester.makepyfile("def test_x(trtctx_order): pass")
+    args = ["-o", "trtctx_order="] if how.startswith("-o") else []
+    result = run_pytest(pytester, "-rs", *args)
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no init order selected*"])
 
 
 def test_unknown_order_in_the_ini_file_names_the_key_and_file(pytester: pytest.Pytester) -> None:

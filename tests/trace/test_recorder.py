@@ -5,6 +5,7 @@ traced test says where CUPTI cannot run, and on the GPU the sentences a failure 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import linecache
 import sys
@@ -405,6 +406,10 @@ def test_the_header_says_the_tracer_is_on_and_where_that_came_from(
     result.stdout.fnmatch_lines(
         ["trtctx: orders torch-first *; context tracer on (ini key trtctx_trace*)"]
     )
+    # Where cupti-python is missing the header says so at once (a test says it only on failure).
+    missing = importlib.util.find_spec("cupti") is None
+    said = f"but cupti-python is not installed: nothing is traced; {INSTALL_TRACE})"
+    assert (said in result.stdout.str()) is missing, result.stdout.str()
 
 
 # GPU ----------------------------------------------------------------------------------------
