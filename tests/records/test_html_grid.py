@@ -136,6 +136,12 @@ def test_a_diff_page_names_the_settings_that_changed() -> None:
     assert page["diff"]["verdict"] == "no regression"
 
 
+@pytest.mark.parametrize(("run", "said"), [("run26", "off"), ("run33", "on")])
+def test_a_run_page_says_whether_fast_contexts_were_on(run: str, said: str) -> None:
+    page = run_data(load(RESULTS / f"report-h200-matrix-vendors-{run}.json.gz"), run)
+    assert ["fast contexts", said] in page["header"]
+
+
 def test_two_identical_runs_mark_nothing() -> None:
     old = load(RESULTS / "report-h200-matrix.json.gz")
     new = load(RESULTS / "report-h200-traced.json.gz")
