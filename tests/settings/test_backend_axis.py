@@ -126,7 +126,7 @@ def test_each_backend_of_an_order_runs_in_processes_of_its_own(pytester: pytest.
         ("auto,cuda", "'auto' and 'cuda' are both listed"),
         ("triton,tensorrt_rtx,auto", "'auto' and 'tensorrt_rtx' are both listed"),
         ("cuda,cudnn9", "unknown value 'cudnn9'"),
-        (" , ", "unknown value ''"),
+        (" , ", "empty value; allowed: auto, "),
     ],
 )
 def test_a_bad_list_names_what_is_wrong(value: str, problem: str) -> None:
