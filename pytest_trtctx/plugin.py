@@ -159,7 +159,9 @@ def _no_order_selected(metafunc: pytest.Metafunc, s: cfg.Settings) -> str:
     orders its ``trtctx_orders`` marker names, where it has one)."""
     only = metafunc.definition.get_closest_marker(MARK_ORDERS)
     if only is not None and only.args:
-        return MSG_NO_ORDER_SELECTED_MARKED.format(marked=",".join(map(str, only.args)))
+        return MSG_NO_ORDER_SELECTED_MARKED.format(
+            marked=",".join(cfg.split_names(list(only.args)))
+        )
     return MSG_NO_ORDER_SELECTED.format(orders=", ".join(s.registry.of_kind(ORDER)))
 
 

@@ -71,14 +71,15 @@ def test_with_no_order_selected_a_test_asking_for_one_says_how(pytester: pytest.
     )
 
 
+@pytest.mark.parametrize("marked", ['"torch-first", "trt-first"', '"torch-first, trt-first"'])
 def test_with_no_order_selected_a_marked_test_names_its_orders(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, marked: str
 ) -> None:
     pytester.makepyfile(
-        """
+        f"""
         import pytest
 
-        @pytest.mark.trtctx_orders("torch-first", "trt-first")
+        @pytest.mark.trtctx_orders({marked})
         def test_marked(trtctx_order):
             pass
         """

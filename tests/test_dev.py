@@ -192,11 +192,13 @@ def test_a_ready_venv_is_used_as_it_is(tmp_path: Path, bare_python: str) -> None
     site = installed_from(tmp_path / "site", root)
     stand_in(root / ".venv" / "bin" / "python", log, sys.executable, [site, root], bin_dir)
     stand_in(bin_dir / "python3", log, bare_python, [], bin_dir)
-    done = run_dev(root, bin_dir, "test", "-x")
+    done = run_dev(root, bin_dir, "test", "-x", OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stderr
     made = calls(log)
     assert [c for c in made if " -m pip " in c or " -m venv " in c] == []
     assert " -m pytest tests " in made[-1] and made[-1].endswith("-x")
+    cpus = len(os.sched_getaffinity(0))
+    assert (f" -n {cpus} " in made[-1]) is (cpus > 1), made[-1]  # whatever OpenMP is told
     assert "dev: " not in done.stderr
 
 

@@ -14,7 +14,6 @@ import selectors
 import signal
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -50,14 +49,11 @@ POLL_EXITS = 0.1
 #: Modules that a plugin (by its module's name) imports in its terminal summary. This
 #: process never imports the test modules (the workers do), so a library they import is not
 #: loaded here; hypothesis' plugin imports hypothesis at the end of the run, about a second on a
-#: GPU host (docs/speed.md). :meth:`Forker.all_started` imports them on a thread while the last
-#: workers run, and no fork starts while that thread lives (a child would inherit its import
-#: locks held).
+#: GPU host (docs/speed.md). :meth:`Forker.all_started` imports them once the last group has
+#: its worker, while the last workers run.
 END_IMPORTS: dict[str, tuple[str, ...]] = {
     "_hypothesis_pytestplugin": ("hypothesis.internal.observability",),
 }
-
-
 #: The plugin name of :class:`EndImportWarnings`.
 END_IMPORT_WARNINGS = "trtctx-end-import-warnings"
 
@@ -77,32 +73,55 @@ def end_imports(config: pytest.Config) -> list[str]:
     ]
 
 
-def _import_quietly(modules: list[str], caught: list[warnings.WarningMessage]) -> None:
-    # Every warning the imports raise is kept for the summary (EndImportWarnings), where they
-    # would have been raised: here, outside any test, one would print in the progress line and
-    # never reach pytest's warnings summary.
+#: A warning an end import raised, and the name of the module it was raised in (what a
+#: filter's module field matches).
+Caught = tuple[warnings.WarningMessage, str | None]
+
+
+def import_for_the_summary(modules: list[str]) -> list[Caught]:
+    """Import ``modules`` here and now, and return what they warned.
+
+    On the pytest process's one thread, between two reads of the workers' pipes: the workers
+    run on meanwhile, and the run ends no later than the summary's own import would have let it
+    (a thread gained nothing over that, and its ``catch_warnings`` changed every thread's
+    warnings). The warnings are kept for the summary (:class:`EndImportWarnings`): raised here,
+    outside any test, one would print in the progress line and miss pytest's warnings summary.
+    """
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")  # pytest's filters decide, at the summary
         for module in modules:
-            # What fails here fails again where the plugin imports it, and is reported there.
-            with contextlib.suppress(Exception):
+            try:
                 importlib.import_module(module)
-    caught.extend(seen)
+            except pytest.exit.Exception:  # SIGTERM's way out (ended_by_signals) goes on out
+                raise
+            except Exception:  # fails again where the plugin imports it, and is said there
+                pass
+    return [(w, _module_named(w.filename)) for w in seen]
+
+
+def _module_named(filename: str) -> str | None:
+    """The loaded module whose file this is (warnings.warn's ``module``), else None."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
 
 
 class EndImportWarnings:
     """The warnings :meth:`Forker.all_started`'s imports raised, raised again at the start of
     the terminal summary, where the plugin's own import would have raised them: pytest's
-    filters (``-W``, ``filterwarnings``) apply to them, and its warnings summary lists them.
-    Registered as ``trtctx-end-import-warnings`` where there are any."""
+    filters (``-W``, ``filterwarnings``, by module too) apply to them, and its warnings summary
+    lists them. Registered as ``trtctx-end-import-warnings`` where there are any."""
 
-    def __init__(self, caught: list[warnings.WarningMessage]) -> None:
+    def __init__(self, caught: list[Caught]) -> None:
         self.caught = caught
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_terminal_summary(self) -> None:
-        for w in self.caught:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        for w, module in self.caught:
+            warnings.warn_explicit(
+                w.message, w.category, w.filename, w.lineno, module=module, source=w.source
+            )
 
 
 def _exited(pid: int) -> bool:
@@ -128,14 +147,11 @@ class Forker:
         self.pipe_pids: dict[int, int] = {}  # report pipe -> its worker
         self.ended: set[int] = set()  # workers this process killed (with what they started)
         self.guard: Guard | None = None  # started with the first worker
-        self.end_imports: threading.Thread | None = None  # all_started's; joined before a fork
-        self.end_import_warnings: list[warnings.WarningMessage] = []  # what its imports raised
 
     def refusal(self) -> str:
         return MSG_CUDA_TOUCHED.format(why=cuda_untouched()[1], culprit=self.culprit())
 
     def spare(self) -> Spare | None:
-        self.join_end_imports()  # never fork beside a thread that imports
         ok, _why = cuda_untouched()
         if not ok:
             return None
@@ -178,23 +194,10 @@ class Forker:
 
     def all_started(self) -> None:
         modules = end_imports(self.session.config)
-        if modules and self.end_imports is None:
-            self.end_imports = threading.Thread(
-                target=_import_quietly,
-                args=(modules, self.end_import_warnings),
-                name="trtctx-end-imports",
-                daemon=True,
-            )
-            self.end_imports.start()
-
-    def join_end_imports(self) -> None:
-        """Wait for :meth:`all_started`'s imports, and hand what they warned to the summary."""
-        if self.end_imports is None:
-            return
-        self.end_imports.join()
+        caught = import_for_the_summary(modules) if modules else []
         manager = self.session.config.pluginmanager
-        if self.end_import_warnings and not manager.has_plugin(END_IMPORT_WARNINGS):
-            manager.register(EndImportWarnings(self.end_import_warnings), END_IMPORT_WARNINGS)
+        if caught and not manager.has_plugin(END_IMPORT_WARNINGS):
+            manager.register(EndImportWarnings(caught), END_IMPORT_WARNINGS)
 
     def assign(self, spare: Spare, message: bytes) -> None:
         with contextlib.suppress(OSError):  # a spare that died is reaped as a crash
@@ -469,13 +472,7 @@ def run_isolated(session: pytest.Session, settings: Settings, culprit: Callable[
         queue = groups(items, settings)
         workers = settings.workers.value
         with ended_by_signals():
-            try:
-                Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
-            finally:
-                # The summary's imports end before the summary starts, after a ^C too: the
-                # summary would import the same modules (a second ^C ends the wait), and its
-                # warnings capture must not start while the imports' own runs.
-                processes.join_end_imports()
+            Scheduler(items, queue, workers, processes, HookSink(session), timeout_of).run()
         # As pytest's own loop ends a run stopped by -x / --maxfail (its summary line).
         if session.shouldfail:
             raise session.Failed(session.shouldfail)

@@ -283,7 +283,7 @@ def header(data: dict[str, Any]) -> list[list[str]]:
         ["versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))],
         ["backend", ", ".join(listed_backends(data))],
         ["orders", ", ".join(map(str, settings.get("orders") or [])) or "none"],
-        ["isolate", str(settings.get("isolate"))],
+        ["isolate", str(settings.get("isolate") or "not recorded")],
         # As diff's COMPARED_SETTINGS: a report written before the field ran without it.
         ["fast contexts", "on" if settings.get("fast_contexts") else "off"],
         ["OS", f"{said('os')}, Python {said('python')}"],

@@ -62,9 +62,9 @@ def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
     value = config.getoption(option.name, None)
     if option.kind == "flag":
         if value:
-            return True, _option_source(config, option.flag)
+            return True, _option_source(config, option)
     elif value not in (None, []):
-        return value, _option_source(config, option.flag)
+        return value, _option_source(config, option)
     ini_value = config.getini(option.name)
     if ini_value not in (None, [], ""):
         # pytest's -o KEY=VALUE overrides the ini file: the value came from the command line.
@@ -78,22 +78,33 @@ def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
     return None
 
 
-def _option_source(config: pytest.Config, flag: str) -> str:
-    """``option --flag``, and where it was given when not on the command line itself: the
-    ``PYTEST_ADDOPTS`` environment variable or the ini file's ``addopts`` (pytest puts both
-    before the command line's arguments)."""
+def _option_source(config: pytest.Config, option: Option) -> str:
+    """``option --flag``, and where it was given when not on the command line alone: the
+    ``PYTEST_ADDOPTS`` environment variable or the ini file's ``addopts``, which pytest puts
+    before the command line's arguments. A repeated list option (``--trtctx-order``) takes the
+    values of every place, so each place is named; any other takes the last place's value."""
+    flag = option.flag
 
     def given_in(args: Any) -> bool:
         return any(str(a) == flag or str(a).startswith(flag + "=") for a in args)
 
+    places: list[str] = []  # last wins: command line, then PYTEST_ADDOPTS, then addopts
     if given_in(config.invocation_params.args):
-        return f"option {flag}"
+        places.append("on the command line")
     with contextlib.suppress(ValueError):  # unbalanced quotes: pytest said so already
         if given_in(shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))):
-            return f"option {flag} (in PYTEST_ADDOPTS)"
-    if config.inipath is not None and given_in(config.getini("addopts")):
-        return f"option {flag} (in addopts of {config.inipath.name})"
-    return f"option {flag}"
+            places.append("in PYTEST_ADDOPTS")
+    if given_in(config.getini("addopts")):
+        overrides = config.getoption("override_ini", None) or []
+        if any(str(o).split("=", 1)[0].strip() == "addopts" for o in overrides):
+            places.append("in -o addopts")
+        elif config.inipath is not None:
+            places.append(f"in addopts of {config.inipath.name}")
+    if option.kind != "list":
+        places = places[:1]
+    if places in ([], ["on the command line"]):
+        return f"option {flag}"
+    return f"option {flag} ({' and '.join(places)})"
 
 
 def _setting(
@@ -105,7 +116,8 @@ def _setting(
     return Setting(parse(raw[0], raw[1]), raw[1])
 
 
-def _split(value: Any) -> list[str]:
+def split_names(value: Any) -> list[str]:
+    """Names from a value: one string or a list, comma- or space-separated."""
     items = value if isinstance(value, list) else [value]
     out: list[str] = []
     for item in items:
@@ -116,7 +128,7 @@ def _split(value: Any) -> list[str]:
 def parse_orders(value: Any, where: str, registry: Registry) -> tuple[str, ...]:
     """Expand and validate a list of scenario names ('all' expands to every init order,
     'hazards' to every context hazard)."""
-    names = _split(value)
+    names = split_names(value)
     if not names:
         raise ConfigError(MSG_EMPTY_VALUE.format(where=where, allowed=registry.allowed()))
     result: list[str] = []
@@ -140,7 +152,7 @@ def parse_backends(value: Any, where: str) -> tuple[str, ...]:
     is), none twice, and ``auto`` beside none it may resolve to."""
     from ..backends import installed_vendors
 
-    names = _split(value)
+    names = split_names(value)
     allowed = (*BACKENDS, VENDORS)
     if not names:
         raise ConfigError(MSG_EMPTY_VALUE.format(where=where, allowed=", ".join(allowed)))
@@ -171,7 +183,7 @@ def _backends(config: pytest.Config) -> Setting[tuple[str, ...]]:
         return Setting(("auto",), "default")
     value, source = raw
     listed = parse_backends(value, source)
-    if VENDORS in _split(value):
+    if VENDORS in split_names(value):
         from ..backends import installed_vendors
 
         source += f"; {VENDORS}: {', '.join(installed_vendors()) or 'none installed'}"

@@ -137,8 +137,7 @@ def test_what_a_plugin_imports_in_its_summary_is_imported_while_the_workers_run(
     result.stdout.fnmatch_lines([f"hypothesis loaded at the summary: {plugin == 'on'}"])
 
 
-#: A plugin (the conftest) that imports a module in its summary: the module warns on import,
-#: then takes a while (the run's last test is over by then).
+#: A plugin (the conftest) that imports a module in its summary, which warns on import.
 WARNS_AT_SUMMARY = """
 import sys
 from pytest_trtctx.isolation import forking
@@ -150,21 +149,29 @@ def pytest_terminal_summary(terminalreporter):
 """
 
 
+@pytest.mark.parametrize("filtered", [False, True])
 def test_what_the_end_imports_warn_reaches_pytests_warnings_summary(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, filtered: bool
 ) -> None:
     """A warning raised by an import made while the last workers run is raised again at the
     summary, where the plugin's own import would have raised it: in pytest's warnings summary,
-    never in the progress line, and not lost (the summary waits for the imports to end)."""
+    never in the progress line, and under pytest's filters (one that names the module too)."""
     pytester.makeconftest(WARNS_AT_SUMMARY)
     pytester.makepyfile(
-        trtctx_warns_on_import="import time, warnings\n"
-        "warnings.warn('trtctx: imported for the summary', UserWarning)\ntime.sleep(1.0)\n"
+        trtctx_warns_on_import="import warnings\n"
+        "warnings.warn('trtctx: imported for the summary', UserWarning)\n"
     )
     pytester.makepyfile(test_two="def test_a(trtctx_order): pass\ndef test_b(trtctx_order): pass\n")
-    result = run_pytest(pytester, *cpu_orders(pytester), "--trtctx-order=trt-first,torch-first")
-    result.assert_outcomes(passed=4, warnings=1)
+    ignore = ["-W", "ignore::UserWarning:trtctx_warns_on_import"] if filtered else []
+    result = run_pytest(
+        pytester, *cpu_orders(pytester), "--trtctx-order=trt-first,torch-first", *ignore
+    )
     out = result.stdout.str()
+    if filtered:
+        result.assert_outcomes(passed=4)
+        assert "imported for the summary" not in out + result.stderr.str()
+        return
+    result.assert_outcomes(passed=4, warnings=1)
     assert out.count("UserWarning: trtctx: imported for the summary") == 1, out
     assert out.index("warnings summary") < out.index("trtctx: imported for the summary"), out
 
@@ -183,40 +190,22 @@ def test_end_imports_ask_nothing_in_an_xdist_worker(monkeypatch: pytest.MonkeyPa
     assert forking.end_imports(worker) == []  # type: ignore[arg-type]
 
 
-def test_no_fork_starts_while_the_end_imports_run(
+def test_an_end_import_that_fails_is_left_to_the_plugin_and_sigterm_still_ends_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A child forked while another thread imports would inherit that import's locks held:
-    Forker.spare waits for all_started's thread before it forks (here, the fork is stopped
-    before it happens, and the thread was done when it came)."""
-    from types import SimpleNamespace
-
+    """A module that fails to import fails again where the plugin imports it (and is said
+    there); pytest.exit, SIGTERM's way out of the run, is never swallowed."""
     from pytest_trtctx.isolation import forking
 
-    (tmp_path / "trtctx_slow_import.py").write_text("import time\ntime.sleep(0.5)\n")
+    (tmp_path / "trtctx_broken.py").write_text("import warnings\nwarnings.warn('w')\n1 / 0\n")
+    (tmp_path / "trtctx_exits.py").write_text("import pytest\npytest.exit('SIGTERM', 2)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(forking, "END_IMPORTS", {"a_summary_plugin": ("trtctx_slow_import",)})
-    plugin = SimpleNamespace(__name__="a_summary_plugin")
-    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugins=lambda: [plugin]))
-    forker = forking.Forker(SimpleNamespace(config=config), lambda: "")  # type: ignore[arg-type]
-    alive_at_fork: list[bool] = []
-
-    class Stopped(Exception):
-        pass
-
-    def fork() -> int:
-        assert forker.end_imports is not None
-        alive_at_fork.append(forker.end_imports.is_alive())
-        raise Stopped
-
-    monkeypatch.setattr(forking.proctree, "fork", fork)
-    forker.all_started()
-    assert forker.end_imports is not None and forker.end_imports.is_alive()
-    with pytest.raises(Stopped):
-        forker.spare()
-    forker.close_all()
-    assert alive_at_fork == [False]
-    assert "trtctx_slow_import" in sys.modules
+    caught = forking.import_for_the_summary(["trtctx_broken"])
+    # Its module is gone again (a failed import leaves none): the warning keeps its file.
+    assert [(str(w.message), module) for w, module in caught] == [("w", None)]
+    assert "trtctx_broken" not in sys.modules
+    with pytest.raises(pytest.exit.Exception):
+        forking.import_for_the_summary(["trtctx_exits"])
 
 
 CRASH = """

@@ -68,21 +68,60 @@ def test_an_empty_option_value_says_what_is_allowed(
     result.stderr.fnmatch_lines(["*" + message.format(where="option " + arg.rstrip("="))])
 
 
-@pytest.mark.parametrize("given", ["PYTEST_ADDOPTS", "addopts"])
+@pytest.mark.parametrize(
+    ("env", "ini", "args", "where"),
+    [
+        ("-v --trtctx-order=bogus", None, [], "option --trtctx-order (in PYTEST_ADDOPTS)"),
+        (None, "--trtctx-order bogus", [], "option --trtctx-order (in addopts of tox.ini)"),
+        (
+            None,
+            None,
+            ["-o", "addopts=--trtctx-order=bogus"],
+            "option --trtctx-order (in -o addopts)",
+        ),
+        # A list option takes every place's values: each place is named.
+        (
+            None,
+            "--trtctx-order=bogus",
+            ["--trtctx-order=torch-first"],
+            "option --trtctx-order (on the command line and in addopts of tox.ini)",
+        ),
+    ],
+)
 def test_an_option_given_in_pytest_addopts_or_the_ini_addopts_says_so(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, given: str
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    ini: str | None,
+    args: list[str],
+    where: str,
 ) -> None:
     pytester.makepyfile("def test_x(): pass")
-    if given == "PYTEST_ADDOPTS":
-        monkeypatch.setenv("PYTEST_ADDOPTS", "-v --trtctx-order=bogus")
-        where = "option --trtctx-order (in PYTEST_ADDOPTS)"
-    else:
-        pytester.makeini("[pytest]\naddopts = --trtctx-order bogus\n")
-        where = "option --trtctx-order (in addopts of tox.ini)"
-    result = run_pytest(pytester)
+    if env is not None:
+        monkeypatch.setenv("PYTEST_ADDOPTS", env)
+    pytester.makeini(f"[pytest]\naddopts = {ini}\n" if ini else "[pytest]\n")
+    result = run_pytest(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["*" + MSG_BAD_VALUE.format(where=where, value="bogus", allowed=ALLOWED_ORDERS)]
+    )
+
+
+def test_a_single_value_option_names_the_place_whose_value_won(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line's value wins over PYTEST_ADDOPTS's (pytest puts it last)."""
+    pytester.makepyfile("def test_x(): pass")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--trtctx-isolate=order")
+    result = run_pytest(pytester, "--trtctx-order=torch-first", "--trtctx-isolate=bogus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*"
+            + MSG_BAD_VALUE.format(
+                where="option --trtctx-isolate", value="bogus", allowed=", ".join(ISOLATE_MODES)
+            )
+        ]
     )
 
 
