@@ -23,6 +23,7 @@ __all__ = [
     "ExecResult",
     "create",
     "describe",
+    "installed",
     "installed_vendors",
     "select",
 ]
@@ -42,7 +43,8 @@ AUTO_RULE = (
 )
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether ``module`` is installed here: found, not imported."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -51,24 +53,24 @@ def _installed(module: str) -> bool:
 
 def installed_vendors() -> list[str]:
     """The vendor backends whose library is installed here (found, not imported)."""
-    return [name for name, (module, _package, _install) in VENDOR.items() if _installed(module)]
+    return [name for name, (module, _package, _install) in VENDOR.items() if installed(module)]
 
 
 def describe(name: str) -> str:
     """What ``name`` means here, for the report header (imports nothing)."""
     if name == "auto":
-        found = [m for m in TENSORRT_MODULES.values() if _installed(m)]
+        found = [m for m in TENSORRT_MODULES.values() if installed(m)]
         have = ", ".join(found) if found else "neither tensorrt nor tensorrt_rtx"
         return f"auto: {AUTO_RULE}; installed: {have}"
     if name == REFERENCE:
         return "the CUDA reference backend (NVRTC kernels in a CUDA context, not TensorRT)"
     if name in TENSORRT_MODULES:
-        state = "installed" if _installed(TENSORRT_MODULES[name]) else "NOT installed"
+        state = "installed" if installed(TENSORRT_MODULES[name]) else "NOT installed"
         return f"{name} ({state})"
     if name in VENDOR:
         module, package, install = VENDOR[name]
         state = (
-            f"{package} installed" if _installed(module) else f"{package} NOT installed: {install}"
+            f"{package} installed" if installed(module) else f"{package} NOT installed: {install}"
         )
         return f"{_description(name)} ({state})"
     raise ConfigError(f"unknown backend {name!r}")
@@ -93,7 +95,7 @@ def select(name: str, compute_capability: tuple[int, int] | None) -> tuple[str, 
         return REFERENCE, "selected"
     if name in VENDOR:
         module, package, install = VENDOR[name]
-        if not _installed(module):  # first: installing it is the step a user can take here
+        if not installed(module):  # first: installing it is the step a user can take here
             raise BackendUnavailable(MSG_NEEDS_PACKAGE.format(package=package, install=install))
         if compute_capability is None:
             raise BackendUnavailable(f"{name} needs a GPU to run engines; there is none here")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import importlib
 import os
 import selectors
 import signal
@@ -27,7 +26,7 @@ from ..cuda.probe import cuda_untouched
 from ..messages import MSG_CUDA_TOUCHED
 from ..settings import plan
 from ..settings.config import Settings
-from . import proctree
+from . import proctree, summary_imports
 from .channel import Sections
 from .grouping import groups
 from .guard import Guard, end_sessions
@@ -46,82 +45,6 @@ READ_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
 #: Where no pidfd watches a worker's exit: how often ready() looks for it (seconds).
 POLL_EXITS = 0.1
-#: Modules that a plugin (by its module's name) imports in its terminal summary. This
-#: process never imports the test modules (the workers do), so a library they import is not
-#: loaded here; hypothesis' plugin imports hypothesis at the end of the run, about a second on a
-#: GPU host (docs/speed.md). :meth:`Forker.all_started` imports them once the last group has
-#: its worker, while the last workers run.
-END_IMPORTS: dict[str, tuple[str, ...]] = {
-    "_hypothesis_pytestplugin": ("hypothesis.internal.observability",),
-}
-#: The plugin name of :class:`EndImportWarnings`.
-END_IMPORT_WARNINGS = "trtctx-end-import-warnings"
-
-
-def end_imports(config: pytest.Config) -> list[str]:
-    """What :data:`END_IMPORTS` asks of the plugins registered here, not yet imported. None in
-    an xdist worker: it prints no summary."""
-    if hasattr(config, "workerinput"):
-        return []
-    loaded = {getattr(p, "__name__", None) for p in config.pluginmanager.get_plugins()}
-    return [
-        module
-        for plugin, modules in END_IMPORTS.items()
-        if plugin in loaded
-        for module in modules
-        if module not in sys.modules
-    ]
-
-
-#: A warning an end import raised, and the name of the module it was raised in (what a
-#: filter's module field matches).
-Caught = tuple[warnings.WarningMessage, str | None]
-
-
-def import_for_the_summary(modules: list[str]) -> list[Caught]:
-    """Import ``modules`` here and now, and return what they warned.
-
-    On the pytest process's one thread, between two reads of the workers' pipes: the workers
-    run on meanwhile, and the run ends no later than the summary's own import would have let it
-    (a thread gained nothing over that, and its ``catch_warnings`` changed every thread's
-    warnings). The warnings are kept for the summary (:class:`EndImportWarnings`): raised here,
-    outside any test, one would print in the progress line and miss pytest's warnings summary.
-    """
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")  # pytest's filters decide, at the summary
-        for module in modules:
-            try:
-                importlib.import_module(module)
-            except pytest.exit.Exception:  # SIGTERM's way out (ended_by_signals) goes on out
-                raise
-            except Exception:  # fails again where the plugin imports it, and is said there
-                pass
-    return [(w, _module_named(w.filename)) for w in seen]
-
-
-def _module_named(filename: str) -> str | None:
-    """The loaded module whose file this is (warnings.warn's ``module``), else None."""
-    for name, module in list(sys.modules.items()):
-        if getattr(module, "__file__", None) == filename:
-            return name
-    return None
-
-
-class EndImportWarnings:
-    """The warnings :meth:`Forker.all_started`'s imports raised, raised again at the start of
-    the terminal summary, where the plugin's own import would have raised them: pytest's
-    filters (``-W``, ``filterwarnings``, by module too) apply to them, and its warnings summary
-    lists them. Registered as ``trtctx-end-import-warnings`` where there are any."""
-
-    def __init__(self, caught: list[Caught]) -> None:
-        self.caught = caught
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_terminal_summary(self) -> None:
-        for w, module in self.caught:
-            warnings.warn_explicit(
-                w.message, w.category, w.filename, w.lineno, module=module, source=w.source
-            )
 
 
 def _exited(pid: int) -> bool:
@@ -193,11 +116,7 @@ class Forker:
         return Spare(pid=pid, ctrl=ctrl_w, fd=rfd, dump=dump)
 
     def all_started(self) -> None:
-        modules = end_imports(self.session.config)
-        caught = import_for_the_summary(modules) if modules else []
-        manager = self.session.config.pluginmanager
-        if caught and not manager.has_plugin(END_IMPORT_WARNINGS):
-            manager.register(EndImportWarnings(caught), END_IMPORT_WARNINGS)
+        summary_imports.import_now(self.session.config)
 
     def assign(self, spare: Spare, message: bytes) -> None:
         with contextlib.suppress(OSError):  # a spare that died is reaped as a crash

@@ -11,7 +11,6 @@ how many of them ran, were declined, or lay past the slots.
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,9 @@ from ..settings.config import Settings, settings_of
 def _no_cupti() -> str:
     """What the header adds to "context tracer on" where cupti-python is missing (found, not
     imported): each test would say so only when it failed."""
-    if importlib.util.find_spec("cupti") is not None:
+    from .. import backends
+
+    if backends.installed("cupti"):
         return ""
     return f", but cupti-python is not installed: nothing is traced; {INSTALL_TRACE}"
 

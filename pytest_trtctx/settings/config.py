@@ -68,14 +68,19 @@ def _raw(config: pytest.Config, option: Option) -> tuple[Any, str] | None:
     ini_value = config.getini(option.name)
     if ini_value not in (None, [], ""):
         # pytest's -o KEY=VALUE overrides the ini file: the value came from the command line.
-        overrides = config.getoption("override_ini", None) or []
-        if any(str(o).split("=", 1)[0].strip() == option.name for o in overrides):
+        if _overridden(config, option.name):
             return ini_value, f"-o {option.name}"
         where = f"ini key {option.name}"
         if config.inipath is not None:
             where += f" in {config.inipath.name}"
         return ini_value, where
     return None
+
+
+def _overridden(config: pytest.Config, key: str) -> bool:
+    """Whether ini key ``key`` was given with pytest's ``-o KEY=VALUE``."""
+    overrides = config.getoption("override_ini", None) or []
+    return any(str(o).split("=", 1)[0].strip() == key for o in overrides)
 
 
 def _option_source(config: pytest.Config, option: Option) -> str:
@@ -95,8 +100,7 @@ def _option_source(config: pytest.Config, option: Option) -> str:
         if given_in(shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))):
             places.append("in PYTEST_ADDOPTS")
     if given_in(config.getini("addopts")):
-        overrides = config.getoption("override_ini", None) or []
-        if any(str(o).split("=", 1)[0].strip() == "addopts" for o in overrides):
+        if _overridden(config, "addopts"):
             places.append("in -o addopts")
         elif config.inipath is not None:
             places.append(f"in addopts of {config.inipath.name}")

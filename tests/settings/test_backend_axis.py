@@ -141,7 +141,7 @@ def test_vendors_lists_the_vendor_backends_installed_here(
 ) -> None:
     import pytest_trtctx.backends as backends
 
-    monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
+    monkeypatch.setattr(backends, "installed", lambda module: module in installed)
     assert backends.installed_vendors() == installed  # Triton first: it keeps its ids
     assert parse_backends("auto,vendors", "x") == ("auto", *installed)
     if not installed:
