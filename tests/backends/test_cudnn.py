@@ -239,8 +239,8 @@ def test_a_bad_slot_count_is_a_usage_error(pytester: pytest.Pytester, value: str
 HIDE_FRONTEND = """
 import pytest_trtctx.backends as backends
 
-installed = backends._installed
-backends._installed = lambda module: module != "cudnn" and installed(module)
+installed = backends.installed
+backends.installed = lambda module: module != "cudnn" and installed(module)
 """
 
 
