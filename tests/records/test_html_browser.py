@@ -200,6 +200,17 @@ def test_the_diff_page_shows_the_settings_that_changed(browser: Any, tmp_path: P
     page = Page(browser, _page(tmp_path, "--diff", str(base), str(new)))
     text = page.page.inner_text("body")
     assert "Settings changes (1)" in text and "fast_contexts" in text
+    assert "Environment changes" not in text  # the same machine and versions
+    assert page.errors == []
+
+
+def test_the_diff_page_shows_the_environment_that_changed(browser: Any, tmp_path: Path) -> None:
+    base, new = RESULTS / "report-h100-final.json.gz", RESULTS / "report-h100-rtx.json.gz"
+    changed = compare(load(base), load(new)).environment
+    page = Page(browser, _page(tmp_path, "--diff", str(base), str(new)))
+    text = page.page.inner_text("body")
+    assert f"Environment changes ({len(changed)})" in text and changed[0][0] in text
+    assert "Settings changes" not in text
     assert page.errors == []
 
 

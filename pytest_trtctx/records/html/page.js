@@ -36,6 +36,11 @@
         return "<tr><th>" + esc(r[0]) + "</th><td>" + esc(r[1]) + "</td></tr>";
       }).join("") + "</table>";
     }
+    function changes(title, rows) {  // a diff's header fields that changed: key, old -> new
+      if (!rows.length) return "";
+      return "<h2>" + title + " (" + rows.length + ")</h2>" +
+        table(rows.map(function (e) { return [e[0], e[1] + " \u2192 " + e[2]]; }));
+    }
     function totals() {
       var n = {};
       Object.keys(states).forEach(function (s) { n[s] = 0; });
@@ -89,15 +94,8 @@
       });
       if (!any) h += "<li>no cell changed</li>";
       h += "</ul>";
-      if (diff.environment.length) {
-        h += "<h2>Environment changes (" + diff.environment.length + ")</h2>" +
-          table(diff.environment.map(function (e) { return [e[0], e[1] + " \u2192 " + e[2]]; }));
-      }
-      if ((diff.settings || []).length) {
-        h += "<h2>Settings changes (" + diff.settings.length + ")</h2>" +
-          table(diff.settings.map(function (e) { return [e[0], e[1] + " \u2192 " + e[2]]; }));
-      }
-      return h;
+      return h + changes("Environment changes", diff.environment) +
+        changes("Settings changes", diff.settings);
     }
 
     // ---- filters: scenario, state (the legend), text, changed cells only
