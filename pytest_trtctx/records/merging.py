@@ -75,9 +75,10 @@ def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The first report's settings with every report's orders and backends (the first backend
     first: every report lists it first); the isolation mode where all agree, else ``mixed``;
     fast contexts on when any run had them on."""
-    settings = dict(reports[0].get("settings", {}))
+    each = [d.get("settings") or {} for d in reports]  # an object where present (report.check)
+    settings = dict(each[0])
     settings["orders"] = sorted(  # each a list of strings (report.load checks it)
-        {o for d in reports for o in d.get("settings", {}).get("orders", [])}
+        {o for one in each for o in one.get("orders", [])}
     )
     backends: list[str] = []
     for data in reports:
@@ -85,16 +86,14 @@ def merged_settings(reports: list[dict[str, Any]]) -> dict[str, Any]:
     settings["backends"] = backends
     # One isolation mode where every run had it, else "mixed": the tests ran under several.
     # None where no report says (written before the field was): the merge says nothing either.
-    modes = {(d.get("settings") or {}).get("isolate") for d in reports}
+    modes = {one.get("isolate") for one in each}
     mode = modes.pop() if len(modes) == 1 else "mixed"
     if mode is None:
         settings.pop("isolate", None)
     else:
         settings["isolate"] = mode
     # On when any merged run had it on: its tests then ran with it.
-    settings["fast_contexts"] = any(
-        bool((d.get("settings") or {}).get("fast_contexts")) for d in reports
-    )
+    settings["fast_contexts"] = any(bool(one.get("fast_contexts")) for one in each)
     return settings
 
 
